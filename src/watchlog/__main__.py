@@ -1,0 +1,3 @@
+from watchlog.cli.main import main
+
+main()

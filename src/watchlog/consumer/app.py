@@ -1,0 +1,150 @@
+"""The consumer API: internal users read logs, summaries, reports, exports and feeds."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, timedelta
+
+from flask import Blueprint, Flask, Response, request
+
+from watchlog import keys, schema
+from watchlog.consumer.export import export_response
+from watchlog.consumer.extraction import extraction_blueprint, scrape_gauges
+from watchlog.consumer.openapi import consumer_spec
+from watchlog.errors import InvalidInput
+from watchlog.settings import Settings
+from watchlog.store import Store
+from watchlog.web import params
+from watchlog.web.auth import requires
+from watchlog.web.common import create_base_app, json_response, settings, store
+
+DAY_MS = 86400_000
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
+    """Build the consumer app (the application factory)."""
+    settings = settings or Settings.from_env()
+    app = create_base_app("consumer", settings, store)
+    app.extensions["watchlog_openapi"] = consumer_spec
+    app.extensions["watchlog_scrape_gauges"] = scrape_gauges(app.extensions["watchlog_store"])
+    app.register_blueprint(queries_blueprint())
+    app.register_blueprint(extraction_blueprint())
+    return app
+
+
+def totals(agg: dict[str, int]) -> dict[str, object]:
+    """Turn raw aggregate fields into the API's figures (units as the seed's)."""
+    k = agg.get("k", 0)
+    return {
+        "count": agg.get("n", 0),
+        "duration": agg.get("d", 0),
+        "distance": agg.get("m", 0) / 1000,
+        "calories_burned": agg.get("c", 0) / 10,
+        "avg_heart_rate": round(agg.get("h", 0) / k, 1) if k else None,
+        "max_heart_rate": agg.get("x") if k else None,
+    }
+
+
+def merge(into: dict[str, int], agg: dict[str, int]) -> None:
+    for name, v in agg.items():
+        into[name] = max(into.get(name, 0), v) if name == "x" else into.get(name, 0) + v
+
+
+def summarize(by_type: dict[str, dict[str, int]]) -> dict[str, object]:
+    total: dict[str, int] = {}
+    for agg in by_type.values():
+        merge(total, agg)
+    return {"total": totals(total), "by_type": {t: totals(a) for t, a in by_type.items()}}
+
+
+def _user_key(user_id: str) -> str:
+    if not _SAFE.match(user_id):
+        raise InvalidInput("user_id: 1-64 of A-Z a-z 0-9 . _ @ -", field="user_id")
+    return user_id
+
+
+_SAFE = __import__("re").compile(schema.SAFE_ID)
+
+
+def queries_blueprint() -> Blueprint:
+    bp = Blueprint("queries", __name__)
+
+    @bp.get("/v1/users/<user_id>/activities")
+    @requires("reader")
+    def user_activities(user_id: str) -> Response:
+        """A user's logs in event-time order, a page at a time (default: last 24 h)."""
+        s = settings()
+        frm, to = params.time_range(s.max_range_days, DAY_MS)
+        limit = params.integer("limit", 100, 1, s.max_page)
+        bodies, cursor = store().user_page(_user_key(user_id), frm, to, limit,
+                                           request.args.get("cursor") or None,
+                                           params.activity_type())
+        return json_response({"items": [schema.body_to_dict(b) for b in bodies],
+                              "next_cursor": cursor})
+
+    @bp.get("/v1/users/<user_id>/summary")
+    @requires("reader")
+    def user_summary(user_id: str) -> Response:
+        """A user's totals over a range of days, per day and per activity type."""
+        today = params.today()
+        to = params.day("to", today)
+        frm = params.day("from", to - timedelta(days=6))
+        days = _days(frm, to, settings().max_range_days)
+        per_day = store().user_days(_user_key(user_id), [d.strftime("%Y%m%d") for d in days])
+        whole: dict[str, dict[str, int]] = {}
+        for by_type in per_day:
+            for t, agg in by_type.items():
+                merge(whole.setdefault(t, {}), agg)
+        return json_response({
+            "user_id": user_id, "from": frm.isoformat(), "to": to.isoformat(),
+            **summarize(whole),
+            "days": [{"date": d.isoformat(), **summarize(bt)}
+                     for d, bt in zip(days, per_day, strict=True) if bt],
+        })
+
+    @bp.get("/v1/reports/daily")
+    @requires("reader")
+    def daily_report() -> Response:
+        """Fleet-wide figures of one UTC day, read from aggregates."""
+        d = params.day("date", params.today())
+        users, by_type = store().fleet_day(d.strftime("%Y%m%d"))
+        s = summarize(by_type)
+        return json_response({"date": d.isoformat(), "active_users": users,
+                              "count": s["total"]["count"], **s})  # type: ignore[index]
+
+    @bp.get("/v1/activities/export")
+    @requires("reader")
+    def export() -> Response:
+        """Every log of a range, streamed in event-time order (NDJSON or CSV)."""
+        s = settings()
+        frm, to = params.time_range(s.max_range_days, DAY_MS)
+        fmt = request.args.get("format", "ndjson")
+        if fmt not in ("ndjson", "csv"):
+            raise InvalidInput("format: ndjson or csv", field="format")
+        return export_response(store().export(frm, to, params.activity_type()), fmt)
+
+    @bp.get("/activity_logs")
+    @requires("reader")
+    def activity_logs() -> Response:
+        """The original endpoint, bounded: the most recent logs of the fleet."""
+        limit = params.integer("limit", 100, 1, settings().max_page)
+        bodies = store().recent(limit)
+        if not bodies:
+            return json_response({"message": "No activity logs found"}, 404)
+        return json_response([schema.body_to_dict(b) for b in bodies])
+
+    return bp
+
+
+def _days(frm: date, to: date, max_days: int) -> list[date]:
+    if frm > to:
+        raise InvalidInput("from: must not be after to", field="from")
+    n = (to - frm).days + 1
+    if n > max_days:
+        raise InvalidInput(f"to: range wider than {max_days} days (WATCHLOG_MAX_RANGE_DAYS)",
+                           field="to")
+    return [frm + timedelta(days=i) for i in range(n)]
+
+
+def today_key() -> str:
+    return keys.day_of(int(time.time() * 1000))

@@ -1,0 +1,61 @@
+"""Streamed export: NDJSON or CSV, written a chunk at a time (memory stays bounded)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from itertools import islice
+
+import msgspec
+from flask import Response, stream_with_context
+
+from watchlog.schema import body_to_dict
+
+CSV_FIELDS = ("event_id", "user_id", "activity_type", "timestamp", "duration", "distance",
+              "heart_rate", "calories_burned", "latitude", "longitude", "device_id",
+              "activity_status")
+CHUNK = 1000
+_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize(value: object) -> object:
+    """Quote a text cell a spreadsheet would run as a formula (numbers stay numbers)."""
+    if isinstance(value, str) and value.startswith(_DANGEROUS):
+        return "'" + value
+    return value
+
+
+def ndjson_chunks(bodies: Iterable[bytes]) -> Iterator[bytes]:
+    encode = msgspec.json.encode
+    it = iter(bodies)
+    while chunk := list(islice(it, CHUNK)):
+        yield b"".join(encode(body_to_dict(b)) + b"\n" for b in chunk)
+
+
+def csv_row(doc: dict[str, object]) -> list[object]:
+    loc = doc.pop("location") or {}
+    doc["latitude"] = loc.get("latitude")  # type: ignore[attr-defined]
+    doc["longitude"] = loc.get("longitude")  # type: ignore[attr-defined]
+    return [neutralize(doc[f]) for f in CSV_FIELDS]
+
+
+def csv_chunks(bodies: Iterable[bytes]) -> Iterator[bytes]:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    it = iter(bodies)
+    while chunk := list(islice(it, CHUNK)):
+        writer.writerows(csv_row(body_to_dict(b)) for b in chunk)
+        yield buf.getvalue().encode()
+        buf.seek(0)
+        buf.truncate()
+    if buf.tell():
+        yield buf.getvalue().encode()
+
+
+def export_response(bodies: Iterator[bytes], fmt: str) -> Response:
+    if fmt == "csv":
+        return Response(stream_with_context(csv_chunks(bodies)), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=activities.csv"})
+    return Response(stream_with_context(ndjson_chunks(bodies)), mimetype="application/x-ndjson")

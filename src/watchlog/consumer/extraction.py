@@ -1,0 +1,134 @@
+"""Incremental extraction endpoints: named extractors over the partition feeds."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from flask import Blueprint, Response, request
+
+from watchlog import metrics, schema
+from watchlog.errors import InvalidInput, NotFound
+from watchlog.metrics import ScrapeTimeGauges
+from watchlog.store import Store
+from watchlog.web import params
+from watchlog.web.auth import requires
+from watchlog.web.common import json_response, settings, store
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class AckBody(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[str]
+
+
+class CreateBody(msgspec.Struct, forbid_unknown_fields=True):
+    start: str = "earliest"
+
+
+def _name(name: str) -> str:
+    if not NAME.match(name):
+        raise InvalidInput("name: 1-64 of A-Z a-z 0-9 . _ -", field="name")
+    return name
+
+
+def _decode(raw: bytes, kind: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except msgspec.ValidationError as e:
+        raise schema.invalid(str(e)) from None
+    except msgspec.DecodeError as e:
+        raise InvalidInput(f"malformed JSON: {e}", status=400) from None
+
+
+def extraction_blueprint() -> Blueprint:
+    bp = Blueprint("extraction", __name__)
+
+    @bp.get("/v1/extractors")
+    @requires("reader")
+    def list_extractors() -> Response:
+        """Every extractor with its lag and pending count."""
+        return json_response({"items": [{"name": n, **store().extractor_info(n)}
+                                        for n in store().extractor_names()]})
+
+    @bp.put("/v1/extractors/<name>")
+    @requires("reader")
+    def create(name: str) -> Response:
+        """Create an extractor from the earliest retained log or from now on (idempotent)."""
+        body = _decode(request.get_data(), CreateBody)
+        if body.start not in ("earliest", "latest"):
+            raise InvalidInput("start: earliest or latest", field="start")
+        store().extractor_create(_name(name), body.start)
+        return json_response({"name": name, **store().extractor_info(name)})
+
+    @bp.get("/v1/extractors/<name>")
+    @requires("reader")
+    def describe(name: str) -> Response:
+        """An extractor's lag (not yet delivered) and pending (delivered, not acknowledged)."""
+        return json_response({"name": name, **store().extractor_info(_name(name))})
+
+    @bp.delete("/v1/extractors/<name>")
+    @requires("reader")
+    def delete(name: str) -> Response:
+        store().extractor_delete(_name(name))
+        return json_response({"name": name, "deleted": True})
+
+    @bp.post("/v1/extractors/<name>/batches")
+    @requires("reader")
+    def batch(name: str) -> Response:
+        """The next batch: redeliveries past the visibility timeout first, then new logs."""
+        name = _name(name)
+        limit = params.integer("max", 500, 1, settings().max_page)
+        visibility = params.integer("visibility_timeout", int(settings().extract_visibility_s),
+                                    1, 3600)
+        consumer = request.args.get("consumer", "default")
+        if not NAME.match(consumer):
+            raise InvalidInput("consumer: 1-64 of A-Z a-z 0-9 . _ -", field="consumer")
+        try:
+            items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
+        except NotFound:
+            store().extractor_create(name, "earliest")
+            items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
+        if redelivered:
+            metrics.EXTRACTION_REDELIVERED.labels(name).inc(redelivered)
+        return json_response({
+            "items": [{"feed_id": fid, **schema.body_to_dict(b)} for fid, b in items],
+            "redelivered": redelivered})
+
+    @bp.post("/v1/extractors/<name>/ack")
+    @requires("reader")
+    def ack(name: str) -> Response:
+        """Acknowledge delivered logs by feed id; they are never delivered again."""
+        body = _decode(request.get_data(), AckBody)
+        if len(body.ids) > 10 * settings().max_page:
+            raise InvalidInput(f"ids: at most {10 * settings().max_page}", field="ids")
+        return json_response({"acknowledged": store().extractor_ack(_name(name), body.ids)})
+
+    return bp
+
+
+def scrape_gauges(st: Store) -> ScrapeTimeGauges:
+    """Gauges read from Redis at scrape time: extraction lag, today's fleet figures."""
+
+    def read() -> list[tuple[str, str, dict[str, str], float]]:
+        out: list[tuple[str, str, dict[str, str], float]] = []
+        for n in st.extractor_names():
+            info = st.extractor_info(n)
+            out.append(("watchlog_extraction_lag", "Logs not yet delivered to the extractor",
+                        {"extractor": n}, info["lag"]))
+            out.append(("watchlog_extraction_pending", "Logs delivered, not acknowledged",
+                        {"extractor": n}, info["pending"]))
+        from watchlog.consumer.app import today_key
+
+        users, by_type = st.fleet_day(today_key())
+        out.append(("watchlog_fleet_active_users", "Users active today (UTC)", {}, users))
+        for t, agg in by_type.items():
+            out.append(("watchlog_fleet_logs_today", "Logs today (UTC) per activity type",
+                        {"activity_type": t}, agg.get("n", 0)))
+            if agg.get("k"):
+                out.append(("watchlog_fleet_heart_rate_avg", "Average heart rate today (bpm)",
+                            {"activity_type": t}, agg["h"] / agg["k"]))
+        return out
+
+    return ScrapeTimeGauges(read)

@@ -1,0 +1,110 @@
+"""The consumer's OpenAPI description."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from watchlog.schema import ACTIVITY_TYPES
+from watchlog.web.openapi import OPS_PATHS, document, errors, json_ok, stored_activity
+
+
+def q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True,
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}}
+
+
+RANGE = [q("from", "ISO-8601 time, date or epoch ms (default: to - 24 h)"),
+         q("to", "ISO-8601 time, date or epoch ms (default: now)")]
+TYPE = q("activity_type", "only this type", {"type": "string", "enum": list(ACTIVITY_TYPES)})
+ITEM = {"$ref": "#/components/schemas/StoredActivity"}
+TOTALS = {"type": "object", "properties": {
+    "count": {"type": "integer"}, "duration": {"type": "integer"},
+    "distance": {"type": "number"}, "calories_burned": {"type": "number"},
+    "avg_heart_rate": {"type": "number", "nullable": True},
+    "max_heart_rate": {"type": "integer", "nullable": True}}}
+SUMMARY = {"type": "object", "properties": {
+    "total": TOTALS, "by_type": {"type": "object", "additionalProperties": TOTALS}}}
+EXTRACTOR = {"type": "object", "properties": {
+    "name": {"type": "string"}, "lag": {"type": "integer"}, "pending": {"type": "integer"}}}
+READ_ERRORS = (400, 401, 403, 422, 503)
+
+
+def _get(summary: str, parameters: list[dict[str, Any]], ok: dict[str, Any],
+         *extra: int) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": parameters,
+                    "responses": {"200": ok, **errors(*READ_ERRORS, *extra)}}}
+
+
+def _extractor_paths() -> dict[str, Any]:
+    name = path_param("name")
+    return {
+        "/v1/extractors": _get("Every extractor with its lag", [], json_ok(
+            {"type": "object", "properties": {"items": {"type": "array", "items": EXTRACTOR}}})),
+        "/v1/extractors/{name}": {
+            **_get("An extractor's lag and pending count", [name], json_ok(EXTRACTOR), 404),
+            "put": {"summary": "Create an extractor (idempotent)", "parameters": [name],
+                    "requestBody": {"required": False, "content": {"application/json": {
+                        "schema": {"type": "object", "properties": {"start": {
+                            "type": "string", "enum": ["earliest", "latest"]}}}}}},
+                    "responses": {"200": json_ok(EXTRACTOR), **errors(*READ_ERRORS)}},
+            "delete": {"summary": "Delete an extractor", "parameters": [name],
+                       "responses": {"200": json_ok({"type": "object"}),
+                                     **errors(*READ_ERRORS)}}},
+        "/v1/extractors/{name}/batches": {"post": {
+            "summary": "Next batch: redeliveries past the visibility timeout, then new logs",
+            "parameters": [name, q("max", "most logs", {"type": "integer", "minimum": 1}),
+                           q("consumer", "consumer name within the extractor"),
+                           q("visibility_timeout", "seconds before redelivery",
+                             {"type": "integer", "minimum": 1, "maximum": 3600})],
+            "responses": {"200": json_ok({"type": "object", "properties": {
+                "items": {"type": "array", "items": ITEM},
+                "redelivered": {"type": "integer"}}}), **errors(*READ_ERRORS, 404)}}},
+        "/v1/extractors/{name}/ack": {"post": {
+            "summary": "Acknowledge delivered logs by feed_id",
+            "parameters": [name],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["ids"], "properties": {
+                    "ids": {"type": "array", "items": {"type": "string"}}}}}}},
+            "responses": {"200": json_ok({"type": "object", "properties": {
+                "acknowledged": {"type": "integer"}}}), **errors(*READ_ERRORS, 404)}}},
+    }
+
+
+@lru_cache(maxsize=1)
+def consumer_spec() -> dict[str, Any]:
+    page = {"type": "object", "required": ["items", "next_cursor"], "properties": {
+        "items": {"type": "array", "items": ITEM},
+        "next_cursor": {"type": "string", "nullable": True}}}
+    user = path_param("user_id")
+    paths = {
+        "/v1/users/{user_id}/activities": _get(
+            "A user's logs in event-time order, paginated",
+            [user, *RANGE, TYPE, q("limit", "page size", {"type": "integer", "minimum": 1}),
+             q("cursor", "next_cursor of the previous page")], json_ok(page)),
+        "/v1/users/{user_id}/summary": _get(
+            "A user's totals per day and per activity type",
+            [user, q("from", "first day (default: to - 6 days)"),
+             q("to", "last day (default: today)")], json_ok(SUMMARY)),
+        "/v1/reports/daily": _get("Fleet-wide figures of one UTC day",
+                                  [q("date", "YYYY-MM-DD (default: today)")], json_ok(SUMMARY)),
+        "/v1/activities/export": _get(
+            "Every log of a range in event-time order, streamed",
+            [*RANGE, TYPE, q("format", "ndjson or csv", {"type": "string",
+                                                          "enum": ["ndjson", "csv"]})],
+            {"description": "streamed logs", "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}}}}),
+        "/activity_logs": _get(
+            "The original endpoint, bounded: the most recent logs",
+            [q("limit", "how many (default 100)", {"type": "integer", "minimum": 1})],
+            json_ok({"type": "array", "items": ITEM}), 404),
+        **_extractor_paths(),
+        **OPS_PATHS,
+    }
+    return document("watchlog consumer", paths, {"StoredActivity": stored_activity()})

@@ -1,0 +1,171 @@
+"""Delay and failure injected on purpose, controllable per service, route and at run time.
+
+The active spec of a service lives in Redis (``wl:{admin}:faults:<service>``) so that a
+``PUT /admin/faults`` reaches every worker process within a second; until one is set, the
+``WATCHLOG_FAULT_*`` settings apply. Decisions come from a seedable ``random.Random``
+(``WATCHLOG_FAULT_SEED``), so a failing run can be replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from watchlog import metrics
+from watchlog.errors import InjectedFault, InvalidInput
+from watchlog.settings import Settings
+
+log = logging.getLogger(__name__)
+REFRESH_S = 1.0
+EXEMPT = ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/admin/faults")
+
+
+def parse_delay(text: str) -> tuple[str, tuple[float, ...]]:
+    kind, *raw = text.split(":")
+    try:
+        params = tuple(float(x) for x in raw)
+    except ValueError:
+        raise ValueError(f"delay {text!r}: parameters must be numbers") from None
+    arity = {"fixed": 1, "uniform": 2, "lognormal": 2}
+    if arity.get(kind) != len(params) or any(x < 0 for x in params):
+        raise ValueError(f"delay {text!r}: use fixed:S, uniform:A:B or lognormal:MEDIAN:SIGMA")
+    return kind, params
+
+
+class FaultSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """What to inject: a delay with some probability, and an error with another."""
+
+    delay_p: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    delay: str = "uniform:0.5:2"
+    abort_p: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    abort_status: Literal[500, 502, 503, 504] = 500
+    abort_phase: Literal["before", "after", "both"] = "before"
+    retry_after: Annotated[int, Meta(ge=0, le=3600)] | None = None
+    routes: list[str] = []
+
+    def __post_init__(self) -> None:
+        parse_delay(self.delay)
+
+
+PRESETS = {
+    "none": FaultSpec(),
+    # The seed's consumer: every call sleeps 0.5-2 s, one in five answers 500.
+    "seed": FaultSpec(delay_p=1.0, delay="uniform:0.5:2", abort_p=0.2, abort_status=500),
+    # A rough day: long-tailed latency and ambiguous write failures.
+    "chaos": FaultSpec(delay_p=0.3, delay="lognormal:0.05:1.0", abort_p=0.2, abort_status=503,
+                       abort_phase="both", retry_after=1),
+}
+
+
+def from_settings(s: Settings) -> FaultSpec:
+    if s.fault_preset not in PRESETS:
+        raise ValueError(f"WATCHLOG_FAULT_PRESET={s.fault_preset!r}: one of {sorted(PRESETS)}")
+    if s.fault_preset != "none":
+        return PRESETS[s.fault_preset]
+    routes = [r.strip() for r in s.fault_routes.split(",") if r.strip()]
+    return FaultSpec(s.fault_delay_p, s.fault_delay, s.fault_abort_p, s.fault_abort_status,  # type: ignore[arg-type]
+                     s.fault_abort_phase, int(s.fault_retry_after) if s.fault_retry_after  # type: ignore[arg-type]
+                     else None, routes)
+
+
+def decode_spec(raw: bytes) -> FaultSpec:
+    """Validate a spec sent to ``PUT /admin/faults`` (or a preset: {"preset": "seed"})."""
+    try:
+        preset = msgspec.json.decode(raw, type=dict[str, object]).get("preset")
+        if isinstance(preset, str):
+            if preset not in PRESETS:
+                raise InvalidInput(f"preset: one of {sorted(PRESETS)}", field="preset")
+            return PRESETS[preset]
+        return msgspec.json.decode(raw, type=FaultSpec)
+    except msgspec.ValidationError as e:
+        from watchlog.schema import invalid
+
+        raise invalid(str(e)) from None
+    except msgspec.DecodeError as e:
+        raise InvalidInput(f"malformed JSON: {e}", status=400) from None
+
+
+class Faults:
+    """Decide, per request, whether to delay and whether to fail (before or after commit)."""
+
+    def __init__(self, service: str, settings: Settings, rc_getter: object) -> None:
+        self.service = service
+        self.default = from_settings(settings)
+        seed = settings.fault_seed
+        self.rng = random.Random(f"{seed}:{os.getpid()}" if seed else None)
+        self._rc = rc_getter
+        self._cached: tuple[float, FaultSpec] = (0.0, self.default)
+        self.key = f"wl:{{admin}}:faults:{service}"
+
+    def current(self) -> FaultSpec:
+        at, spec = self._cached
+        now = time.monotonic()
+        if now - at < REFRESH_S:
+            return spec
+        try:
+            raw = self._rc().get(self.key)  # type: ignore[operator]
+            spec = msgspec.json.decode(raw, type=FaultSpec) if raw else self.default
+        except Exception:  # noqa: BLE001 - faults must never break a request
+            spec = self._cached[1]
+        self._cached = (now, spec)
+        return spec
+
+    def set(self, spec: FaultSpec | None) -> FaultSpec:
+        rc = self._rc()  # type: ignore[operator]
+        if spec is None:
+            rc.delete(self.key)
+            spec = self.default
+        else:
+            rc.set(self.key, msgspec.json.encode(spec))
+        self._cached = (time.monotonic(), spec)
+        return spec
+
+    def applies(self, spec: FaultSpec, route: str) -> bool:
+        if spec.routes:
+            return route in spec.routes
+        return not route.startswith(EXEMPT)
+
+    def before(self, route: str) -> bool:
+        """Maybe sleep, maybe fail now; return True when the abort is due after commit."""
+        spec = self.current()
+        if not (spec.delay_p or spec.abort_p) or not self.applies(spec, route):
+            return False
+        if spec.delay_p and self.rng.random() < spec.delay_p:
+            metrics.FAULTS.labels(self.service, route, "delay").inc()
+            time.sleep(self._delay(spec))
+        if not (spec.abort_p and self.rng.random() < spec.abort_p):
+            return False
+        phase = spec.abort_phase
+        if phase == "both":
+            phase = self.rng.choice(("before", "after"))
+        if phase == "after":
+            return True
+        self.abort(spec, route, "abort_before")
+        return False
+
+    def abort(self, spec: FaultSpec | None, route: str, kind: str) -> None:
+        spec = spec or self.current()
+        metrics.FAULTS.labels(self.service, route, kind).inc()
+        when = "after the write was committed" if kind == "abort_after" else "before any work"
+        raise InjectedFault(f"injected fault ({when}); retry", status=spec.abort_status,
+                            retry_after=spec.retry_after, injected=True)
+
+    def _delay(self, spec: FaultSpec) -> float:
+        kind, params = parse_delay(spec.delay)
+        if kind == "fixed":
+            return params[0]
+        if kind == "uniform":
+            return self.rng.uniform(params[0], params[1])
+        return min(30.0, self.rng.lognormvariate(_ln(params[0]), params[1]))
+
+
+def _ln(x: float) -> float:
+    import math
+
+    return math.log(max(x, 1e-6))

@@ -1,0 +1,137 @@
+"""Ports and processes: check a port is free, spawn, find alive, stop a process group."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+BUS_OFFSET = 10000  # Redis Cluster's bus listens on port + 10000
+
+
+class LauncherError(RuntimeError):
+    """A launcher failure a person can act on (port taken, binary missing...)."""
+
+
+def port_free(host: str, port: int) -> bool:
+    """Return True when ``host:port`` can be bound (nothing listens there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR as the servers set it: a TIME_WAIT leftover does not count as taken.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def require_free(host: str, port: int, what: str) -> None:
+    """Raise ``LauncherError`` naming ``what`` when ``host:port`` is taken."""
+    if not port_free(host, port):
+        raise LauncherError(f"port {port} on {host} is already in use (wanted by {what})")
+
+
+def free_redis_ports(host: str, count: int, avoid: Sequence[int] = ()) -> list[int]:
+    """Pick ``count`` ports whose cluster-bus ports (+10000) are free as well."""
+    chosen: list[int] = []
+    taken = set(avoid)
+    for _ in range(2000):
+        port = random.randint(20000, 55535 - BUS_OFFSET)
+        if port in taken or port + BUS_OFFSET in taken:
+            continue
+        if port_free(host, port) and port_free(host, port + BUS_OFFSET):
+            chosen.append(port)
+            taken.update((port, port + BUS_OFFSET))
+            if len(chosen) == count:
+                return chosen
+    raise LauncherError(f"could not find {count} free port pairs on {host}")
+
+
+def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Return True when something accepts connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session (its own process group), output to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+        )
+
+
+def alive(pid: int | None) -> bool:
+    """Return True when ``pid`` runs (a zombie counts as dead)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_pid(path: Path) -> int | None:
+    """Return the pid in a pidfile when that process is alive."""
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def wait_dead(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``pid`` to exit (reaping it if it is our child)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            pass
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Send ``sig`` to the process group led by ``pid`` (or to ``pid`` alone)."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def terminate(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group of ``pid``, then SIGKILL it after ``grace`` seconds."""
+    if not alive(pid):
+        return
+    signal_group(pid, signal.SIGTERM)
+    if not wait_dead(pid, grace):
+        signal_group(pid, signal.SIGKILL)
+        wait_dead(pid, 5.0)

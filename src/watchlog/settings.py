@@ -1,0 +1,146 @@
+"""Every setting of watchlog, read once from the environment into a frozen object.
+
+Each field names its ``WATCHLOG_*`` variable, its default and its unit. The README's
+settings table is generated from ``SETTINGS_DOC`` below, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# (variable, default, meaning) — one row per setting, in README order.
+SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
+    ("WATCHLOG_REDIS_URL", "redis://127.0.0.1:7000",
+     "Redis Cluster seed node(s), comma-separated; the rest are discovered"),
+    ("WATCHLOG_REDIS_USERNAME", "", "ACL user of the apps (empty: no AUTH)"),
+    ("WATCHLOG_REDIS_PASSWORD", "", "its password (or WATCHLOG_REDIS_PASSWORD_FILE)"),
+    ("WATCHLOG_REDIS_TIMEOUT", "2.0", "socket timeout of every Redis call, seconds"),
+    ("WATCHLOG_RETENTION_DAYS", "30", "days a log is kept after the end of its UTC day"),
+    ("WATCHLOG_WAIT_REPLICAS", "auto",
+     "replicas a write waits for before it is acknowledged (auto: 1 when replicas exist)"),
+    ("WATCHLOG_WAIT_TIMEOUT_MS", "200", "longest wait for those replicas, milliseconds"),
+    ("WATCHLOG_MAX_BATCH", "1000", "most logs in one POST"),
+    ("WATCHLOG_MAX_BODY_BYTES", "4194304", "largest request body, bytes (after decompression)"),
+    ("WATCHLOG_MAX_PAGE", "1000", "largest page of a query (limit)"),
+    ("WATCHLOG_MAX_RANGE_DAYS", "31", "widest time range of a query, summary or export, days"),
+    ("WATCHLOG_HOST", "127.0.0.1", "address the APIs listen on"),
+    ("WATCHLOG_PRODUCER_PORT", "5001", "producer API port"),
+    ("WATCHLOG_CONSUMER_PORT", "5002", "consumer API port"),
+    ("WATCHLOG_WORKERS", "2", "gunicorn worker processes per API"),
+    ("WATCHLOG_THREADS", "8", "threads per gunicorn worker"),
+    ("WATCHLOG_REQUEST_TIMEOUT", "30", "longest request before the worker is recycled, seconds"),
+    ("WATCHLOG_PRODUCER_URL", "http://127.0.0.1:5001", "where the CLI and simulator find the producer"),
+    ("WATCHLOG_CONSUMER_URL", "http://127.0.0.1:5002", "where the CLI finds the consumer"),
+    ("WATCHLOG_AUTH", "on", "on: tokens required; off: open APIs (warned at start and on /ready)"),
+    ("WATCHLOG_INGEST_TOKEN", "", "shared bearer token for watches (stored hashed in memory)"),
+    ("WATCHLOG_DEVICE_TOKENS_FILE", "",
+     "file of `device_id sha256(token)` lines: per-device tokens"),
+    ("WATCHLOG_READER_KEY", "", "API key with the reader role (queries, reports, extraction)"),
+    ("WATCHLOG_ADMIN_KEY", "", "API key with the admin role (also /admin/faults)"),
+    ("WATCHLOG_CREDENTIALS_FILE", "",
+     "env file the clients read tokens from (default <state dir>/credentials.env)"),
+    ("WATCHLOG_RATE_LIMIT", "2000/second", "producer requests per token (Flask-Limiter syntax)"),
+    ("WATCHLOG_FAULT_PRESET", "none", "none | seed (uniform 0.5-2 s delay, 20% 500s on reads)"),
+    ("WATCHLOG_FAULT_DELAY_P", "0", "probability of an injected delay"),
+    ("WATCHLOG_FAULT_DELAY", "uniform:0.5:2",
+     "delay distribution: fixed:S | uniform:A:B | lognormal:MEDIAN:SIGMA, seconds"),
+    ("WATCHLOG_FAULT_ABORT_P", "0", "probability of an injected error response"),
+    ("WATCHLOG_FAULT_ABORT_STATUS", "500", "its status: 500, 502, 503 or 504"),
+    ("WATCHLOG_FAULT_ABORT_PHASE", "before",
+     "producer writes: abort before, after the commit, or either (both)"),
+    ("WATCHLOG_FAULT_RETRY_AFTER", "", "Retry-After seconds sent with injected errors"),
+    ("WATCHLOG_FAULT_ROUTES", "", "comma-separated routes faults apply to (empty: all /v1 and seed routes)"),
+    ("WATCHLOG_FAULT_SEED", "", "seed of the fault random source (replayable runs)"),
+    ("WATCHLOG_EXTRACT_VISIBILITY_S", "30",
+     "seconds before an unacknowledged extraction batch is redelivered"),
+    ("WATCHLOG_STATE_DIR", ".watchlog", "native launcher: state, logs, pids, data"),
+    ("WATCHLOG_LOG_LEVEL", "INFO", "log level of the services"),
+)
+
+_DEFAULTS = {name: default for name, default, _ in SETTINGS_DOC}
+
+
+def _read(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name)
+    if value is None and name.endswith(("_PASSWORD", "_TOKEN", "_KEY")):
+        path = env.get(name + "_FILE")
+        if path:
+            return Path(path).read_text().strip()
+    return _DEFAULTS[name] if value is None else value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The typed view of ``SETTINGS_DOC``; build it with ``Settings.from_env()``."""
+
+    redis_url: str = "redis://127.0.0.1:7000"
+    redis_username: str = ""
+    redis_password: str = field(default="", repr=False)
+    redis_timeout: float = 2.0
+    retention_days: int = 30
+    wait_replicas: str = "auto"
+    wait_timeout_ms: int = 200
+    max_batch: int = 1000
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_page: int = 1000
+    max_range_days: int = 31
+    host: str = "127.0.0.1"
+    producer_port: int = 5001
+    consumer_port: int = 5002
+    workers: int = 2
+    threads: int = 8
+    request_timeout: int = 30
+    producer_url: str = "http://127.0.0.1:5001"
+    consumer_url: str = "http://127.0.0.1:5002"
+    auth: str = "on"
+    ingest_token: str = field(default="", repr=False)
+    device_tokens_file: str = ""
+    reader_key: str = field(default="", repr=False)
+    admin_key: str = field(default="", repr=False)
+    credentials_file: str = ""
+    rate_limit: str = "2000/second"
+    fault_preset: str = "none"
+    fault_delay_p: float = 0.0
+    fault_delay: str = "uniform:0.5:2"
+    fault_abort_p: float = 0.0
+    fault_abort_status: int = 500
+    fault_abort_phase: str = "before"
+    fault_retry_after: str = ""
+    fault_routes: str = ""
+    fault_seed: str = ""
+    extract_visibility_s: float = 30.0
+    state_dir: str = ".watchlog"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read every ``WATCHLOG_*`` variable (defaults from ``SETTINGS_DOC``)."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = _read(env, "WATCHLOG_" + f.name.upper())
+            values[f.name] = _convert(f.type, raw, f.name)
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth.strip().lower() not in ("off", "false", "0", "no")
+
+
+def _convert(kind: object, raw: str, name: str) -> object:
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"WATCHLOG_{name.upper()}={raw!r} is not a number") from None
+    return raw

@@ -1,0 +1,138 @@
+"""The storage layer both services share: one object over one cluster client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from watchlog import keys
+from watchlog.metrics import timed
+from watchlog.schema import Event
+from watchlog.settings import Settings
+from watchlog.store import feed, reader, writer
+from watchlog.store.cluster import TRANSIENT, ScriptRunner, connect, unavailable_as_503
+
+
+class Store:
+    """Write and read activity logs on a Redis Cluster."""
+
+    def __init__(self, settings: Settings, rc: Any | None = None) -> None:
+        self.settings = settings
+        self._rc = rc
+        self._runner: ScriptRunner | None = None
+
+    @property
+    def rc(self) -> Any:
+        """The cluster client, created on first use (after gunicorn forks its workers)."""
+        if self._rc is None:
+            with unavailable_as_503("connect"):
+                self._rc = connect(self.settings)
+        return self._rc
+
+    @property
+    def runner(self) -> ScriptRunner:
+        if self._runner is None:
+            s = self.settings
+            self._runner = ScriptRunner(self.rc, s.wait_replicas, s.wait_timeout_ms)
+        return self._runner
+
+    def ingest(self, events: Sequence[Event]) -> list[bool]:
+        """Store events; return, per event, True if created and False if a duplicate."""
+        if not events:
+            return []
+        calls, positions = writer.ingest_calls(events, self.settings.retention_days)
+        created = [False] * len(events)
+        with timed("ingest"), unavailable_as_503("ingest"):
+            for idx, reply in zip(positions, self.runner.run(calls, wait=True), strict=True):
+                for i, flag in zip(idx, reply, strict=True):
+                    created[i] = flag == 1
+        return created
+
+    def user_page(self, user: str, frm: int, to: int, limit: int, cursor: str | None,
+                  tcode: int | None) -> tuple[list[bytes], str | None]:
+        with timed("query"), unavailable_as_503("query"):
+            return reader.user_page(self.runner, user, frm, to, limit, cursor, tcode)
+
+    def user_days(self, user: str, days: list[str]) -> list[dict[str, dict[str, int]]]:
+        with timed("summary"), unavailable_as_503("summary"):
+            return reader.user_aggregates(self.rc, user, days)
+
+    def fleet_day(self, day: str) -> tuple[int, dict[str, dict[str, int]]]:
+        with timed("report"), unavailable_as_503("report"):
+            return reader.fleet_day(self.rc, day)
+
+    def export(self, frm: int, to: int, tcode: int | None) -> Iterator[bytes]:
+        """Yield bodies in event-time order; the first chunk is read before returning."""
+        it = reader.export(self.runner, frm, to, tcode)
+        with timed("export"), unavailable_as_503("export"):
+            first = next(it, None)
+        if first is None:
+            return iter(())
+        return _chain_first(first, it)
+
+    def recent(self, limit: int) -> list[bytes]:
+        with timed("query"), unavailable_as_503("recent"):
+            return reader.recent(self.rc, int(time.time() * 1000), limit)
+
+    def extractor_create(self, name: str, start: str) -> None:
+        with timed("extract"), unavailable_as_503("extract"):
+            feed.create(self.rc, name, start)
+
+    def extractor_batch(self, name: str, consumer: str, max_items: int,
+                        visibility_ms: int) -> tuple[list[tuple[str, bytes]], int]:
+        with timed("extract"), unavailable_as_503("extract"):
+            return feed.read_batch(self.rc, name, consumer, max_items, visibility_ms)
+
+    def extractor_ack(self, name: str, ids: list[str]) -> int:
+        with timed("ack"), unavailable_as_503("ack"):
+            return feed.ack(self.rc, name, ids)
+
+    def extractor_info(self, name: str) -> dict[str, int]:
+        with timed("extract"), unavailable_as_503("extract"):
+            return feed.info(self.rc, name)
+
+    def extractor_names(self) -> list[str]:
+        with unavailable_as_503("extract"):
+            return feed.names(self.rc)
+
+    def extractor_delete(self, name: str) -> None:
+        with unavailable_as_503("extract"):
+            feed.delete(self.rc, name)
+
+    def ready(self) -> tuple[bool, str]:
+        """Return whether every master answers and reports ``cluster_state:ok``."""
+        try:
+            with timed("ready"):
+                infos = self.rc.cluster_info(target_nodes=self.rc.PRIMARIES)
+        except (*TRANSIENT, Exception) as e:  # noqa: BLE001 - readiness reports, never raises
+            return False, f"cluster unreachable: {type(e).__name__}"
+        states = _states(infos)
+        bad = [s for s in states if s != "ok"]
+        return (not bad and bool(states)), ("ok" if not bad else f"cluster_state:{bad[0]}")
+
+    def partition_masters(self) -> dict[str, int]:
+        """Return how many partitions each master owns (for status and tests)."""
+        out: dict[str, int] = {}
+        for p in range(keys.PARTITIONS):
+            node = self.rc.nodes_manager.get_node_from_slot(keys.partition_slot(p))
+            out[node.name] = out.get(node.name, 0) + 1
+        return out
+
+    def close(self) -> None:
+        if self._rc is not None:
+            self._rc.close()
+
+
+def _states(infos: Any) -> list[str]:
+    if isinstance(infos, dict) and "cluster_state" not in infos:
+        values = list(infos.values())
+    else:
+        values = [infos]
+    return [str(v.get("cluster_state")) for v in values if isinstance(v, dict)]
+
+
+def _chain_first(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    with unavailable_as_503("export"):
+        yield from rest

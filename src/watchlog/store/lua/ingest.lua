@@ -1,0 +1,78 @@
+-- Store a batch of events of ONE partition, atomically and idempotently.
+--
+-- KEYS[1] is the partition's feed stream; the other keys are the distinct per-day keys
+-- the batch touches (all carry the partition's hash tag, so they share one slot).
+-- ARGV: minid (feed trim bound), n events, m expiring keys,
+--   then m pairs (key index, expire-at seconds),
+--   then n groups of 13: ev, ut, ua, ft, pa, pu (key indexes), event_id, ts, type code,
+--   duration, meters, heart rate ('' when absent), decikcal, then user, body.
+-- An event is stored only when its id is new in its user-day hash (HSETNX); only then are
+-- the indexes, the aggregates and the feed updated, so a retried batch counts nothing twice.
+-- Aggregates are summed in Lua tables and written once per field per call.
+-- Returns one 1 (created) or 0 (duplicate) per event.
+local minid, n, m = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local base = 4 + 2 * m
+local out, sums, maxes, users = {}, {}, {}, {}
+
+local function add(key, field, v)
+  local t = sums[key]
+  if not t then t = {}; sums[key] = t end
+  t[field] = (t[field] or 0) + v
+end
+
+local function aggregate(key, t, dur, meters, hr, dk)
+  add(key, t .. ':n', 1)
+  add(key, t .. ':d', dur)
+  add(key, t .. ':m', meters)
+  add(key, t .. ':c', dk)
+  if hr then
+    add(key, t .. ':h', hr)
+    add(key, t .. ':k', 1)
+    local mk = maxes[key]
+    if not mk then mk = {}; maxes[key] = mk end
+    local f = t .. ':x'
+    if not mk[f] or hr > mk[f] then mk[f] = hr end
+  end
+end
+
+for i = 0, n - 1 do
+  local o = base + i * 15
+  local ev = KEYS[tonumber(ARGV[o])]
+  local eid, body = ARGV[o + 6], ARGV[o + 14]
+  if redis.call('HSETNX', ev, eid, body) == 1 then
+    local ts = ARGV[o + 7]
+    redis.call('ZADD', KEYS[tonumber(ARGV[o + 1])], ts, eid)
+    redis.call('ZADD', KEYS[tonumber(ARGV[o + 3])], ts, body)
+    local t, dur, meters = ARGV[o + 8], tonumber(ARGV[o + 9]), tonumber(ARGV[o + 10])
+    local hr, dk = tonumber(ARGV[o + 11]), tonumber(ARGV[o + 12])
+    aggregate(KEYS[tonumber(ARGV[o + 2])], t, dur, meters, hr, dk)
+    aggregate(KEYS[tonumber(ARGV[o + 4])], t, dur, meters, hr, dk)
+    local pu = KEYS[tonumber(ARGV[o + 5])]
+    local u = users[pu]
+    if not u then u = {}; users[pu] = u end
+    u[#u + 1] = ARGV[o + 13]
+    redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'e', body)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+
+for key, fields in pairs(sums) do
+  for f, v in pairs(fields) do
+    redis.call('HINCRBY', key, f, v)
+  end
+end
+for key, fields in pairs(maxes) do
+  for f, v in pairs(fields) do
+    local cur = tonumber(redis.call('HGET', key, f))
+    if not cur or v > cur then redis.call('HSET', key, f, v) end
+  end
+end
+for key, list in pairs(users) do
+  redis.call('SADD', key, unpack(list))
+end
+for j = 0, m - 1 do
+  redis.call('EXPIREAT', KEYS[tonumber(ARGV[4 + 2 * j])], ARGV[5 + 2 * j])
+end
+return out

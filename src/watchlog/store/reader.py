@@ -1,0 +1,161 @@
+"""The read paths: per-user pages, summaries, the fleet report, export and recent logs."""
+
+from __future__ import annotations
+
+import base64
+import heapq
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from watchlog import keys
+from watchlog.errors import InvalidInput
+from watchlog.schema import ACTIVITY_TYPES, body_ts
+from watchlog.store.cluster import Call, Script, ScriptRunner
+
+PAGE = Script("page")
+EXPORT_CHUNK = 2000
+
+
+def days_between(frm_ms: int, to_ms: int) -> list[str]:
+    """Return the UTC days (YYYYMMDD) that a closed time range touches, in order."""
+    d = datetime.fromtimestamp(frm_ms / 1000, UTC).date()
+    last = datetime.fromtimestamp(to_ms / 1000, UTC).date()
+    out = []
+    while d <= last:
+        out.append(d.strftime("%Y%m%d"))
+        d += timedelta(days=1)
+    return out
+
+
+class Cursor(msgspec.Struct, array_like=True):
+    """Where the next page starts: after ``member`` in ``day``'s index."""
+
+    day: str
+    member: str
+
+
+def encode_cursor(c: Cursor) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(c)).decode().rstrip("=")
+
+
+def decode_cursor(raw: str) -> Cursor:
+    try:
+        return msgspec.json.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)),
+                                   type=Cursor)
+    except (ValueError, msgspec.DecodeError):
+        raise InvalidInput("cursor: not a cursor this API returned", field="cursor") from None
+
+
+def user_page(runner: ScriptRunner, user: str, frm: int, to: int, limit: int,
+              cursor: str | None, tcode: int | None) -> tuple[list[bytes], str | None]:
+    """Return up to ``limit`` bodies of a user in event-time order, and the next cursor."""
+    p = keys.partition_of(user)
+    days = days_between(frm, to)
+    after = ""
+    if cursor:
+        c = decode_cursor(cursor)
+        if c.day not in days:
+            raise InvalidInput("cursor: does not belong to this time range", field="cursor")
+        days, after = days[days.index(c.day):], c.member
+    items: list[bytes] = []
+    want = "" if tcode is None else str(tcode)
+    for day in days:
+        if len(items) >= limit:
+            return items, encode_cursor(Cursor(day, ""))
+        zkey, hkey = keys.user_index(p, user, day), keys.events(p, user, day)
+        call = Call(PAGE, (zkey, hkey), (frm, to, limit - len(items), after, want),
+                    keys.partition_slot(p))
+        exhausted, *bodies = runner.run([call])[0]
+        items += bodies
+        after = ""
+        if len(items) >= limit and not exhausted:
+            return items, encode_cursor(Cursor(day, _event_id(items[-1])))
+    return items, None
+
+
+def _event_id(body: bytes) -> str:
+    return str(msgspec.json.decode(body)[-1])
+
+
+def parse_aggregates(raw: dict[bytes, bytes]) -> dict[str, dict[str, int]]:
+    """Turn an aggregates hash (``<type code>:<field>``) into a dict per activity type."""
+    out: dict[str, dict[str, int]] = {}
+    for f, v in raw.items():
+        code, _, name = f.decode().partition(":")
+        out.setdefault(ACTIVITY_TYPES[int(code)], {})[name] = int(v)
+    return out
+
+
+def user_aggregates(rc, user: str, days: list[str]) -> list[dict[str, dict[str, int]]]:  # noqa: ANN001
+    """Return the user's aggregates for each day (one pipeline, one slot)."""
+    p = keys.partition_of(user)
+    pipe = rc.pipeline(transaction=False)
+    for day in days:
+        pipe.hgetall(keys.user_aggregates(p, user, day))
+    return [parse_aggregates(r) for r in pipe.execute()]
+
+
+def fleet_day(rc, day: str) -> tuple[int, dict[str, dict[str, int]]]:  # noqa: ANN001
+    """Return the active users and merged aggregates of every partition for one day."""
+    pipe = rc.pipeline(transaction=False)
+    for p in range(keys.PARTITIONS):
+        pipe.scard(keys.active_users(p, day))
+        pipe.hgetall(keys.fleet_aggregates(p, day))
+    replies = pipe.execute()
+    users = sum(replies[0::2])
+    merged: dict[str, dict[str, int]] = {}
+    for raw in replies[1::2]:
+        for t, fields in parse_aggregates(raw).items():
+            acc = merged.setdefault(t, {})
+            for name, v in fields.items():
+                acc[name] = max(acc.get(name, 0), v) if name == "x" else acc.get(name, 0) + v
+    return users, merged
+
+
+def _partition_stream(runner: ScriptRunner, p: int, day: str, frm: int, to: int,
+                      want: str, first: list[bytes] | None) -> Iterator[bytes]:
+    """Yield one partition-day's fleet index in order, a chunk per round trip."""
+    zkey, after = keys.fleet_index(p, day), ""
+    chunk = first
+    while True:
+        if chunk is None:
+            call = Call(PAGE, (zkey,), (frm, to, EXPORT_CHUNK, after, want),
+                        keys.partition_slot(p))
+            chunk = runner.run([call])[0]
+        exhausted, *bodies = chunk
+        yield from bodies
+        if exhausted or not bodies:
+            return
+        after, chunk = bodies[-1].decode(), None
+
+
+def export(runner: ScriptRunner, frm: int, to: int, tcode: int | None) -> Iterator[bytes]:
+    """Yield every body in [frm, to] in event-time order, merged across partitions.
+
+    Memory stays bounded: one chunk per partition at a time. The first chunk of every
+    partition is fetched in one parallel round (one pipeline per master).
+    """
+    want = "" if tcode is None else str(tcode)
+    for day in days_between(frm, to):
+        calls = [Call(PAGE, (keys.fleet_index(p, day),), (frm, to, EXPORT_CHUNK, "", want),
+                      keys.partition_slot(p)) for p in range(keys.PARTITIONS)]
+        firsts = runner.run(calls)
+        streams = [_partition_stream(runner, p, day, frm, to, want, firsts[p])
+                   for p in range(keys.PARTITIONS)]
+        yield from heapq.merge(*streams, key=body_ts)
+
+
+def recent(rc, now_ms: int, limit: int) -> list[bytes]:  # noqa: ANN001
+    """Return the ``limit`` most recent bodies of the fleet (today, then yesterday)."""
+    out: list[bytes] = []
+    for day in (keys.day_of(now_ms), keys.day_of(now_ms - 86400_000)):
+        pipe = rc.pipeline(transaction=False)
+        for p in range(keys.PARTITIONS):
+            pipe.zrange(keys.fleet_index(p, day), 0, limit - 1, desc=True)
+        merged = heapq.merge(*pipe.execute(), key=body_ts, reverse=True)
+        out += [b for _, b in zip(range(limit - len(out)), merged, strict=False)]
+        if len(out) >= limit:
+            break
+    return out

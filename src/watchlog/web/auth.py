@@ -1,0 +1,99 @@
+"""Who may do what: bearer tokens for watches, API keys with a role for internal users.
+
+Secrets are kept only as SHA-256 digests and compared with ``hmac.compare_digest``.
+Per-device tokens come from a file of ``device_id <sha256 hex>`` lines and are found by
+their digest (a timing difference there reveals nothing about a token, only about a
+digest nobody can invert). Nothing here logs a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flask import current_app, g, request
+
+from watchlog.errors import Forbidden, Unauthorized
+from watchlog.settings import Settings
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+RANK = {"ingest": 0, "reader": 1, "admin": 2}
+
+
+def digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str  # ingest | reader | admin
+    device_id: str | None = None  # set for a per-device token
+
+
+class Auth:
+    """Resolve the ``Authorization`` header of a request to a ``Principal``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.auth_enabled
+        self.roles = [(digest(s), role) for s, role in (
+            (settings.ingest_token, "ingest"), (settings.reader_key, "reader"),
+            (settings.admin_key, "admin")) if s]
+        self.devices = _device_tokens(settings.device_tokens_file)
+        if not self.enabled:
+            log.warning("authentication is OFF (WATCHLOG_AUTH=off): anyone can read and write")
+
+    def principal(self) -> Principal:
+        if not self.enabled:
+            return Principal("admin")
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("missing credentials: send 'Authorization: Bearer <token>'")
+        d = digest(token.strip())
+        role = None
+        for known, r in self.roles:
+            if hmac.compare_digest(known, d):
+                role = r
+        if role is not None:
+            return Principal(role)
+        device = self.devices.get(d)
+        if device is not None:
+            return Principal("ingest", device)
+        raise Unauthorized("invalid credentials")
+
+
+def _device_tokens(path: str) -> dict[bytes, str]:
+    out: dict[bytes, str] = {}
+    if not path:
+        return out
+    for line in Path(path).read_text().splitlines():
+        parts = line.split("#", 1)[0].split()
+        if len(parts) == 2:
+            out[bytes.fromhex(parts[1])] = parts[0]
+    return out
+
+
+def requires(role: str) -> Callable[[F], F]:
+    """Let the view run only for a principal whose role is at least ``role``."""
+
+    def wrap(view: F) -> F:
+        @wraps(view)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            p = current_app.extensions["watchlog_auth"].principal()
+            if RANK[p.role] < RANK[role]:
+                raise Forbidden(f"this needs the {role} role; your credentials have {p.role}")
+            if role == "ingest" and p.role == "reader":
+                raise Forbidden("readers cannot write logs")
+            g.principal = p
+            return view(*args, **kwargs)
+
+        return checked  # type: ignore[return-value]
+
+    return wrap

@@ -1,0 +1,218 @@
+"""What both APIs share: the app skeleton, JSON errors, RED metrics, health and docs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from watchlog import metrics
+from watchlog.errors import InjectedFault, WatchlogError
+from watchlog.faults import Faults, decode_spec
+from watchlog.settings import Settings
+from watchlog.store import Store
+from watchlog.store.cluster import unavailable_as_503
+from watchlog.web.auth import Auth, requires
+
+log = logging.getLogger(__name__)
+_encode = msgspec.json.encode
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'",
+}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    """Return a JSON response encoded by msgspec (faster than Flask's json)."""
+    return Response(_encode(body), status=status, headers=headers,
+                    mimetype="application/json")
+
+
+def error_response(err: WatchlogError) -> Response:
+    headers = {}
+    retry_after = err.details.get("retry_after")
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    if err.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="watchlog"'
+    return json_response(err.to_dict(), err.status, headers)
+
+
+def create_base_app(service: str, settings: Settings, store: Store | None) -> Flask:
+    """Return a Flask app with errors, metrics, security headers and health routes."""
+    app = Flask(f"watchlog.{service}")
+    app.config["SERVICE"] = service
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["watchlog_store"] = store if store is not None else Store(settings)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["watchlog_auth"] = Auth(settings)
+    _install_errors(app)
+    _install_metrics(app, service)
+    _install_faults(app, service, settings)
+    app.after_request(_security_headers)
+    app.register_blueprint(health_blueprint())
+    app.register_blueprint(admin_blueprint())
+    return app
+
+
+def store() -> Store:
+    return current_app.extensions["watchlog_store"]  # type: ignore[no-any-return]
+
+
+def settings() -> Settings:
+    return current_app.config["SETTINGS"]  # type: ignore[no-any-return]
+
+
+def _install_errors(app: Flask) -> None:
+    @app.errorhandler(WatchlogError)
+    def watchlog_error(err: WatchlogError) -> Response:
+        if isinstance(err, InjectedFault):
+            g.injected = True
+        return error_response(err)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> Response:
+        status = err.code or 500
+        code = (err.name or "error").lower().replace(" ", "_")
+        message = err.description or err.name
+        if status == 413:
+            message = f"request body over the limit of {settings().max_body_bytes} bytes"
+        return json_response({"error": code, "message": message}, status)
+
+    @app.errorhandler(Exception)
+    def unexpected(err: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url_rule)
+        return json_response({"error": "internal", "message": "internal error; see logs"}, 500)
+
+
+def _install_metrics(app: Flask, service: str) -> None:
+    in_flight = metrics.HTTP_IN_FLIGHT.labels(service)
+
+    @app.before_request
+    def start() -> None:
+        g.started = time.perf_counter()
+        in_flight.inc()
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "<unmatched>"
+        injected = "true" if g.get("injected") else "false"
+        metrics.HTTP_REQUESTS.labels(service, route, request.method, str(response.status_code),
+                                     injected).inc()
+        started = g.get("started")
+        if started is not None:
+            metrics.HTTP_DURATION.labels(service, route, request.method).observe(
+                time.perf_counter() - started)
+        return response
+
+    @app.teardown_request
+    def done(_exc: BaseException | None) -> None:
+        if g.pop("started", None) is not None:
+            in_flight.dec()
+
+
+def _install_faults(app: Flask, service: str, settings: Settings) -> None:
+    """Inject faults before a view runs; an 'after' abort replaces its finished response."""
+    faults = Faults(service, settings, lambda: app.extensions["watchlog_store"].rc)
+    app.extensions["watchlog_faults"] = faults
+
+    @app.before_request
+    def maybe_fail_before() -> None:
+        if request.url_rule is not None:
+            g.abort_after = faults.before(request.url_rule.rule)
+
+    @app.after_request
+    def maybe_fail_after(response: Response) -> Response:
+        if g.pop("abort_after", False) and response.status_code < 400:
+            try:
+                faults.abort(None, request.url_rule.rule, "abort_after")  # type: ignore[union-attr]
+            except InjectedFault as err:
+                g.injected = True
+                return error_response(err)
+        return response
+
+
+def _security_headers(response: Response) -> Response:
+    for k, v in SECURITY_HEADERS.items():
+        response.headers.setdefault(k, v)
+    return response
+
+
+def health_blueprint() -> Blueprint:
+    bp = Blueprint("health", __name__)
+
+    @bp.get("/health")
+    def health() -> Response:
+        """The process is alive."""
+        return json_response({"status": "ok", "service": current_app.config["SERVICE"]})
+
+    @bp.get("/ready")
+    def ready() -> Response:
+        """The cluster is reachable and every master says cluster_state:ok."""
+        ok, detail = store().ready()
+        body: dict[str, Any] = {"status": "ready" if ok else "unavailable", "redis": detail}
+        if not settings().auth_enabled:
+            body["warning"] = "authentication is off (WATCHLOG_AUTH=off)"
+        return json_response(body, 200 if ok else 503)
+
+    @bp.get("/metrics")
+    def prometheus() -> Response:
+        """Prometheus exposition of every worker's metrics."""
+        extra = current_app.extensions.get("watchlog_scrape_gauges")
+        text, ctype = metrics.render(extra)
+        return Response(text, headers={"Content-Type": ctype})
+
+    @bp.get("/openapi.json")
+    def openapi() -> Response:
+        """This API's OpenAPI 3 description."""
+        spec: Callable[[], dict[str, Any]] = current_app.extensions["watchlog_openapi"]
+        return json_response(spec())
+
+    @bp.get("/docs")
+    def docs() -> Response:
+        """A readable page of the OpenAPI description (no external assets)."""
+        from watchlog.web.openapi import render_docs
+
+        spec = current_app.extensions["watchlog_openapi"]()
+        return Response(render_docs(spec), mimetype="text/html")
+
+    return bp
+
+
+def admin_blueprint() -> Blueprint:
+    bp = Blueprint("admin", __name__)
+
+    @bp.get("/admin/faults")
+    @requires("admin")
+    def get_faults() -> Response:
+        """The fault spec in force on this service."""
+        return json_response(current_app.extensions["watchlog_faults"].current())
+
+    @bp.put("/admin/faults")
+    @requires("admin")
+    def put_faults() -> Response:
+        """Replace the fault spec (or apply a preset) on every worker within a second."""
+        spec = decode_spec(request.get_data())
+        with unavailable_as_503("faults"):
+            return json_response(current_app.extensions["watchlog_faults"].set(spec))
+
+    @bp.delete("/admin/faults")
+    @requires("admin")
+    def reset_faults() -> Response:
+        """Go back to the WATCHLOG_FAULT_* settings."""
+        with unavailable_as_503("faults"):
+            return json_response(current_app.extensions["watchlog_faults"].set(None))
+
+    return bp

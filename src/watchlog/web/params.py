@@ -1,0 +1,78 @@
+"""Query-string parameters: parsed strictly, every error naming the parameter."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime
+
+from flask import request
+
+from watchlog.errors import InvalidInput
+from watchlog.schema import TYPE_CODE
+
+
+def time_ms(name: str, default: int) -> int:
+    """Parse an ISO-8601 time, a date (its start) or epoch ms; UTC when no offset."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.isdigit():
+        return int(raw)
+    try:
+        t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{name}: {raw!r} is not ISO-8601, a date or epoch ms",
+                           field=name) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1000)
+
+
+def day(name: str, default: date) -> date:
+    raw = request.args.get(name)
+    if not raw:
+        return default
+    try:
+        return date.fromisoformat(raw[:10]) if len(raw) >= 10 else date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(f"{name}: {raw!r} is not a date (YYYY-MM-DD)", field=name) from None
+
+
+def integer(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name}: {raw!r} is not an integer", field=name) from None
+    if not lo <= v <= hi:
+        raise InvalidInput(f"{name}: must be between {lo} and {hi}", field=name)
+    return v
+
+
+def activity_type() -> int | None:
+    raw = request.args.get("activity_type")
+    if not raw:
+        return None
+    if raw not in TYPE_CODE:
+        raise InvalidInput(f"activity_type: {raw!r} is not one of {', '.join(TYPE_CODE)}",
+                           field="activity_type")
+    return TYPE_CODE[raw]
+
+
+def time_range(max_days: int, default_span_ms: int) -> tuple[int, int]:
+    """Return a closed [from, to] range in ms, default the last ``default_span_ms``."""
+    now = int(time.time() * 1000)
+    to = time_ms("to", now)
+    frm = time_ms("from", to - default_span_ms)
+    if frm > to:
+        raise InvalidInput("from: must not be after to", field="from")
+    if to - frm > max_days * 86400_000:
+        raise InvalidInput(f"to: range wider than {max_days} days (WATCHLOG_MAX_RANGE_DAYS)",
+                           field="to")
+    return frm, to
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
