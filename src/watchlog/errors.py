@@ -27,6 +27,13 @@ class InvalidInput(WatchlogError):
     code = "invalid"
 
 
+class Malformed(InvalidInput):
+    """A body that is not valid JSON (or gzip, or zstd): 400."""
+
+    status = 400
+    code = "malformed"
+
+
 class PayloadTooLarge(WatchlogError):
     status = 413
     code = "too_large"

@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from watchlog import metrics
-from watchlog.errors import InjectedFault, InvalidInput
+from watchlog.errors import InjectedFault, InvalidInput, Malformed
 from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def decode_spec(raw: bytes) -> FaultSpec:
 
         raise invalid(str(e)) from None
     except msgspec.DecodeError as e:
-        raise InvalidInput(f"malformed JSON: {e}", status=400) from None
+        raise Malformed(f"malformed JSON: {e}") from None
 
 
 class Faults:

@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from watchlog import keys
-from watchlog.errors import InvalidInput
+from watchlog.errors import InvalidInput, Malformed
 
 ACTIVITY_TYPES: tuple[str, ...] = (
     "running", "walking", "cycling", "swimming", "hiking", "rowing",
@@ -99,7 +99,7 @@ def decode(raw: bytes | str) -> Activity:
     except msgspec.ValidationError as e:
         raise invalid(str(e)) from None
     except msgspec.DecodeError as e:
-        raise InvalidInput(f"malformed JSON: {e}", status=400) from None
+        raise Malformed(f"malformed JSON: {e}") from None
 
 
 def invalid(message: str) -> InvalidInput:

@@ -9,7 +9,7 @@ import msgspec
 from flask import Blueprint, Response, request
 
 from watchlog import metrics, schema
-from watchlog.errors import InvalidInput, NotFound
+from watchlog.errors import InvalidInput, Malformed, NotFound
 from watchlog.metrics import ScrapeTimeGauges
 from watchlog.store import Store
 from watchlog.web import params
@@ -39,7 +39,7 @@ def _decode(raw: bytes, kind: type[Any]) -> Any:
     except msgspec.ValidationError as e:
         raise schema.invalid(str(e)) from None
     except msgspec.DecodeError as e:
-        raise InvalidInput(f"malformed JSON: {e}", status=400) from None
+        raise Malformed(f"malformed JSON: {e}") from None
 
 
 def extraction_blueprint() -> Blueprint:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from typing import Any
 
@@ -13,6 +12,7 @@ from watchlog import metrics, schema
 from watchlog.errors import (
     Forbidden,
     InvalidInput,
+    Malformed,
     PayloadTooLarge,
     UnsupportedMediaType,
     WatchlogError,
@@ -64,7 +64,7 @@ def _gunzip(raw: bytes, limit: int) -> bytes:
     try:
         out = d.decompress(raw, limit + 1)
     except zlib.error:
-        raise InvalidInput("body: not valid gzip", status=400) from None
+        raise Malformed("body: not valid gzip") from None
     if len(out) > limit or d.unconsumed_tail:
         raise PayloadTooLarge(f"decompressed body over the limit of {limit} bytes")
     return out
@@ -77,7 +77,7 @@ def _unzstd(raw: bytes, limit: int) -> bytes:
         with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
             out = reader.read(limit + 1)
     except zstandard.ZstdError:
-        raise InvalidInput("body: not valid zstd", status=400) from None
+        raise Malformed("body: not valid zstd") from None
     if len(out) > limit:
         raise PayloadTooLarge(f"decompressed body over the limit of {limit} bytes")
     return out
@@ -91,10 +91,9 @@ def split_items(body: bytes, mimetype: str) -> tuple[list[bytes], bool]:
             try:
                 return [bytes(r) for r in _raw_list.decode(body)], True
             except msgspec.DecodeError as e:
-                raise InvalidInput(f"malformed JSON: {e}", status=400) from None
+                raise Malformed(f"malformed JSON: {e}") from None
             except msgspec.ValidationError:
-                raise InvalidInput("body: a JSON object or an array of objects",
-                                   status=400) from None
+                raise Malformed("body: a JSON object or an array of objects") from None
         return [body], False
     lines = [ln for ln in body.split(b"\n") if ln.strip()]
     return lines, True

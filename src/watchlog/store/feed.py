@@ -31,49 +31,80 @@ def create(rc: Any, name: str, start: str = "earliest") -> None:
             raise reply
 
 
-def _counts(max_items: int) -> list[int]:
-    """Share ``max_items`` over the partitions, the remainder from a random one on."""
-    base, extra = divmod(max_items, P)
-    first = random.randrange(P)
-    return [base + (1 if (p - first) % P < extra else 0) for p in range(P)]
+ROUNDS = P + 1  # each round fills the budget or finds at least one partition drained
+
+
+def _share(budget: int, parts: list[int]) -> dict[int, int]:
+    """Share ``budget`` over ``parts``, the remainder from a random one on."""
+    base, extra = divmod(budget, len(parts))
+    first = random.randrange(len(parts))
+    counts = {p: base + (1 if (i - first) % len(parts) < extra else 0)
+              for i, p in enumerate(parts)}
+    return {p: c for p, c in counts.items() if c > 0}
 
 
 def read_batch(rc: Any, name: str, consumer: str, max_items: int,
                visibility_ms: int) -> tuple[list[tuple[str, bytes]], int]:
     """Return (feed id, body) pairs and how many of them are redeliveries."""
-    counts = _counts(max_items)
-    pipe = rc.pipeline(transaction=False)
-    for p in range(P):
-        if counts[p]:
-            pipe.xautoclaim(keys.feed(p), name, consumer, visibility_ms, "0-0", count=counts[p])
-    claimed = _entries(pipe.execute(raise_on_error=False), counts, lambda r: r[1], name)
-    pipe = rc.pipeline(transaction=False)
-    left = [counts[p] - len(claimed[p]) for p in range(P)]
-    for p in range(P):
-        if left[p] > 0:
-            pipe.xreadgroup(name, consumer, {keys.feed(p): ">"}, count=left[p])
-    fresh = _entries(pipe.execute(raise_on_error=False), left, _stream_entries, name)
+    claimed = _claim(rc, name, consumer, max_items, visibility_ms)
+    n_claimed = sum(len(c) for c in claimed)
+    fresh = _read_new(rc, name, consumer, max_items - n_claimed)
     items = [(f"{p}-{sid.decode()}", fields[b"e"]) for p in range(P)
              for sid, fields in claimed[p] + fresh[p] if fields]
-    return items, sum(len(c) for c in claimed)
+    return items, n_claimed
 
 
-def _stream_entries(reply: Any) -> list[Any]:
-    return reply[0][1] if reply else []
-
-
-def _entries(replies: list[Any], counts: list[int], pick: Any, name: str) -> list[list[Any]]:
+def _claim(rc: Any, name: str, consumer: str, budget: int, idle_ms: int) -> list[list[Any]]:
+    """Take over entries delivered but unacknowledged for ``idle_ms`` (XAUTOCLAIM)."""
     out: list[list[Any]] = [[] for _ in range(P)]
-    it = iter(replies)
-    for p in range(P):
-        if counts[p] > 0:
-            reply = next(it)
-            if isinstance(reply, rx.ResponseError) and "NOGROUP" in str(reply):
-                raise NotFound(f"extractor {name!r} does not exist; create it first")
-            if isinstance(reply, Exception):
-                raise reply
-            out[p] = pick(reply)
+    cursors = {p: "0-0" for p in range(P)}
+    for _ in range(ROUNDS):
+        if budget <= 0 or not cursors:
+            break
+        counts = _share(budget, sorted(cursors))
+        pipe = rc.pipeline(transaction=False)
+        for p, c in counts.items():
+            pipe.xautoclaim(keys.feed(p), name, consumer, idle_ms, cursors[p], count=c)
+        for p, reply in zip(counts, _check(pipe.execute(raise_on_error=False), name),
+                            strict=True):
+            out[p] += reply[1]
+            budget -= len(reply[1])
+            nxt = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            if nxt == "0-0" or len(reply[1]) < counts[p]:
+                del cursors[p]
+            else:
+                cursors[p] = nxt
     return out
+
+
+def _read_new(rc: Any, name: str, consumer: str, budget: int) -> list[list[Any]]:
+    """Read entries never delivered to the group (XREADGROUP >)."""
+    out: list[list[Any]] = [[] for _ in range(P)]
+    active = list(range(P))
+    for _ in range(ROUNDS):
+        if budget <= 0 or not active:
+            break
+        counts = _share(budget, active)
+        pipe = rc.pipeline(transaction=False)
+        for p, c in counts.items():
+            pipe.xreadgroup(name, consumer, {keys.feed(p): ">"}, count=c)
+        for p, reply in zip(counts, _check(pipe.execute(raise_on_error=False), name),
+                            strict=True):
+            got = reply[0][1] if reply else []
+            out[p] += got
+            budget -= len(got)
+            if len(got) < counts[p]:
+                active.remove(p)
+    return out
+
+
+def _check(replies: list[Any], name: str) -> list[Any]:
+    for reply in replies:
+        if isinstance(reply, rx.ResponseError) and "NOGROUP" in str(reply):
+            raise NotFound(f"extractor {name!r} does not exist; create it first")
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def ack(rc: Any, name: str, feed_ids: list[str]) -> int:

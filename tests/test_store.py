@@ -1,0 +1,190 @@
+"""The store against a real 3-master cluster: idempotency, exact aggregates, reads, spread."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+from payloads import now_ms, random_logs, seed_log
+from watchlog import keys, schema
+from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.store import Store
+
+
+def to_events(docs: list[dict]) -> list[schema.Event]:
+    return [schema.to_event(schema.decode(json.dumps(d)), 30) for d in docs]
+
+
+def recompute(events: list[schema.Event]) -> dict[tuple[str, str, str], dict[str, int]]:
+    """Aggregates by (user or '*', day, type) computed from raw events in Python."""
+    out: dict[tuple[str, str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for e in events:
+        t = schema.ACTIVITY_TYPES[e.tcode]
+        for who in (e.user, "*"):
+            a = out[(who, e.day, t)]
+            a["n"] += 1
+            a["d"] += e.duration
+            a["m"] += e.meters
+            a["c"] += e.decikcal
+            if e.heart_rate is not None:
+                a["h"] += e.heart_rate
+                a["k"] += 1
+                a["x"] = max(a["x"], e.heart_rate)
+    return out
+
+
+def stored_aggregates(store: Store, events: list[schema.Event]) -> dict:
+    out = {}
+    for user, day in {(e.user, e.day) for e in events}:
+        for t, agg in store.user_days(user, [day])[0].items():
+            out[(user, day, t)] = agg
+    for day in {e.day for e in events}:
+        for t, agg in store.fleet_day(day)[1].items():
+            out[("*", day, t)] = agg
+    return out
+
+
+def test_store_resend_is_stored_once_and_counted_once(store: Store) -> None:
+    events = to_events([seed_log(), seed_log(duration=10)])
+    assert store.ingest(events) == [True, True]
+    assert store.ingest(events) == [False, False]
+    users, by_type = store.fleet_day(events[0].day)
+    assert users == 1 and by_type["running"]["n"] == 2
+    assert by_type["running"]["d"] == 1810
+
+
+def test_store_concurrent_writes_keep_exact_aggregates(store: Store) -> None:
+    rng = random.Random(8)
+    docs = random_logs(16_000, users=300, rng=rng)
+    events = to_events(docs)
+    chunks = [events[i::8] for i in range(8)]
+
+    def write(chunk: list[schema.Event]) -> int:
+        # each thread sends its share in batches of 250, and resends one batch
+        created = 0
+        for i in range(0, len(chunk), 250):
+            created += sum(store.ingest(chunk[i:i + 250]))
+        store.ingest(chunk[:250])
+        return created
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(write, chunks)) == 16_000
+    expected = recompute(events)
+    stored = stored_aggregates(store, events)
+    assert stored == {k: dict(v) for k, v in expected.items()}
+
+
+def test_store_pages_have_no_gaps_or_repeats(store: Store) -> None:
+    rng = random.Random(3)
+    docs = [seed_log(event_id=f"p{i}", timestamp=schema.iso_ms(now_ms() - rng.randrange(
+        20 * 3600_000) // 1000 * 1000)) for i in range(537)]  # many equal timestamps
+    events = to_events(docs)
+    store.ingest(events)
+    seen, cursor = [], None
+    while True:
+        page, cursor = store.user_page("7", now_ms() - 86400_000, now_ms(), 50, cursor, None)
+        seen += [schema.body_to_dict(b) for b in page]
+        if cursor is None:
+            break
+    ids = [d["event_id"] for d in seen]
+    assert sorted(ids) == sorted(e.event_id for e in events)
+    assert len(set(ids)) == len(ids)
+    stamps = [d["timestamp"] for d in seen]
+    assert stamps == sorted(stamps)
+
+
+def test_store_type_filter_pages_only_that_type(store: Store) -> None:
+    events = to_events([seed_log(event_id=f"t{i}", activity_type=("running", "cycling")[i % 2])
+                        for i in range(40)])
+    store.ingest(events)
+    page, cursor = store.user_page("7", now_ms() - 86400_000, now_ms(), 15, None,
+                                   schema.TYPE_CODE["cycling"])
+    page2, _ = store.user_page("7", now_ms() - 86400_000, now_ms(), 15, cursor,
+                               schema.TYPE_CODE["cycling"])
+    docs = [schema.body_to_dict(b) for b in page + page2]
+    assert len(docs) == 20 and {d["activity_type"] for d in docs} == {"cycling"}
+
+
+def test_store_export_matches_a_brute_force_read(store: Store) -> None:
+    events = to_events(random_logs(3000, users=200, rng=random.Random(5), span_ms=40 * 3600_000))
+    store.ingest(events)
+    frm, to = now_ms() - 30 * 3600_000, now_ms()
+    exported = list(store.export(frm, to, None))
+    stamps = [schema.body_ts(b) for b in exported]
+    assert stamps == sorted(stamps)
+    expected = sorted(e.body for e in events if frm <= e.ts <= to)
+    assert sorted(exported) == expected
+    # brute force: every fleet index member read directly
+    brute = []
+    for key in {keys.fleet_index(e.partition, e.day) for e in events}:
+        brute += [m for m, s in store.rc.zrange(key, 0, -1, withscores=True) if frm <= s <= to]
+    assert sorted(brute) == expected
+
+
+def test_store_extraction_is_at_least_once_with_ack_and_redelivery(store: Store) -> None:
+    events = to_events(random_logs(300, users=50, rng=random.Random(1)))
+    store.ingest(events)
+    store.extractor_create("rep", "earliest")
+    got, redelivered = store.extractor_batch("rep", "c1", 200, 60_000)
+    assert len(got) == 200 and redelivered == 0
+    store.extractor_ack("rep", [fid for fid, _ in got[:150]])
+    rest, _ = store.extractor_batch("rep", "c1", 500, 60_000)
+    assert len(rest) == 100
+    # nothing acknowledged from `rest` and 50 of the first batch: after the timeout they return
+    again, redelivered = store.extractor_batch("rep", "c1", 500, 0)
+    assert redelivered == 150 and len(again) == 150
+    store.extractor_ack("rep", [fid for fid, _ in again])
+    assert store.extractor_info("rep") == {"lag": 0, "pending": 0, "partitions": 64}
+    delivered = {b for _, b in got} | {b for _, b in rest}
+    assert delivered == {e.body for e in events}
+
+
+def test_store_extraction_resumes_after_a_new_client(store: Store, cluster_settings) -> None:
+    store.ingest(to_events(random_logs(100, users=10, rng=random.Random(2))))
+    store.extractor_create("nightly", "earliest")
+    first, _ = store.extractor_batch("nightly", "c", 60, 60_000)
+    store.extractor_ack("nightly", [f for f, _ in first])
+    fresh = Store(cluster_settings)  # a restarted extractor process
+    second, _ = fresh.extractor_batch("nightly", "c", 100, 60_000)
+    fresh.close()
+    assert len(second) == 40 and not {f for f, _ in first} & {f for f, _ in second}
+
+
+def test_store_sets_retention_ttls(store: Store, cluster: LocalCluster) -> None:
+    e = to_events([seed_log()])[0]
+    store.ingest([e])
+    rc = cluster.admin_client()
+    day_keys = [keys.events(e.partition, e.user, e.day), keys.user_index(e.partition, e.user,
+                e.day), keys.user_aggregates(e.partition, e.user, e.day),
+                keys.fleet_index(e.partition, e.day), keys.fleet_aggregates(e.partition, e.day),
+                keys.active_users(e.partition, e.day)]
+    expected = schema_day_end(e.day) + 30 * 86400
+    for k in day_keys:
+        assert rc.expiretime(k) == expected, k
+    assert rc.xlen(keys.feed(e.partition)) == 1
+    rc.close()
+
+
+def schema_day_end(day: str) -> int:
+    from watchlog.store.writer import day_end
+
+    return day_end(day)
+
+
+def test_store_spreads_keys_evenly_over_three_masters(store: Store,
+                                                      cluster: LocalCluster) -> None:
+    rng = random.Random(11)
+    docs = [seed_log(user_id=u, event_id=f"s{u}-{i}",
+                     timestamp=schema.iso_ms(now_ms() - rng.randrange(3600_000)))
+            for u in range(1000) for i in range(2)]
+    for i in range(0, len(docs), 1000):
+        store.ingest(to_events(docs[i:i + 1000]))
+    rc = cluster.admin_client()
+    sizes = Counter({n.name: rc.dbsize(target_nodes=n) for n in rc.get_primaries()})
+    rc.close()
+    total = sum(sizes.values())
+    assert len(sizes) == 3
+    for node, n in sizes.items():
+        assert 0.25 <= n / total <= 0.42, (node, n, total)

@@ -1,0 +1,45 @@
+"""When the cluster is down the APIs say 503 (retry later), never 500."""
+
+from __future__ import annotations
+
+import pytest
+
+from payloads import seed_log
+from watchlog.launcher.credentials import load_or_create
+from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.settings import Settings
+
+
+@pytest.fixture
+def doomed(tmp_path):  # noqa: ANN201
+    creds = load_or_create(tmp_path)
+    c = LocalCluster(tmp_path, base_port=None, masters=3, credentials=creds)
+    c.start()
+    settings = Settings.from_env({**creds.app_env(), "WATCHLOG_REDIS_URL": c.seed_urls,
+                                  "WATCHLOG_REDIS_TIMEOUT": "0.5"})
+    yield c, settings, creds
+    c.stop()
+
+
+def test_unavailable_cluster_turns_ready_and_writes_into_503(doomed) -> None:
+    from watchlog.consumer.app import create_app as consumer_app
+    from watchlog.producer.app import create_app as producer_app
+
+    cluster, settings, creds = doomed
+    producer = producer_app(settings).test_client()
+    consumer = consumer_app(settings).test_client()
+    ingest = {"Authorization": f"Bearer {creds.ingest_token}"}
+    reader = {"Authorization": f"Bearer {creds.reader_key}"}
+    assert producer.get("/ready").status_code == 200
+    assert producer.post("/v1/activities", json=seed_log(), headers=ingest).status_code == 201
+    cluster.stop()
+    r = producer.get("/ready")
+    assert r.status_code == 503 and r.json["status"] == "unavailable"
+    r = producer.post("/v1/activities", json=seed_log(duration=5), headers=ingest)
+    assert r.status_code == 503 and r.json["error"] == "store_unavailable"
+    assert r.headers["Retry-After"] == "1"
+    for url in ("/v1/users/7/activities", "/v1/reports/daily", "/activity_logs",
+                "/v1/activities/export"):
+        r = consumer.get(url, headers=reader)
+        assert r.status_code == 503 and r.is_json, url
+    assert consumer.get("/metrics").status_code == 200
