@@ -1,0 +1,49 @@
+# The README's two commands are `make run` and `make test`; each installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Debian packages: Redis 7 (the cluster), Prometheus + promtool and redis_exporter (the
+# monitoring), wrk (the benchmark load generator).
+SYSTEM_PACKAGES := redis-server redis-tools prometheus prometheus-redis-exporter wrk
+
+.PHONY: help venv system-deps install install-dev run test lint bench bench-quick clean
+
+help:
+	@echo "make run    - install and run the whole system natively (foreground, Ctrl-C stops)"
+	@echo "make test   - install and run the test suite against a real Redis Cluster"
+	@echo "make bench  - run the full benchmark harness (minutes); bench-quick for seconds"
+	@echo "make lint   - ruff"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "watchlog needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+venv: $(BIN)/python
+
+system-deps:
+	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
+
+install: venv system-deps
+	$(BIN)/pip install -q -e .
+
+install-dev: venv system-deps
+	$(BIN)/pip install -q -e '.[dev]'
+
+run: install
+	$(BIN)/watchlog up
+
+test: install-dev
+	$(BIN)/python -m pytest
+
+lint: install-dev
+	$(BIN)/ruff check src tests bench
+
+bench: install-dev
+	$(BIN)/python -m bench --full
+
+bench-quick: install-dev
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
