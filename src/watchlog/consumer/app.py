@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import date, timedelta
 
@@ -57,13 +58,13 @@ def summarize(by_type: dict[str, dict[str, int]]) -> dict[str, object]:
     return {"total": totals(total), "by_type": {t: totals(a) for t, a in by_type.items()}}
 
 
+_SAFE = re.compile(schema.SAFE_ID)
+
+
 def _user_key(user_id: str) -> str:
     if not _SAFE.match(user_id):
         raise InvalidInput("user_id: 1-64 of A-Z a-z 0-9 . _ @ -", field="user_id")
     return user_id
-
-
-_SAFE = __import__("re").compile(schema.SAFE_ID)
 
 
 def queries_blueprint() -> Blueprint:

@@ -105,17 +105,26 @@ class ScriptRunner:
             node = self._primary(call.slot)
             groups.setdefault(node.name, (node, []))[1].append(i)
         results: list[Any] = [None] * len(calls)
-        jobs = [(idx, self.pool.submit(self._pipeline, node, [calls[i] for i in idx], wait))
-                for node, idx in groups.values()]
-        for idx, job in jobs:
-            try:
-                replies = job.result()
-            except TRANSIENT as e:
-                replies = [e] * len(idx)
+        for idx, replies in self._execute(groups, calls, wait):
             for i, reply in zip(idx, replies, strict=True):
                 results[i] = self._retry(calls[i], reply, wait) if isinstance(
                     reply, Exception) else reply
         return results
+
+    def _execute(self, groups: dict[str, tuple[Any, list[int]]], calls: Sequence[Call],
+                 wait: bool) -> list[tuple[list[int], list[Any]]]:
+        """Run each master's pipeline; in parallel threads when there is more than one."""
+        def one(node: Any, idx: list[int]) -> list[Any]:
+            try:
+                return self._pipeline(node, [calls[i] for i in idx], wait)
+            except TRANSIENT as e:
+                return [e] * len(idx)
+
+        if len(groups) == 1:  # a single event or partition: no thread hop
+            node, idx = next(iter(groups.values()))
+            return [(idx, one(node, idx))]
+        jobs = [(idx, self.pool.submit(one, node, idx)) for node, idx in groups.values()]
+        return [(idx, job.result()) for idx, job in jobs]
 
     def _primary(self, slot: int) -> Any:
         try:

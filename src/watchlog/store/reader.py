@@ -6,6 +6,7 @@ import base64
 import heapq
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -88,7 +89,7 @@ def parse_aggregates(raw: dict[bytes, bytes]) -> dict[str, dict[str, int]]:
     return out
 
 
-def user_aggregates(rc, user: str, days: list[str]) -> list[dict[str, dict[str, int]]]:  # noqa: ANN001
+def user_aggregates(rc: Any, user: str, days: list[str]) -> list[dict[str, dict[str, int]]]:
     """Return the user's aggregates for each day (one pipeline, one slot)."""
     p = keys.partition_of(user)
     pipe = rc.pipeline(transaction=False)
@@ -97,7 +98,7 @@ def user_aggregates(rc, user: str, days: list[str]) -> list[dict[str, dict[str, 
     return [parse_aggregates(r) for r in pipe.execute()]
 
 
-def fleet_day(rc, day: str) -> tuple[int, dict[str, dict[str, int]]]:  # noqa: ANN001
+def fleet_day(rc: Any, day: str) -> tuple[int, dict[str, dict[str, int]]]:
     """Return the active users and merged aggregates of every partition for one day."""
     pipe = rc.pipeline(transaction=False)
     for p in range(keys.PARTITIONS):
@@ -147,7 +148,7 @@ def export(runner: ScriptRunner, frm: int, to: int, tcode: int | None) -> Iterat
         yield from heapq.merge(*streams, key=body_ts)
 
 
-def recent(rc, now_ms: int, limit: int) -> list[bytes]:  # noqa: ANN001
+def recent(rc: Any, now_ms: int, limit: int) -> list[bytes]:
     """Return the ``limit`` most recent bodies of the fleet (today, then yesterday)."""
     out: list[bytes] = []
     for day in (keys.day_of(now_ms), keys.day_of(now_ms - 86400_000)):
