@@ -53,17 +53,20 @@ def parse_nodes(text: str) -> dict[int, NodeEntry]:
     return entries
 
 
-def _known_nodes(cluster: LocalCluster, port: int) -> int:
+def _known_nodes(cluster: LocalCluster, port: int) -> tuple[int, bool]:
+    """Return how many nodes ``nodes.conf`` lists, and whether any of them owns slots."""
     path = cluster.node_dir(port) / "nodes.conf"
     if not path.exists():
-        return 0
-    return sum(1 for line in path.read_text().splitlines() if line and not line.startswith("vars"))
+        return 0, False
+    lines = [ln.split() for ln in path.read_text().splitlines() if ln and not ln.startswith("vars")]
+    return len(lines), any(len(parts) > 8 for parts in lines)
 
 
 def formed(cluster: LocalCluster) -> bool:
     """Return True when every node's ``nodes.conf`` already lists the whole cluster."""
-    counts = {p: _known_nodes(cluster, p) for p in cluster.ports}
-    if all(c == len(cluster.ports) for c in counts.values()):
+    known = {p: _known_nodes(cluster, p) for p in cluster.ports}
+    counts = {p: count for p, (count, _) in known.items()}
+    if all(c == len(cluster.ports) and slots for c, slots in known.values()):
         return True
     if any(c > 1 for c in counts.values()):
         raise LauncherError(
@@ -167,6 +170,9 @@ def reshard(cluster: LocalCluster, source: int, target: int, slots: int | list[i
     keys in batches (clients meanwhile get ASK and follow it), then SETSLOT NODE everywhere.
     """
     view = cluster_view(cluster)
+    for port in (source, target):
+        if port not in view or "master" not in view[port].flags or "fail" in view[port].flags:
+            raise LauncherError(f"redis node {port} is not a live master of this cluster")
     src, dst = view[source], view[target]
     if isinstance(slots, int):
         owned = [s for lo, hi in src.ranges for s in range(lo, hi + 1)]

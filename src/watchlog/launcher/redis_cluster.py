@@ -135,10 +135,7 @@ class LocalCluster:
         started = time.monotonic()
         binary = find_redis_server(self._binary)
         version = server_version(binary)
-        todo = [p for p in self.ports if not self._running(p)]
-        for port in todo:
-            require_free(self.host, port, f"redis node {port}")
-            require_free(self.host, port + BUS_OFFSET, f"cluster bus of redis node {port}")
+        todo = self.check_ports()
         for port in todo:
             self._spawn(port, binary, version)
         deadline = started + timeout
@@ -149,6 +146,14 @@ class LocalCluster:
         ra.wait_ok(self, deadline)
         self._save_layout()
         log.info("redis cluster ready on %s in %.1f s", self.seed_urls, time.monotonic() - started)
+
+    def check_ports(self) -> list[int]:
+        """Return the ports of nodes not running; raise if one of them, or its bus, is taken."""
+        todo = [p for p in self.ports if not self._running(p)]
+        for port in todo:
+            require_free(self.host, port, f"redis node {port}")
+            require_free(self.host, port + BUS_OFFSET, f"the cluster bus of redis node {port}")
+        return todo
 
     def _running(self, port: int) -> bool:
         pid = read_pid(self.node_dir(port) / "redis.pid")

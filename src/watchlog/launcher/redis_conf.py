@@ -101,7 +101,11 @@ def render_acl(creds: Credentials, version: tuple[int, int] = (7, 0)) -> str:
     """Return ``users.acl``: default off, admin, the app user and the exporter."""
     app, exporter = rules_for(APP_RULES, version), rules_for(EXPORTER_RULES, version)
     return "\n".join([
-        "user default off resetkeys resetchannels -@all",
+        # `off` with no password: nobody can log in as default, and unauthenticated
+        # connections get NOAUTH. Its permissions stay full because Redis 7.0 replays the
+        # AOF as the default user: with `-@all` every MULTI/EXEC (each Lua write is one)
+        # fails with NOPERM on restart and its writes are silently lost (seen on 7.0.15).
+        "user default off resetpass ~* &* +@all",
         f"user {ADMIN_USER} on {_hashed(creds.redis_admin_password)} ~* &* +@all",
         f"user {APP_USER} on {_hashed(creds.redis_app_password)} {app}",
         f"user {EXPORTER_USER} on {_hashed(creds.redis_exporter_password)} {exporter}",
