@@ -161,3 +161,64 @@ def producer_url(live_services: dict[str, str]) -> str:
 @pytest.fixture
 def consumer_url(live_services: dict[str, str]) -> str:
     return live_services["consumer"]
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The whole native system (`watchlog up --detach`) on free ports, under load.
+
+    Returns the URLs of its components. Faults are turned on for a while, and bad and
+    duplicate logs are sent, so that every dashboard panel has something to show.
+    """
+    from rich.console import Console
+
+    from watchlog.launcher.services import Ports
+    from watchlog.launcher.stack import Stack
+
+    state = tmp_path_factory.mktemp("live-stack")
+    free = free_redis_ports("127.0.0.1", 7)
+    ports = Ports(*free)
+    settings = Settings.from_env({"WATCHLOG_PRODUCER_PORT": str(free[0]),
+                                  "WATCHLOG_CONSUMER_PORT": str(free[1])})
+    stack = Stack(settings, state, redis_port=None, ports=ports,
+                  console=Console(file=open(os.devnull, "w")))  # noqa: SIM115
+    stack.up(detach=True)
+    urls = {"producer": f"http://127.0.0.1:{ports.producer}",
+            "consumer": f"http://127.0.0.1:{ports.consumer}",
+            "prometheus": f"http://127.0.0.1:{ports.prometheus}",
+            "state_dir": str(state)}
+    try:
+        drive_load(urls, load_or_create(state), seconds=40)
+        yield urls
+    finally:
+        stack.down()
+
+
+def drive_load(urls: dict[str, str], creds: Credentials, seconds: float) -> None:
+    """Exercise every path the dashboards show: reads, faults, rejects, duplicates."""
+    from payloads import seed_log
+
+    admin, reader, ingest = (bearer(creds.admin_key), bearer(creds.reader_key),
+                             bearer(creds.ingest_token))
+    spec = {"delay_p": 0.2, "delay": "fixed:0.01", "abort_p": 0.15, "abort_status": 503,
+            "abort_phase": "both"}
+    with httpx.Client(timeout=10) as http:
+        for svc in ("producer", "consumer"):
+            http.put(urls[svc] + "/admin/faults", json=spec, headers=admin)
+        deadline = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            doc = seed_log(event_id=f"load-{i % 50}")  # repeats: duplicates
+            http.post(urls["producer"] + "/v1/activities", json=[doc, {"bad": i}],
+                      headers=ingest)
+            http.get(urls["consumer"] + "/v1/users/7/activities", headers=reader)
+            http.get(urls["consumer"] + "/v1/reports/daily", headers=reader)
+            time.sleep(0.2)
+        for svc in ("producer", "consumer"):
+            http.delete(urls[svc] + "/admin/faults", headers=admin)
+
+
+@pytest.fixture(scope="session")
+def live_prometheus_url(live_stack: dict[str, str]) -> str:
+    return live_stack["prometheus"]
