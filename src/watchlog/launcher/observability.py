@@ -32,7 +32,9 @@ def exporter_service(host: str, ports: Ports, creds: Credentials) -> Service | s
     # --redis.addr= : no default target, Prometheus names each node in /scrape?target=.
     # --config-command=- : no CONFIG GET, which the exporter ACL user may not run (see
     # redis_conf.EXPORTER_RULES). The password goes by environment, never on argv.
-    argv = [binary, "--redis.addr=", "--config-command=-",
+    # --connection-timeout=3s : a hung (paused) node reads redis_up 0 within the scrape,
+    # instead of failing the whole scrape.
+    argv = [binary, "--redis.addr=", "--config-command=-", "--connection-timeout=3s",
             f"--web.listen-address={host}:{ports.exporter}"]
     env = {**os.environ, "REDIS_USER": EXPORTER_USER,
            "REDIS_PASSWORD": creds.redis_exporter_password}

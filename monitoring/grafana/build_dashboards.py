@@ -1,0 +1,444 @@
+"""Write the provisioned Grafana dashboards (dashboards/*.json) from the definitions below.
+
+Run: ``python monitoring/grafana/build_dashboards.py`` after editing, and commit the JSON with it.
+tests/test_monitoring_rules.py fails if the JSON and this file disagree.
+
+Why generate: three dashboards, ~50 panels, and rules every panel must follow (datasource by uid,
+a unit, the shared variables, a layout). Hand-edited JSON drifts from such rules; a builder
+applies them once. Every PromQL expression is still written out in full here, so reviewing a
+query means reading one line. Conventions for those queries:
+
+* ``$__rate_interval`` everywhere a counter is rated: Grafana keeps it at least four scrape
+  intervals (the datasource sets timeInterval 5s), so rate() always has two samples.
+* Panels that can legitimately be empty (no 5xx, no rejections, no injected faults) add
+  ``or <traffic> * 0``: a flat zero labelled like the real series, not "No data" — "No data" must
+  keep meaning that something is broken. (tests/test_dashboards.py holds every query to that.)
+* Gauges that every consumer replica computes from the same Redis data are read with ``max``,
+  counters are summed; series carry a ``pid`` label under gunicorn's multiprocess mode, so no
+  query reads a raw series without aggregating.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+DS = {"type": "prometheus", "uid": "prometheus"}
+RI = "$__rate_interval"
+HTTP = "watchlog_http_requests_total"
+FAULTS = "watchlog_faults_injected_total"
+
+Panel = dict[str, Any]
+
+
+# --- panel builders ------------------------------------------------------------------------------
+
+
+def target(expr: str, legend: str = "", *, instant: bool = False, fmt: str = "time_series") -> dict:
+    """Return one Prometheus query of a panel."""
+    return {
+        "datasource": DS,
+        "expr": expr,
+        "legendFormat": legend or "__auto",
+        "range": not instant,
+        "instant": instant,
+        "format": fmt,
+    }
+
+
+def panel(kind: str, title: str, unit: str, targets: list[dict], *, w: int = 12, h: int = 8,
+          description: str = "", **options: Any) -> Panel:
+    """Return a panel of ``kind`` with its unit and the uid-pinned datasource."""
+    for ref, t in zip("ABCDEFGH", targets, strict=False):
+        t["refId"] = ref
+    p: Panel = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "gridPos": {"w": w, "h": h},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": targets,
+        "options": {},
+    }
+    if kind == "timeseries":
+        p["fieldConfig"]["defaults"]["custom"] = {"fillOpacity": 10, "showPoints": "never"}
+        p["options"] = {"legend": {"displayMode": "table", "placement": "bottom",
+                                   "calcs": ["lastNotNull", "max"]},
+                        "tooltip": {"mode": "multi", "sort": "desc"}}
+    elif kind == "stat":
+        p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                        "colorMode": "background", "graphMode": "area", "textMode": "auto"}
+    p["fieldConfig"]["defaults"].update(options.pop("defaults", {}))
+    p["options"].update(options)
+    return p
+
+
+def ts(title: str, unit: str, *targets: dict, **kw: Any) -> Panel:
+    return panel("timeseries", title, unit, list(targets), **kw)
+
+
+def stat(title: str, unit: str, *targets: dict, **kw: Any) -> Panel:
+    kw.setdefault("w", 4)
+    kw.setdefault("h", 4)
+    return panel("stat", title, unit, list(targets), **kw)
+
+
+def row(title: str) -> Panel:
+    return {"type": "row", "title": title, "collapsed": False, "gridPos": {"w": 24, "h": 1},
+            "panels": []}
+
+
+def thresholds(*steps: tuple[float | None, str]) -> dict:
+    return {"mode": "absolute",
+            "steps": [{"value": v, "color": c} for v, c in steps]}
+
+
+def mapping(values: dict[str, tuple[str, str]]) -> list[dict]:
+    """Value → (text, color) mappings, e.g. 1 → UP (green)."""
+    return [{"type": "value", "options": {k: {"text": t, "color": c, "index": i}
+                                          for i, (k, (t, c)) in enumerate(values.items())}}]
+
+
+UP_DOWN = {"defaults": {"mappings": mapping({"1": ("UP", "green"), "0": ("DOWN", "red")}),
+                        "thresholds": thresholds((None, "red"), (1, "green"))}}
+
+
+def query_var(name: str, query: str, label: str, *, all_value: str = ".+") -> dict:
+    """A multi-select variable from label_values(), 'All' sending the regex ``all_value``."""
+    return {
+        "name": name, "label": label, "type": "query", "datasource": DS,
+        "query": query, "definition": query,
+        "refresh": 2, "sort": 1, "multi": True, "includeAll": True, "allValue": all_value,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "options": [], "hide": 0,
+    }
+
+
+def dashboard(uid: str, title: str, description: str, panels: list[Panel],
+              variables: list[dict]) -> dict:
+    """Lay ``panels`` out left to right in a 24-column grid and wrap them in a dashboard."""
+    x = y = row_h = 0
+    for pid, p in enumerate(panels, start=1):
+        p["id"] = pid
+        w, h = p["gridPos"]["w"], p["gridPos"]["h"]
+        if p["type"] == "row" or x + w > 24:
+            x, y, row_h = 0, y + row_h, 0
+        p["gridPos"].update(x=x, y=y)
+        x, row_h = x + w, max(row_h, h)
+        if p["type"] == "row":
+            x, y, row_h = 0, y + h, 0
+    return {
+        "uid": uid, "title": title, "description": description,
+        "tags": ["watchlog"], "timezone": "utc", "editable": False,
+        "schemaVersion": 39, "version": 1, "graphTooltip": 1,
+        "time": {"from": "now-15m", "to": "now"}, "refresh": "10s",
+        "timepicker": {"refresh_intervals": ["5s", "10s", "30s", "1m", "5m"]},
+        "templating": {"list": variables}, "annotations": {"list": []},
+        "links": [{"type": "dashboards", "tags": ["watchlog"], "asDropdown": True,
+                   "title": "watchlog", "includeVars": False, "keepTime": True}],
+        "panels": panels,
+    }
+
+
+# --- service overview ----------------------------------------------------------------------------
+
+SVC = 'service=~"$service"'
+SR = 'service=~"$service", route=~"$route"'
+
+
+def _ratio_by(by: str, sel: str, num: str, den: str = 'injected="false"') -> str:
+    """``num`` share of ``den`` requests by ``by``, zero when there are none of ``num``."""
+    n = f"sum by ({by}) (rate({HTTP}{{{sel}, {num}}}[{RI}]))"
+    d = f"sum by ({by}) (rate({HTTP}{{{sel}, {den}}}[{RI}]))" if den else \
+        f"sum by ({by}) (rate({HTTP}{{{sel}}}[{RI}]))"
+    return f"({n} or {d} * 0) / {d}"
+
+
+def _rate_by(by: str, sel: str, metric: str = HTTP) -> str:
+    return f"sum by ({by}) (rate({metric}{{{sel}}}[{RI}]))"
+
+
+def _zero_filled(expr: str, by: str, sel: str = SVC) -> str:
+    """``expr``, or a zero per ``by`` group of HTTP traffic where ``expr`` has no series.
+
+    ``or on (by)``: ``expr`` may carry more labels (kind, status) than the zero series; matching
+    on ``by`` alone adds a zero only for groups ``expr`` lacks, not next to its real series.
+    """
+    return f"{expr} or on ({by}) {_rate_by(by, sel)} * 0"
+
+
+def _quantile(q: float, by: str, metric: str, sel: str) -> str:
+    return f"histogram_quantile({q}, sum by ({by}, le) (rate({metric}_bucket{{{sel}}}[{RI}])))"
+
+
+def service_overview() -> dict:
+    dur = "watchlog_http_request_duration_seconds"
+    real5xx = 'status=~"5..", injected="false"'
+    panels = [
+        row("Health"),
+        stat("Targets up", "none",
+             # Two matchers on job: "All" sends .+, which alone would list every job.
+             target('up{job=~"$service", job=~"producer|consumer"}', "{{job}} {{instance}}"),
+             defaults=UP_DOWN["defaults"],
+             description="Prometheus can scrape the API (1) or not (0)."),
+        stat("Requests/s", "reqps", target(_rate_by("service", SVC), "{{service}}"),
+             colorMode="value"),
+        stat("Real error ratio (5xx, not injected)", "percentunit",
+             target(_ratio_by("service", SVC, real5xx), "{{service}}"),
+             defaults={"thresholds": thresholds((None, "green"), (0.001, "orange"), (0.01, "red"))},
+             description="What the 99.9 % SLO counts. Injected faults are excluded."),
+        stat("Injected fault ratio", "percentunit",
+             target(_ratio_by("service", SVC, 'injected="true"', den=""), "{{service}}"),
+             defaults={"thresholds": thresholds((None, "blue"))},
+             description="Responses produced on purpose by fault injection: not an outage."),
+        stat("SLO burn rate (1h)", "suffix:×",
+             target(f"service:watchlog_slo_errors:ratio_rate1h{{{SVC}}} / 0.001", "{{service}}"),
+             defaults={"thresholds": thresholds((None, "green"), (1, "orange"), (14.4, "red"))},
+             description="Error-budget burn rate over 1h; 14.4× pages "
+                         "(WatchlogErrorBudgetBurnFast)."),
+        stat("Firing alerts", "none",
+             target('count(ALERTS{alertstate="firing"}) or vector(0)', "firing"),
+             defaults={"thresholds": thresholds((None, "green"), (1, "red"))}),
+        row("Rate and errors"),
+        ts("Requests by route", "reqps", target(_rate_by("service, route", SR),
+                                                "{{service}} {{route}}")),
+        ts("Responses by status (not injected)", "reqps",
+           target(_rate_by("service, status", f'{SVC}, injected="false"'),
+                  "{{service}} {{status}}")),
+        ts("Real errors vs injected faults", "reqps",
+           target(_zero_filled(_rate_by("service", f"{SVC}, {real5xx}"), "service"),
+                  "{{service}} real 5xx"),
+           target(_zero_filled(_rate_by("service", f'{SVC}, injected="true"'), "service"),
+                  "{{service}} injected"),
+           description="Kept on one panel, in two colours, so a chaos run never reads as an "
+                       "outage."),
+        ts("Real error ratio by route (5xx, not injected)", "percentunit",
+           target(_ratio_by("service, route", SR, real5xx), "{{service}} {{route}}")),
+        ts("Injected faults by route and kind", "ops",
+           target(_zero_filled(_rate_by("service, route, kind", SR, FAULTS), "service, route", SR),
+                  "{{service}} {{route}} {{kind}}"),
+           description="delay: slowed down; abort_before: failed before the write; abort_after: "
+                       "failed after it was committed (the client retries; the write is "
+                       "idempotent)."),
+        ts("Client errors (4xx) by route", "reqps",
+           target(_zero_filled(_rate_by("service, route, status", f'{SR}, status=~"4.."'),
+                               "service, route", SR), "{{service}} {{route}} {{status}}")),
+        row("Latency and saturation"),
+        ts("Latency p50 / p95 / p99 by service", "s",
+           target(_quantile(0.5, "service", dur, SVC), "{{service}} p50"),
+           target(_quantile(0.95, "service", dur, SVC), "{{service}} p95"),
+           target(_quantile(0.99, "service", dur, SVC), "{{service}} p99"),
+           defaults={"custom": {"fillOpacity": 0, "showPoints": "never"}}),
+        ts("Latency p99 by route", "s",
+           target(_quantile(0.99, "service, route", dur, SR), "{{service}} {{route}}"),
+           description="Objective 250 ms (WatchlogLatencyP99High). Injected delays land here too."),
+        panel("heatmap", "Latency distribution", "s",
+              [target(f"sum by (le) (rate({dur}_bucket{{{SR}}}[{RI}]))", "{{le}}",
+                      fmt="heatmap")],
+              calculate=False, yAxis={"unit": "s"}, cellGap=1,
+              color={"mode": "scheme", "scheme": "Oranges", "exponent": 0.5},
+              rowsFrame={"layout": "auto"}),
+        ts("In-flight requests", "none",
+           target(f"sum by (service) (watchlog_http_requests_in_flight{{{SVC}}})", "{{service}}"),
+           description="Requests being served now, all workers and threads summed."),
+        ts("Redis command latency p99 by operation", "s",
+           target(_quantile(0.99, "job, operation", "watchlog_redis_command_duration_seconds",
+                            'job=~"$service"'), "{{job}} {{operation}}"),
+           w=24, description="Time the apps spend in Redis per operation; compare with the route "
+                             "p99 to tell a slow store from a slow app."),
+    ]
+    variables = [
+        query_var("service", f"label_values({HTTP}, service)", "Service"),
+        query_var("route", f'label_values({HTTP}{{service=~"$service"}}, route)', "Route",
+                  all_value=".*"),
+    ]
+    return dashboard("watchlog-service-overview", "watchlog / Service overview",
+                     "RED per service and route; real errors and injected faults apart.",
+                     panels, variables)
+
+
+# --- redis cluster -------------------------------------------------------------------------------
+
+NODE = 'job="redis", instance=~"$node"'
+
+
+def redis_cluster() -> dict:
+    cmds = "redis_commands_processed_total"
+    panels = [
+        row("Cluster"),
+        stat("Node up", "none", target(f"redis_up{{{NODE}}}", "{{instance}}"), w=6,
+             defaults=UP_DOWN["defaults"]),
+        stat("Cluster state", "none", target(f"redis_cluster_state{{{NODE}}}", "{{instance}}"),
+             w=6, defaults={"mappings": mapping({"1": ("ok", "green"), "0": ("fail", "red")}),
+                            "thresholds": thresholds((None, "red"), (1, "green"))}),
+        stat("Slots ok", "none", target(f"redis_cluster_slots_ok{{{NODE}}}", "{{instance}}"),
+             w=6, defaults={"thresholds": thresholds((None, "red"), (16384, "green"))}),
+        stat("Slots assigned", "none",
+             target(f"redis_cluster_slots_assigned{{{NODE}}}", "{{instance}}"), w=6,
+             defaults={"thresholds": thresholds((None, "red"), (16384, "green"))}),
+        panel("table", "Node roles", "none",
+              [target(f"max by (instance, role, redis_version) (redis_instance_info{{{NODE}}})",
+                      instant=True, fmt="table")],
+              w=12, h=6, description="role from INFO replication: master or slave (replica).",
+              ) | {"transformations": [{"id": "organize", "options": {
+                  "excludeByName": {"Time": True, "Value": True}}}]},
+        stat("Nodes by role", "none",
+             target(f"count by (role) (redis_instance_info{{{NODE}}})", "{{role}}"), w=6, h=6,
+             colorMode="value"),
+        stat("Known cluster nodes", "none",
+             target(f"max(redis_cluster_known_nodes{{{NODE}}})", "known nodes"), w=6, h=6,
+             colorMode="value",
+             description="Nodes the cluster knows, seen from any node; a node that stopped "
+                         "still counts here while its redis_up reads 0."),
+        row("Load"),
+        ts("Commands/s per node", "ops",
+           target(f"sum by (instance) (rate({cmds}{{{NODE}}}[{RI}]))", "{{instance}}"),
+           description="Partitions hash to evenly spread slots: the masters' lines should "
+                       "track each other."),
+        ts("Share of commands per node", "percentunit",
+           target(f"sum by (instance) (rate({cmds}{{{NODE}}}[{RI}])) / ignoring (instance) "
+                  f"group_left sum(rate({cmds}{{{NODE}}}[{RI}]))", "{{instance}}")),
+        ts("Command latency by command (mean)", "s",
+           target(f"topk(8, sum by (cmd) (rate(redis_commands_duration_seconds_total{{{NODE}}}"
+                  f"[{RI}])) / sum by (cmd) (rate(redis_commands_total{{{NODE}}}[{RI}])) > 0)",
+                  "{{cmd}}"),
+           description="Server-side time per call (evalsha is the ingest script)."),
+        ts("Network I/O per node", "Bps",
+           target(f"sum by (instance) (rate(redis_net_input_bytes_total{{{NODE}}}[{RI}]))",
+                  "{{instance}} in"),
+           target(f"sum by (instance) (rate(redis_net_output_bytes_total{{{NODE}}}[{RI}]))",
+                  "{{instance}} out")),
+        row("Memory, keys, clients"),
+        ts("Memory used vs maxmemory", "bytes",
+           target(f"redis_memory_used_bytes{{{NODE}}}", "{{instance}} used"),
+           target(f"redis_memory_max_bytes{{{NODE}}}", "{{instance}} maxmemory (0 = unlimited)"),
+           description="RedisMemoryNearMax warns at 90 % of maxmemory."),
+        ts("Keys per node", "none",
+           target(f"sum by (instance) (redis_db_keys{{{NODE}}})", "{{instance}}")),
+        ts("Connected clients", "none",
+           target(f"redis_connected_clients{{{NODE}}}", "{{instance}}")),
+        ts("Expired and evicted keys/s", "ops",
+           target(f"sum by (instance) (rate(redis_expired_keys_total{{{NODE}}}[{RI}]))",
+                  "{{instance}} expired"),
+           target(f"sum by (instance) (rate(redis_evicted_keys_total{{{NODE}}}[{RI}]))",
+                  "{{instance}} evicted"),
+           description="Expiry is retention at work (EXPIREAT on day keys); evictions must "
+                       "stay 0."),
+        ts("Exporter scrape duration", "s",
+           target(f"redis_exporter_last_scrape_duration_seconds{{{NODE}}}", "{{instance}}"),
+           w=24),
+    ]
+    variables = [query_var("node", 'label_values(redis_up{job="redis"}, instance)', "Node")]
+    return dashboard("watchlog-redis-cluster", "watchlog / Redis cluster",
+                     "Per node: up, load, memory, keys, clients, cluster state, slots and role.",
+                     panels, variables)
+
+
+# --- activity ------------------------------------------------------------------------------------
+
+AT = 'activity_type=~"$activity_type"'
+ING = "watchlog_logs_ingested_total"
+
+
+def activity() -> dict:
+    created = f"sum by (activity_type) (rate({ING}{{{AT}, result=\"created\"}}[{RI}]))"
+    dupes = f"sum by (activity_type) (rate({ING}{{{AT}, result=\"duplicate\"}}[{RI}]))"
+    sim = "watchlog_simulator_{}_total"
+    ext = "watchlog_extractor_{}_total"
+    panels = [
+        row("Fleet today (UTC)"),
+        stat("Active users today", "none", target("max(watchlog_fleet_active_users)", "users"),
+             w=6, colorMode="value"),
+        stat("Logs today", "none",
+             target(f"sum(max by (activity_type) (watchlog_fleet_logs_today{{{AT}}}))", "logs"),
+             w=6, colorMode="value"),
+        stat("Ingested logs/s", "cps", target(f"sum({created})", "created"), w=6,
+             colorMode="value"),
+        stat("Duplicate share", "percentunit",
+             target(f"sum({dupes} or {created} * 0) / sum(rate({ING}{{{AT}}}[{RI}]))",
+                    "duplicates"), w=6,
+             description="Retries and replays the idempotent write recognised and skipped."),
+        ts("Logs today by activity type", "none",
+           target(f"max by (activity_type) (watchlog_fleet_logs_today{{{AT}}})",
+                  "{{activity_type}}")),
+        ts("Average heart rate by activity type", "suffix: bpm",
+           target(f"max by (activity_type) (watchlog_fleet_heart_rate_avg{{{AT}}})",
+                  "{{activity_type}}")),
+        row("Ingest"),
+        ts("Logs ingested/s by activity type", "cps", target(created, "{{activity_type}}")),
+        ts("Duplicates/s by activity type", "cps",
+           target(f"{dupes} or {created} * 0", "{{activity_type}}")),
+        ts("Rejected logs/s by reason", "cps",
+           target("sum by (reason) (rate(watchlog_logs_rejected_total[$__rate_interval])) "
+                  "or vector(0)", "{{reason}}"),
+           description="invalid, too_large, malformed, unsupported_media_type, forbidden. "
+                       "A flat unlabelled 0 means no rejections."),
+        ts("Batch size (events per request)", "none",
+           target(f"histogram_quantile(0.5, sum by (le) (rate(watchlog_batch_size_bucket[{RI}])))",
+                  "p50"),
+           target(f"histogram_quantile(0.95, sum by (le) (rate(watchlog_batch_size_bucket[{RI}])))",
+                  "p95"),
+           target(f"sum(rate(watchlog_batch_size_sum[{RI}])) / sum(rate(watchlog_batch_size_count"
+                  f"[{RI}]))", "mean")),
+        ts("Redis ingest latency p99", "s",
+           target(_quantile(0.99, "job", "watchlog_redis_command_duration_seconds",
+                            'operation="ingest"'), "{{job}} ingest"), w=24),
+        row("Extraction"),
+        ts("Extraction lag (not yet delivered)", "none",
+           target("max by (extractor) (watchlog_extraction_lag)", "{{extractor}}"),
+           description="WatchlogExtractionLagGrowing: above 1000 and still growing for 10m."),
+        ts("Extraction pending (delivered, not acknowledged)", "none",
+           target("max by (extractor) (watchlog_extraction_pending)", "{{extractor}}")),
+        ts("Redelivered entries/s", "cps",
+           target(f"sum by (extractor) (rate(watchlog_extraction_redelivered_total[{RI}]))"
+                  " or max by (extractor) (watchlog_extraction_lag) * 0", "{{extractor}}"),
+           description="Batches not acknowledged within WATCHLOG_EXTRACT_VISIBILITY_S."),
+        ts("Extractor client", "cps",
+           target(f"sum(rate({ext.format('written')}[{RI}]))", "written logs/s"),
+           target(f"sum(rate({ext.format('batches')}[{RI}]))", "batches/s"),
+           target(f"sum(rate({ext.format('errors')}[{RI}]))", "errors/s")),
+        row("Simulator (the watches)"),
+        ts("Simulator sent / acknowledged / failed", "cps",
+           *(target(f"sum(rate({sim.format(k)}[{RI}]))", k) for k in
+             ("sent", "acknowledged", "failed")),
+           description="WatchlogSimulatorFailing: failed > 5 % of sent, or nothing acknowledged."),
+        ts("Simulator retries and duplicates", "cps",
+           *(target(f"sum(rate({sim.format(k)}[{RI}]))", k) for k in ("retried", "duplicate")),
+           description="A retry after an abort_after fault comes back as a duplicate: "
+                       "the write was committed the first time."),
+    ]
+    variables = [query_var("activity_type", f"label_values({ING}, activity_type)",
+                           "Activity type", all_value=".*")]
+    return dashboard("watchlog-activity", "watchlog / Activity",
+                     "What the watches send: logs per activity type, users, heart rate, "
+                     "duplicates, rejections, batches, extraction and the simulators.",
+                     panels, variables)
+
+
+DASHBOARDS = {
+    "service-overview.json": service_overview,
+    "redis-cluster.json": redis_cluster,
+    "activity.json": activity,
+}
+
+
+def render() -> dict[str, str]:
+    """Return each dashboard file's name and its JSON text."""
+    return {name: json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+            for name, build in DASHBOARDS.items()}
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    for name, text in render().items():
+        (OUT / name).write_text(text)
+        print(f"wrote {OUT / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

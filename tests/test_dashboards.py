@@ -1,0 +1,122 @@
+"""Dashboard queries: extraction (pure), and every query run against a live Prometheus.
+
+The live test needs ``live_prometheus_url`` (tests/conftest.py): a Prometheus that has scraped
+every job of the native stack for at least 30 s while the simulator sends logs. A query that
+errors, or that returns no series, is a panel that would show "Error" or "No data" on a healthy
+system — a broken panel, whatever promtool thinks of its syntax.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboards import iter_panels, panel_queries, substitute, variable_queries, variable_values
+from watchlog.monitoring import monitoring_root
+
+DASHBOARDS = sorted((monitoring_root() / "grafana" / "dashboards").glob("*.json"))
+
+
+def _dashboard(*panels: dict[str, Any], variables: list[dict[str, Any]] | None = None) -> dict:
+    return {"panels": list(panels), "templating": {"list": variables or []}}
+
+
+# --- extraction (no Prometheus needed) -----------------------------------------------------------
+
+
+def test_panel_queries_substitute_variables_with_their_all_value() -> None:
+    dashboard = _dashboard(
+        {"title": "Rate", "targets": [
+            {"expr": 'sum(rate(x{service=~"$service"}[$__rate_interval]))'},
+            {"expr": 'y{node=~"${node}", z=~"${service:regex}"}[$__interval]'},
+        ]},
+        variables=[{"name": "service", "allValue": ".+"}, {"name": "node"}],
+    )
+    assert panel_queries(dashboard) == [
+        ("Rate", 'sum(rate(x{service=~".+"}[1m]))'),
+        ("Rate", 'y{node=~".*", z=~".+"}[15s]'),
+    ]
+
+
+def test_panel_queries_reach_into_rows_and_skip_hidden_or_empty_targets() -> None:
+    dashboard = _dashboard(
+        {"type": "row", "title": "Row", "collapsed": True, "panels": [
+            {"title": "Inner", "targets": [{"expr": "up"}, {"expr": "down", "hide": True}]}]},
+        {"title": "Text", "type": "text"},
+        {"title": "Blank", "targets": [{"expr": ""}]},
+    )
+    assert panel_queries(dashboard) == [("Inner", "up")]
+    assert [p["title"] for p in iter_panels(dashboard)] == ["Inner", "Text", "Blank"]
+
+
+def test_substitute_rejects_unknown_variables() -> None:
+    with pytest.raises(KeyError, match=r"\$nope"):
+        substitute('x{a=~"$nope"}', variable_values(_dashboard()))
+
+
+def test_longer_variable_names_are_not_cut_short() -> None:
+    values = {"service": "S", "service_route": "R"}
+    assert substitute("$service_route $service", values) == "R S"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_shipped_query_expands_without_leftover_variables(path: Path) -> None:
+    queries = panel_queries(json.loads(path.read_text()))
+    assert queries
+    for title, expr in queries:
+        assert "$" not in expr, f"{path.name} / {title}: {expr}"
+
+
+# --- live ----------------------------------------------------------------------------------------
+
+
+def _get(base: str, path: str, **params: str) -> dict[str, Any]:
+    url = f"{base}{path}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:  # 400/422: Prometheus explains in the body
+        return json.loads(e.read() or b"{}") or {"status": "error", "error": str(e)}
+
+
+def _problem(base: str, expr: str) -> str | None:
+    """Return why ``expr`` would leave its panel broken, or None if it shows data."""
+    instant = _get(base, "/api/v1/query", query=expr)
+    if instant.get("status") != "success":
+        return f"error: {instant.get('error')}"
+    if not instant["data"]["result"]:
+        return "no series (instant query)"
+    # Range query over the last minute, as a time-series panel asks: catches expressions that
+    # only have data at the instant (and checks the step handling Grafana relies on).
+    now = _get(base, "/api/v1/query", query="time()")["data"]["result"][0]
+    ranged = _get(base, "/api/v1/query_range", query=expr, start=str(float(now) - 60),
+                  end=str(now), step="5")
+    if ranged.get("status") != "success":
+        return f"error (range): {ranged.get('error')}"
+    if not ranged["data"]["result"]:
+        return "no series (range query over the last minute)"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_queries_return_series_from_live_prometheus(
+    path: Path, live_prometheus_url: str
+) -> None:
+    dashboard = json.loads(path.read_text())
+    broken = []
+    for name, selector in variable_queries(dashboard):
+        series = _get(live_prometheus_url, "/api/v1/series", **{"match[]": selector})
+        if series.get("status") != "success" or not series["data"]:
+            broken.append(f"variable ${name}: {selector}: no series")
+    for title, expr in panel_queries(dashboard):
+        problem = _problem(live_prometheus_url, expr)
+        if problem:
+            broken.append(f"{title}: {problem}\n    {expr}")
+    assert not broken, f"{path.name}: broken panels:\n" + "\n".join(broken)

@@ -1,0 +1,287 @@
+"""Offline checks of the monitoring files: Prometheus configs, rules, alert tests, dashboards.
+
+promtool is required, not optional: a CI without it would silently stop checking the alerts,
+so its absence fails the suite with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dashboards import iter_panels, panel_queries, variable_queries
+from watchlog.monitoring import compose_prometheus_config, monitoring_root, render_native_prometheus
+
+ROOT = monitoring_root()
+PROM = ROOT / "prometheus"
+RULES = PROM / "rules"
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+ALL_JOBS = {"prometheus", "producer", "consumer", "simulator", "extractor", "redis",
+            "redis_exporter"}
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool not found on PATH: apt-get install prometheus (it ships promtool)")
+    return path
+
+
+def run(*args: str | Path) -> str:
+    """Run a checker; fail the test with its output unless it exits 0."""
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(map(str, args))} failed:\n{output}"
+    return output
+
+
+def native_config(**overrides: Any) -> str:
+    kwargs: dict[str, Any] = dict(
+        producer="127.0.0.1:5001", consumer="127.0.0.1:5002", simulator="127.0.0.1:9101",
+        extractor="127.0.0.1:9102", exporter="127.0.0.1:9121",
+        redis_nodes=["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"], rules_dir=RULES,
+        prometheus="127.0.0.1:9090",
+    )
+    kwargs.update(overrides)
+    return render_native_prometheus(**kwargs)
+
+
+def jobs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+# --- Prometheus config ---------------------------------------------------------------------------
+
+
+def test_compose_config_is_valid(promtool: str, tmp_path: Path) -> None:
+    run(promtool, "check", "config", PROM / "prometheus.yml")
+    # /etc/prometheus/rules exists only in the container: check once more with the rules the
+    # container mounts there, so the rule files are loaded through the config as well.
+    config = compose_prometheus_config()
+    config["rule_files"] = [str(RULES / "*.yml")]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    out = run(promtool, "check", "config", path)
+    assert f"SUCCESS: {len(list(RULES.glob('*.yml')))} rule files found" in out, out
+
+
+def test_native_config_is_valid(promtool: str, tmp_path: Path) -> None:
+    path = tmp_path / "prometheus.yml"
+    path.write_text(native_config(alertmanager="127.0.0.1:9093"))
+    out = run(promtool, "check", "config", path)
+    assert f"SUCCESS: {len(list(RULES.glob('*.yml')))} rule files found" in out, out
+
+
+def test_native_config_matches_compose_except_addresses() -> None:
+    compose = compose_prometheus_config()
+    native = yaml.safe_load(native_config(alertmanager="127.0.0.1:9093"))
+    assert set(jobs(compose)) == set(jobs(native)) == ALL_JOBS
+    assert native["global"] == compose["global"]
+    assert [Path(p).name for p in native["rule_files"]] == \
+        [Path(p).name for p in compose["rule_files"]]
+    assert Path(native["rule_files"][0]).parent == RULES.resolve()
+    for name, job in jobs(compose).items():
+        other = jobs(native)[name]
+        ignored = {"static_configs", "dns_sd_configs", "relabel_configs"}
+        assert {k: v for k, v in job.items() if k not in ignored} == \
+            {k: v for k, v in other.items() if k not in ignored}, name
+        # Relabelling is identical except where the exporter's address is written.
+        for mine, theirs in zip(job.get("relabel_configs", []), other.get("relabel_configs", []),
+                                strict=True):
+            if theirs.get("replacement") != "127.0.0.1:9121":
+                assert mine == theirs, name
+
+
+def test_native_config_targets_loopback_addresses() -> None:
+    native = jobs(yaml.safe_load(native_config()))
+    assert native["producer"]["static_configs"] == [{"targets": ["127.0.0.1:5001"]}]
+    assert native["redis"]["static_configs"] == [
+        {"targets": ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]}]
+    assert "dns_sd_configs" not in native["redis"]
+    assert native["redis"]["relabel_configs"][-1] == {"target_label": "__address__",
+                                                     "replacement": "127.0.0.1:9121"}
+    assert native["redis_exporter"]["static_configs"] == [{"targets": ["127.0.0.1:9121"]}]
+
+
+def test_native_config_leaves_out_clients_and_alertmanager_that_do_not_run() -> None:
+    native = yaml.safe_load(native_config(simulator=None, extractor=None))
+    assert set(jobs(native)) == ALL_JOBS - {"simulator", "extractor"}
+    assert "alerting" not in native
+
+
+def test_compose_redis_job_sends_every_node_to_the_exporter() -> None:
+    redis = jobs(compose_prometheus_config())["redis"]
+    assert redis["metrics_path"] == "/scrape"
+    assert redis["static_configs"] == [
+        {"targets": [f"redis-node-{i}:6379" for i in (1, 2, 3)]}]
+    # The replicas profile's nodes are discovered, never statically expected.
+    assert redis["dns_sd_configs"][0]["names"] == [f"redis-node-{i}" for i in (4, 5, 6)]
+    assert redis["relabel_configs"][-1]["replacement"] == "redis-exporter:9121"
+
+
+# --- rules ---------------------------------------------------------------------------------------
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load((RULES / "alerts.yml").read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def test_rules_are_valid(promtool: str) -> None:
+    run(promtool, "check", "rules", *sorted(RULES.glob("*.yml")))
+
+
+def test_rule_unit_tests_pass(promtool: str) -> None:
+    tests = sorted((PROM / "tests").glob("*.yml"))
+    assert tests
+    run(promtool, "test", "rules", *tests)
+
+
+def test_alert_unit_tests_are_what_the_builder_writes() -> None:
+    rendered = load_builder(PROM / "tests" / "build_alert_tests.py").render()
+    assert (PROM / "tests" / "alerts_test.yml").read_text() == rendered, (
+        "alerts_test.yml is stale: run python monitoring/prometheus/tests/build_alert_tests.py")
+
+
+def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for path in (PROM / "tests").glob("*.yml"):
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (firing if check.get("exp_alerts") else silent).add(check["alertname"])
+    names = {rule["alert"] for rule in alert_rules()}
+    assert names == {
+        "WatchlogServiceDown", "WatchlogErrorBudgetBurnFast", "WatchlogErrorBudgetBurnSlow",
+        "WatchlogLatencyP99High", "RedisNodeDown", "RedisClusterStateNotOk", "RedisMemoryNearMax",
+        "WatchlogExtractionLagGrowing", "WatchlogSimulatorFailing",
+    }
+    assert names - firing == set(), "alerts never tested firing"
+    assert names - silent == set(), "alerts never tested silent"
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
+def test_alert_has_severity_and_annotations(rule: dict[str, Any]) -> None:
+    assert rule["labels"]["severity"] in {"critical", "warning"}
+    for key in ("summary", "description", "runbook"):
+        assert rule["annotations"].get(key), f"{rule['alert']} lacks {key}"
+
+
+def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:
+    # promtool cannot read dashboards, but it parses any expression given as a recording rule.
+    rules = [{"record": f"dashboard:query_{i}:check", "expr": expr}
+             for i, (_, expr) in enumerate(q for d in DASHBOARDS
+                                           for q in panel_queries(json.loads(d.read_text())))]
+    path = tmp_path / "dashboard_queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    run(promtool, "check", "rules", path)
+
+
+# --- dashboards ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_follows_the_conventions(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    assert dashboard["uid"] and dashboard["title"].startswith("watchlog / ")
+    assert dashboard["time"] == {"from": "now-15m", "to": "now"}
+    assert dashboard["refresh"] == "10s"
+    panels = list(iter_panels(dashboard))
+    assert panels
+    for panel in panels:
+        title = panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}, title
+        assert panel["fieldConfig"]["defaults"].get("unit"), f"{title}: no unit"
+        assert panel["targets"], f"{title}: no query"
+        for t in panel["targets"]:
+            assert t["datasource"]["uid"] == "prometheus", title
+            assert t["expr"].strip(), title
+    for var in dashboard["templating"]["list"]:
+        assert var["datasource"]["uid"] == "prometheus"
+
+
+def test_dashboards_have_their_variables() -> None:
+    names = {p.name: {v["name"] for v in json.loads(p.read_text())["templating"]["list"]}
+             for p in DASHBOARDS}
+    assert {"service-overview.json", "redis-cluster.json", "activity.json"} <= set(names)
+    assert "service" in names["service-overview.json"]
+    assert "node" in names["redis-cluster.json"]
+    node = json.loads((ROOT / "grafana/dashboards/redis-cluster.json").read_text())
+    assert dict(variable_queries(node)) == {"node": 'redis_up{job="redis"}'}
+
+
+def test_dashboard_uids_are_unique() -> None:
+    uids = [json.loads(p.read_text())["uid"] for p in DASHBOARDS]
+    assert len(uids) == len(set(uids))
+
+
+def load_builder(path: Path) -> Any:
+    """Import one of the monitoring/ generator scripts (they are not in a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dashboard_json_is_what_the_builder_writes() -> None:
+    rendered = load_builder(ROOT / "grafana" / "build_dashboards.py").render()
+    assert sorted(rendered) == [p.name for p in DASHBOARDS]
+    for path in DASHBOARDS:
+        assert path.read_text() == rendered[path.name], (
+            f"{path.name} is stale: run python monitoring/grafana/build_dashboards.py")
+
+
+# --- Grafana provisioning and Alertmanager -------------------------------------------------------
+
+
+def test_grafana_datasource_is_pinned_by_uid_and_url_from_environment() -> None:
+    doc = yaml.safe_load((ROOT / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    (source,) = doc["datasources"]
+    assert source["uid"] == "prometheus" and source["type"] == "prometheus"
+    assert source["url"] == "${WATCHLOG_PROMETHEUS_URL}"
+
+
+def test_grafana_dashboard_provider_reads_the_mounted_directory() -> None:
+    doc = yaml.safe_load((ROOT / "grafana/provisioning/dashboards/dashboards.yml").read_text())
+    (provider,) = doc["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_alertmanager_config_routes_to_defined_receivers() -> None:
+    path = ROOT / "alertmanager" / "alertmanager.yml"
+    doc = yaml.safe_load(path.read_text())
+    receivers = {r["name"] for r in doc["receivers"]}
+    routes = [doc["route"], *doc["route"].get("routes", [])]
+    assert {r["receiver"] for r in routes} <= receivers
+    alerts = {rule["alert"] for rule in alert_rules()}
+    for rule in doc.get("inhibit_rules", []):
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            assert matcher.split("=", 1)[1].strip('"') in alerts, matcher
+    # amtool comes with the Debian prometheus-alertmanager package; validate fully when present.
+    if shutil.which("amtool"):
+        run("amtool", "check-config", path)
+
+
+def test_compose_file_wires_grafana_to_the_provisioning() -> None:
+    compose_path = ROOT.parent / "docker-compose.yml"
+    if not compose_path.exists():
+        pytest.skip("docker-compose.yml not written yet")
+    services = yaml.safe_load(compose_path.read_text()).get("services", {})
+    if "grafana" not in services:
+        pytest.skip("docker-compose.yml has no grafana service yet")
+    grafana = services["grafana"]
+    env = grafana.get("environment", {})
+    env_names = set(env) if isinstance(env, dict) else {e.split("=", 1)[0] for e in env}
+    assert "WATCHLOG_PROMETHEUS_URL" in env_names
+    mounts = " ".join(str(v) for v in grafana.get("volumes", []))
+    assert "/var/lib/grafana/dashboards" in mounts
