@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 # Debian packages: Redis 7 (the cluster), Prometheus + promtool and redis_exporter (the
 # monitoring), wrk (the benchmark load generator).
 SYSTEM_PACKAGES := redis-server redis-tools prometheus prometheus-redis-exporter wrk
+# The tests also lint shell scripts and check the Alertmanager config (amtool).
+TEST_PACKAGES := $(SYSTEM_PACKAGES) shellcheck prometheus-alertmanager
 
 .PHONY: help venv system-deps install install-dev run test lint bench bench-quick clean
 
@@ -27,7 +29,8 @@ system-deps:
 install: venv system-deps
 	$(BIN)/pip install -q -e .
 
-install-dev: venv system-deps
+install-dev: venv
+	@bash scripts/system-deps.sh $(TEST_PACKAGES)
 	$(BIN)/pip install -q -e '.[dev]'
 
 run: install

@@ -6,7 +6,7 @@ set -euo pipefail
 
 declare -A BINARY=(
   [redis-server]=redis-server [redis-tools]=redis-cli [prometheus]=promtool
-  [prometheus-redis-exporter]=prometheus-redis-exporter [wrk]=wrk [shellcheck]=shellcheck
+  [prometheus-redis-exporter]=prometheus-redis-exporter [wrk]=wrk [shellcheck]=shellcheck [prometheus-alertmanager]=amtool
 )
 missing=()
 for pkg in "$@"; do

@@ -1,0 +1,128 @@
+#!/bin/sh
+# Form the watchlog Redis Cluster once, then only check it (compose service redis-cluster-init).
+#
+# Idempotent across `up` / `down` / `up` (the nodes keep nodes.conf on their volumes):
+#   - no node belongs to a cluster yet  -> redis-cli --cluster create (masters, then replicas);
+#   - a cluster exists                  -> re-introduce its members at their current addresses
+#     (containers may come back with new IPs), add fresh nodes (replicas of the least
+#     replicated masters, or empty masters), assign any slot a half-finished create left out;
+#   - in every case, exit 0 only once every listed node sees all 16384 slots served
+#     (cluster_state:ok), and 1 with a diagnosis after REDIS_INIT_TIMEOUT seconds.
+# It polls (once a second) instead of sleeping a fixed time: depends_on already waits
+# for healthy nodes, this only covers the gossip that follows.
+#
+# Environment: REDIS_MASTERS and REDIS_REPLICAS (space-separated host[:port]; replicas
+# that do not resolve are skipped, so one service serves the compose `replicas` profile
+# and the default), REDISCLI_AUTH (the admin password), REDIS_INIT_USER (admin).
+set -eu
+
+masters=${REDIS_MASTERS:?list the master nodes, host[:port] separated by spaces}
+replicas=${REDIS_REPLICAS:-}
+user=${REDIS_INIT_USER:-admin}
+timeout=${REDIS_INIT_TIMEOUT:-120}
+: "${REDISCLI_AUTH:?set REDISCLI_AUTH to the admin password}"
+export REDISCLI_AUTH  # redis-cli reads it, so the password never shows in `ps`
+deadline=$(( $(date +%s) + timeout ))
+
+log() { echo "cluster-init: $*" >&2; }
+host_of() { case $1 in *:*) echo "${1%:*}" ;; *) echo "$1" ;; esac; }
+port_of() { case $1 in *:*) echo "${1##*:}" ;; *) echo 6379 ;; esac; }
+# CLUSTER MEET takes addresses only, and containers change address across `down`/`up`.
+ip_of() { getent ahostsv4 "$(host_of "$1")" | awk 'NR == 1 { print $1 }'; }
+addr_of() { echo "$(ip_of "$1"):$(port_of "$1")"; }
+cli() { node=$1; shift; redis-cli --user "$user" -h "$(host_of "$node")" -p "$(port_of "$node")" "$@"; }
+field() { cli "$1" CLUSTER INFO | tr -d '\r' | sed -n "s/^$2://p"; }
+expired() { [ "$(date +%s)" -ge "$deadline" ]; }
+
+wait_for_ping() {
+    until [ "$(cli "$1" PING 2>/dev/null)" = PONG ]; do
+        if expired; then log "$1 does not answer PING"; exit 1; fi
+        sleep 1
+    done
+}
+
+# Replicas are optional: a node whose name does not resolve is not running (profile off).
+present=""
+for n in $replicas; do
+    if [ -n "$(ip_of "$n")" ]; then present="$present $n"; else log "skipping $n (not running)"; fi
+done
+replicas=$present
+nodes="$masters $replicas"
+for n in $nodes; do wait_for_ping "$n"; done
+
+# A node is a member once it knows another node or serves a slot; else it is fresh.
+is_member() { [ "$(field "$1" cluster_known_nodes)" -gt 1 ] || [ "$(field "$1" cluster_slots_assigned)" -gt 0 ]; }
+seed=""
+for n in $nodes; do
+    if is_member "$n"; then seed=$n; break; fi
+done
+
+if [ -z "$seed" ]; then
+    n_masters=$(echo "$masters" | wc -w)
+    n_replicas=$(echo "$replicas" | wc -w)
+    if [ $((n_replicas % n_masters)) -ne 0 ]; then
+        log "$n_replicas replicas do not divide evenly among $n_masters masters"; exit 1
+    fi
+    addrs=""
+    for n in $nodes; do addrs="$addrs $(addr_of "$n")"; done
+    log "creating a cluster of $n_masters masters and $n_replicas replicas"
+    # redis-cli takes the first $n_masters addresses as masters (one address per host here).
+    # shellcheck disable=SC2086  # one argument per address
+    redis-cli --user "$user" --cluster create $addrs \
+        --cluster-replicas $((n_replicas / n_masters)) --cluster-yes
+else
+    log "cluster exists (seen from $seed): checking members and addresses"
+    # Gossip does not carry new addresses of known nodes: every member must meet every
+    # other member it knows only under an old address (after `down`/`up`, all of them).
+    for a in $nodes; do
+        is_member "$a" || continue
+        known=$(cli "$a" CLUSTER NODES | awk '{ print $2 }' | cut -d@ -f1)
+        for b in $nodes; do
+            if [ "$a" != "$b" ] && is_member "$b" && ! echo "$known" | grep -qx "$(addr_of "$b")"; then
+                log "re-introducing $b to $a at $(addr_of "$b")"
+                cli "$a" CLUSTER MEET "$(ip_of "$b")" "$(port_of "$b")" >/dev/null
+            fi
+        done
+    done
+    for n in $nodes; do
+        is_member "$n" && continue
+        case " $replicas " in
+            *" $n "*) log "adding $n as a replica"; role=--cluster-slave ;;
+            *) log "adding $n as an empty master (move slots with: redis-cli --cluster rebalance --cluster-use-empty-masters)"; role="" ;;
+        esac
+        # shellcheck disable=SC2086  # $role is empty or one flag
+        redis-cli --user "$user" --cluster add-node "$(addr_of "$n")" "$(addr_of "$seed")" $role
+    done
+fi
+
+# True when node $1 lists every node at its current address, linked and not failing.
+sees_all() {
+    table=$(cli "$1" CLUSTER NODES)
+    for m in $nodes; do
+        echo "$table" | awk -v a="$(addr_of "$m")" '
+            index($2, a "@") == 1 && $3 !~ /fail|handshake|noaddr/ && ($3 ~ /myself/ || $8 == "connected") { ok = 1 }
+            END { exit !ok }' || return 1
+    done
+}
+
+# Wait for gossip to converge; fill slots a create interrupted half-way left unassigned.
+fixed=""
+for n in $nodes; do
+    until [ "$(field "$n" cluster_state)" = ok ] && [ "$(field "$n" cluster_slots_ok)" = 16384 ] \
+        && sees_all "$n"; do
+        if [ -z "$fixed" ] && [ "$(field "$n" cluster_slots_assigned)" -lt 16384 ] && [ -n "$seed" ]; then
+            log "assigning uncovered slots"
+            redis-cli --user "$user" --cluster fix "$(addr_of "$seed")" --cluster-yes >/dev/null || true
+            fixed=1
+        fi
+        if expired; then
+            log "cluster not ok after ${timeout}s as seen from $n:"
+            cli "$n" CLUSTER INFO >&2 || true
+            cli "$n" CLUSTER NODES >&2 || true
+            exit 1
+        fi
+        sleep 1
+    done
+done
+first=$(echo "$masters" | awk '{ print $1 }')
+log "cluster ok: $(field "$first" cluster_known_nodes) nodes known, 16384 slots served"
