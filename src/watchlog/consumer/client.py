@@ -1,0 +1,247 @@
+"""The internal users' CLI: ``watchlog report``, ``watchlog export`` and ``watchlog extract``.
+
+Every call goes through ``watchlog.http`` (timeouts, bounded retries) with the reader key
+from the environment or the credentials file ``watchlog up`` wrote. Failures end in a
+red message and a non-zero exit; ``--json`` prints one object for scripts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import click
+import httpx
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from watchlog.http import Client, GaveUp, error_message, token_for
+from watchlog.schema import ACTIVITY_TYPES
+
+log = logging.getLogger(__name__)
+F = Callable[..., Any]
+COLUMNS = ("activity", "count", "hours", "km", "kcal", "avg hr", "max hr")
+
+
+def url_option(f: F) -> F:
+    return click.option("--url", envvar="WATCHLOG_CONSUMER_URL", default="http://127.0.0.1:5002",
+                        show_default=True, help="Consumer API (env WATCHLOG_CONSUMER_URL).")(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(f)
+
+
+def client(url: str) -> Client:
+    """Return the retrying client with the reader key."""
+    return Client(url, token_for("reader"))
+
+
+def get_json(url: str, path: str, params: dict[str, Any]) -> Any:
+    """GET a JSON document, or fail with the server's message."""
+    with client(url) as c:
+        try:
+            resp = c.get(path, params={k: v for k, v in params.items() if v is not None})
+        except GaveUp as e:
+            raise click.ClickException(str(e)) from None
+    if resp.status_code >= 400:
+        raise click.ClickException(f"GET {path}: {error_message(resp)}")
+    return resp.json()
+
+
+def emit(doc: Any) -> None:
+    click.echo(msgspec.json.encode(doc).decode())
+
+
+def figures(name: str, t: dict[str, Any]) -> list[str]:
+    """Return a table row of a totals object."""
+    avg, top = t.get("avg_heart_rate"), t.get("max_heart_rate")
+    return [name, f"{t['count']:,}", f"{t['duration'] / 3600:,.1f}", f"{t['distance']:,.1f}",
+            f"{t['calories_burned']:,.0f}", "-" if avg is None else f"{avg:.0f}",
+            "-" if top is None else str(top)]
+
+
+def totals_table(title: str, doc: dict[str, Any], first: tuple[str, ...] = ()) -> Table:
+    table = Table(*first, *COLUMNS, title=title)
+    for kind, t in sorted(doc["by_type"].items()):
+        table.add_row(*[""] * len(first), *figures(kind, t))
+    table.add_row(*[""] * len(first), *figures("total", doc["total"]), style="bold")
+    return table
+
+
+@click.group()
+def report() -> None:
+    """Reports read from the consumer API's aggregates."""
+
+
+@report.command("daily")
+@click.option("--date", "day", default=None, help="UTC day, YYYY-MM-DD (default: today).")
+@url_option
+@json_option
+def daily(day: str | None, url: str, as_json: bool) -> None:
+    """Show one UTC day of the fleet: per activity type, and active users."""
+    doc = get_json(url, "/v1/reports/daily", {"date": day})
+    if as_json:
+        return emit(doc)
+    table = totals_table(f"Fleet on {doc['date']} (UTC)", doc)
+    table.caption = f"active users: {doc['active_users']:,}"
+    Console().print(table)
+
+
+@report.command("user")
+@click.argument("user_id")
+@click.option("--from", "frm", default=None, help="First day (default: 6 days before --to).")
+@click.option("--to", default=None, help="Last day (default: today, UTC).")
+@url_option
+@json_option
+def user(user_id: str, frm: str | None, to: str | None, url: str, as_json: bool) -> None:
+    """Show a user's totals per day and per activity type."""
+    doc = get_json(url, f"/v1/users/{quote(user_id, safe='')}/summary", {"from": frm, "to": to})
+    if as_json:
+        return emit(doc)
+    table = Table("day", *COLUMNS, title=f"User {doc['user_id']}, {doc['from']} to {doc['to']}")
+    for d in doc["days"]:
+        for kind, t in sorted(d["by_type"].items()):
+            table.add_row(d["date"], *figures(kind, t))
+    table.add_row("all", *figures("total", doc["total"]), style="bold")
+    Console().print(table)
+
+
+def end_of_day(value: str | None) -> str | None:
+    """Make a bare ``--to`` date include its whole day (the API reads it as midnight)."""
+    return f"{value}T23:59:59.999Z" if value is not None and len(value) == 10 else value
+
+
+def progress(quiet: bool) -> Any:
+    """Return a rich progress display of rows and bytes on stderr."""
+    from rich.progress import (
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                    TextColumn("{task.fields[rows]:,} rows"), DownloadColumn(),
+                    TransferSpeedColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), disable=quiet)
+
+
+def download(c: Client, params: dict[str, Any], output: Path, csv: bool,
+             quiet: bool = False) -> tuple[int, int]:
+    """Stream the export into ``output`` (via ``output.part``); return rows and bytes."""
+    part = output.with_name(output.name + ".part")
+    try:
+        with c.stream("GET", "/v1/activities/export", params=params) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise click.ClickException(f"export: {error_message(resp)}")
+            lines, size = _save(resp, part, quiet)
+    except GaveUp as e:
+        raise click.ClickException(str(e)) from None
+    except httpx.HTTPError as e:
+        part.unlink(missing_ok=True)
+        raise click.ClickException(f"export interrupted: {e!r}; run it again") from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, output)
+    return lines - (1 if csv and lines else 0), size  # a CSV's first line is its header
+
+
+def _save(resp: httpx.Response, part: Path, quiet: bool) -> tuple[int, int]:
+    lines = size = 0
+    with part.open("wb") as f, progress(quiet) as bar:
+        task = bar.add_task(f"export to {part.name[:-5]}", rows=0, total=None)
+        for chunk in resp.iter_bytes():
+            f.write(chunk)
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+            bar.update(task, completed=size, rows=lines)
+        f.flush()
+        os.fsync(f.fileno())
+    return lines, size
+
+
+@click.command()
+@click.option("--from", "frm", default=None, help="Start: date or ISO time (default: 24 h ago).")
+@click.option("--to", default=None, help="End: date (whole day) or ISO time (default: now).")
+@click.option("--activity-type", type=click.Choice(ACTIVITY_TYPES), default=None)
+@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="ndjson",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@url_option
+@json_option
+def export(frm: str | None, to: str | None, activity_type: str | None, fmt: str,
+           output: Path, url: str, as_json: bool) -> None:
+    """Stream every log of a time range to a file (written as FILE.part, then renamed)."""
+    params = {"from": frm, "to": end_of_day(to), "activity_type": activity_type, "format": fmt}
+    params = {k: v for k, v in params.items() if v is not None}
+    with client(url) as c:
+        rows, size = download(c, params, output, fmt == "csv", quiet=as_json)
+    if as_json:
+        emit({"rows": rows, "bytes": size, "file": str(output)})
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Turn Ctrl-C/SIGTERM into a clean stop between two batches."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@click.command()
+@click.option("--name", required=True, help="Extractor name (created on first use).")
+@click.option("--follow", is_flag=True, help="Keep polling after the feed is drained.")
+@click.option("--interval", type=click.FloatRange(0), default=15.0, show_default=True,
+              help="Seconds between polls that found nothing (with --follow).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("extracted"), show_default=True)
+@click.option("--max", "max_items", type=click.IntRange(1, 1000), default=500,
+              show_default=True, help="Logs per batch.")
+@click.option("--visibility-timeout", type=click.IntRange(1, 3600), default=None,
+              help="Seconds before an unacknowledged batch is redelivered (server default).")
+@click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@url_option
+@json_option
+def extract(name: str, follow: bool, interval: float, out_dir: Path, max_items: int,
+            visibility_timeout: int | None, metrics_port: int | None, url: str,
+            as_json: bool) -> None:
+    """Extract logs incrementally into DIR, each exactly once, one NDJSON file per batch."""
+    from prometheus_client import start_http_server
+
+    from watchlog.consumer.extractor import REGISTRY, ExtractError, Extractor
+
+    if metrics_port:
+        start_http_server(metrics_port, registry=REGISTRY)
+    stop = threading.Event()
+    with client(url) as c, stop_on_signals(stop):
+        ex = Extractor(c, name, out_dir, max_items, visibility_timeout)
+        try:
+            stats = ex.run(follow, interval, stop)
+        except ExtractError as e:
+            raise click.ClickException(str(e)) from None
+        finally:
+            if as_json:
+                emit(ex.stats.as_dict())
+    if not as_json:
+        click.echo(f"{stats.batches} batches, {stats.written} logs written to {out_dir}, "
+                   f"{stats.skipped_duplicates} duplicates skipped", err=True)
+

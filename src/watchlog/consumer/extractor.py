@@ -1,0 +1,177 @@
+"""The extraction loop: take a batch, write it to disk atomically, then acknowledge it.
+
+Delivery is at-least-once: a batch whose ack was lost (a crash, a timeout) comes back
+after the visibility timeout. Written files are the ledger: every line carries its
+``feed_id``, the set of written ids is rebuilt from the files at start, and an item
+already written is skipped (but still acknowledged), so each log lands on disk once.
+A batch file is written to a temporary name, fsynced and renamed: a reader (or the
+ledger scan) never sees half a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter
+
+from watchlog.http import Client, GaveUp, error_message
+
+log = logging.getLogger(__name__)
+REGISTRY = CollectorRegistry()
+WRITTEN = Counter("watchlog_extractor_written", "Logs written to disk", registry=REGISTRY)
+BATCHES = Counter("watchlog_extractor_batches", "Non-empty batches taken", registry=REGISTRY)
+ERRORS = Counter("watchlog_extractor_errors", "Failed calls to the consumer API",
+                 registry=REGISTRY)
+TMP_SUFFIX = ".tmp"
+
+
+class ExtractError(Exception):
+    """A call to the consumer API failed; ``transient`` if retries ran out (not a 4xx)."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class _Line(msgspec.Struct):
+    feed_id: str
+
+
+_line = msgspec.json.Decoder(_Line)
+_encode = msgspec.json.encode
+
+
+@dataclass
+class Stats:
+    batches: int = 0
+    written: int = 0
+    skipped_duplicates: int = 0
+    acknowledged: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Ledger:
+    """The feed ids already on disk, rebuilt from the batch files of ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ids: set[str] = set()
+        for path in sorted(root.rglob("*.ndjson")):
+            self._scan(path)
+        for stale in root.rglob("*" + TMP_SUFFIX):
+            stale.unlink()  # a batch a crash left half-written: it was never acknowledged
+        log.info("ledger: %d logs already in %s", len(self.ids), root)
+
+    def _scan(self, path: Path) -> None:
+        with path.open("rb") as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    self.ids.add(_line.decode(line).feed_id)
+                except msgspec.DecodeError:
+                    log.warning("%s:%d: not a batch line, ignored", path, n)
+
+    def __contains__(self, feed_id: str) -> bool:
+        return feed_id in self.ids
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fsynced temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name + TMP_SUFFIX)
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # make the rename itself durable
+    finally:
+        os.close(fd)
+
+
+class Extractor:
+    """Drain (or follow) one named extractor of the consumer API into a directory."""
+
+    def __init__(self, client: Client, name: str, root: Path, max_items: int = 500,
+                 visibility: int | None = None, consumer: str = "default") -> None:
+        self.client, self.name, self.root = client, name, root
+        self.params: dict[str, Any] = {"max": max_items, "consumer": consumer}
+        if visibility is not None:
+            self.params["visibility_timeout"] = visibility
+        root.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(root)
+        self.stats = Stats()
+
+    def fetch(self) -> list[dict[str, Any]]:
+        """Take the next batch (redeliveries first)."""
+        doc = self._call(f"/v1/extractors/{self.name}/batches", params=self.params)
+        return doc["items"]  # type: ignore[no-any-return]
+
+    def write(self, items: list[dict[str, Any]]) -> int:
+        """Write the items not yet on disk as one batch file; return how many."""
+        new = [it for it in items if it["feed_id"] not in self.ledger]
+        self.stats.skipped_duplicates += len(items) - len(new)
+        if new:
+            day = datetime.now(UTC).strftime("%Y-%m-%d")
+            path = self.root / day / f"batch-{new[0]['feed_id']}-{len(new)}.ndjson"
+            write_atomically(path, b"".join(_encode(it) + b"\n" for it in new))
+            self.ledger.ids.update(it["feed_id"] for it in new)
+            self.stats.written += len(new)
+            WRITTEN.inc(len(new))
+        return len(new)
+
+    def ack(self, items: list[dict[str, Any]]) -> int:
+        """Acknowledge every item of a batch, written now or before."""
+        doc = self._call(f"/v1/extractors/{self.name}/ack",
+                         json={"ids": [it["feed_id"] for it in items]})
+        self.stats.acknowledged += doc["acknowledged"]
+        return doc["acknowledged"]  # type: ignore[no-any-return]
+
+    def step(self) -> int:
+        """Take, write and acknowledge one batch; return its size (0: nothing new)."""
+        items = self.fetch()
+        if items:
+            self.stats.batches += 1
+            BATCHES.inc()
+            self.write(items)
+            self.ack(items)
+        return len(items)
+
+    def run(self, follow: bool = False, interval: float = 15.0,
+            stop: threading.Event | None = None) -> Stats:
+        """Drain until a batch comes back empty; with ``follow``, poll every ``interval``."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                got = self.step()
+            except ExtractError as e:
+                if not (follow and e.transient):
+                    raise
+                log.warning("%s; trying again in %.0f s", e, interval)
+                got = 0
+            if not got:
+                if not follow:
+                    break
+                stop.wait(interval)
+        return self.stats
+
+    def _call(self, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self.client.post(path, **kwargs)
+        except GaveUp as e:
+            ERRORS.inc()
+            raise ExtractError(str(e), transient=True) from None
+        if resp.status_code >= 400:
+            ERRORS.inc()
+            raise ExtractError(f"POST {path}: {error_message(resp)}", transient=False)
+        return resp.json()
