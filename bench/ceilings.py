@@ -1,0 +1,62 @@
+"""The ceilings the targets are ratios of, measured in the same run as the scenarios."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import time
+from typing import Any
+
+from bench import load
+from bench.measure import probe
+from bench.stack import Stack
+from watchlog.store import Store
+
+# Two keys in one slot, the core of an event write (idempotent body + time index).
+BENCH_LUA = ("if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then "
+             "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) end return 1")
+BODY = "x" * 130  # about a stored body's size
+
+
+def direct_write(stack: Stack, events: int, run: str) -> dict[str, Any]:
+    """Time ``Store.ingest`` on pre-built 1,000-event batches (no HTTP), and decode+validate."""
+    raws = list(load.raw_logs(events, list(range(100_000)), load.yesterday_ms(), run))
+    t0 = time.perf_counter()
+    built = load.build_events(raws)
+    validate_s = time.perf_counter() - t0
+    store = Store(stack.settings())
+    store.ingest(built[:1])  # connect and warm the script cache outside the timing
+    with probe(stack.cluster) as p:
+        t0 = time.perf_counter()
+        for i in range(1, len(built), 1000):
+            store.ingest(built[i:i + 1000])
+        secs = time.perf_counter() - t0
+    store.close()
+    return {"events_per_s": round((len(built) - 1) / secs), "events": len(built) - 1,
+            "decode_validate_events_per_s": round(len(raws) / validate_s),
+            "decode_validate_us_per_event": round(validate_s / len(raws) * 1e6, 2),
+            **p.result}
+
+
+def redis_benchmark(stack: Stack, requests: int) -> dict[str, Any]:
+    """Run redis-benchmark's pipelined two-key Lua call on every master of the cluster."""
+    rc = stack.cluster.admin_client()
+    try:
+        sha = rc.script_load(BENCH_LUA)  # loaded on every master
+        argv = ["redis-benchmark", "--cluster", "-h", stack.cluster.host,
+                "-p", str(stack.cluster.ports[0]), "--user", "admin",
+                "-a", stack.credentials.redis_admin_password, "-P", "64", "-c", "16",
+                "-n", str(requests), "-r", "100000", "--csv",
+                "EVALSHA", sha, "2", "{tag}:h:__rand_int__", "{tag}:z:__rand_int__",
+                "__rand_int__", BODY]
+        with probe(stack.cluster) as p:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        rows = list(csv.DictReader(io.StringIO(out.stdout[out.stdout.index('"test"'):])))
+    finally:
+        stack.flush()
+        rc.close()
+    row = rows[-1]
+    return {"calls_per_s": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]),
+            "p99_ms": float(row["p99_latency_ms"]), "requests": requests,
+            "pipeline": 64, "clients": 16, **p.result}

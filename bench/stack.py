@@ -1,0 +1,124 @@
+"""The system under test: a Redis Cluster from the launcher and the services as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from watchlog.launcher.credentials import Credentials, load_or_create
+from watchlog.launcher.procs import free_redis_ports, spawn
+from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Service:
+    """One HTTP server process (a gunicorn arbiter and its workers, or granian)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def wait_ready(self, path: str = "/ready", timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if httpx.get(self.url + path, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+        raise RuntimeError(f"{self.name} did not become ready:\n{tail}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+@dataclass
+class Stack:
+    """A cluster, its credentials and the services started on it."""
+
+    state: Path
+    cluster: LocalCluster
+    credentials: Credentials
+    services: dict[str, Service] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, state: Path, masters: int = 3) -> Stack:
+        state.mkdir(parents=True, exist_ok=True)
+        creds = load_or_create(state)
+        cluster = LocalCluster(state, base_port=None, masters=masters, credentials=creds)
+        cluster.start()
+        return cls(state, cluster, creds)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Return the environment of a service on this cluster (bench rate limit)."""
+        return {**os.environ, **self.credentials.app_env(),
+                "WATCHLOG_REDIS_URL": self.cluster.seed_urls,
+                "WATCHLOG_RATE_LIMIT": "1000000/second", "WATCHLOG_LOG_LEVEL": "WARNING",
+                "PYTHONPATH": str(ROOT), **extra}
+
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env())
+
+    def serve(self, name: str, argv: list[str], ready: str, **extra: str) -> Service:
+        """Start a server on a free port (``{port}`` in argv); wait until ``ready`` answers."""
+        port = free_redis_ports("127.0.0.1", 1)[0]
+        metrics = self.state / f"metrics-{name}"
+        metrics.mkdir(parents=True, exist_ok=True)
+        for f in metrics.iterdir():
+            f.unlink()
+        env = self.env(PROMETHEUS_MULTIPROC_DIR=str(metrics), WATCHLOG_PRODUCER_PORT=str(port),
+                       WATCHLOG_CONSUMER_PORT=str(port), **extra)
+        log = self.state / f"{name}.log"
+        proc = spawn([a.format(port=port) for a in argv], log, env=env, cwd=ROOT)
+        svc = Service(name, proc, f"http://127.0.0.1:{port}", log)
+        svc.wait_ready(ready)
+        self.services[name] = svc
+        return svc
+
+    def serve_watchlog(self, role: str) -> Service:
+        return self.serve(role, [sys.executable, "-m", "watchlog", "serve", role], "/ready")
+
+    def serve_trivial(self, name: str, worker_class: str = "gthread") -> Service:
+        argv = [sys.executable, "-m", "bench.trivial_app", "--port", "{port}",
+                "--worker-class", worker_class]
+        return self.serve(name, argv, "/")
+
+    def stop_service(self, name: str) -> None:
+        svc = self.services.pop(name, None)
+        if svc is not None:
+            svc.stop()
+
+    def stop(self) -> None:
+        for name in list(self.services):
+            self.stop_service(name)
+        self.cluster.stop()
+
+    def flush(self) -> None:
+        """Empty every master (between the write and the read scenarios)."""
+        rc = self.cluster.admin_client()
+        try:
+            rc.flushall(target_nodes=rc.get_primaries())
+        finally:
+            rc.close()
