@@ -25,6 +25,7 @@ from __future__ import annotations
 import binascii
 import zlib
 from datetime import UTC, datetime
+from functools import lru_cache
 
 PARTITIONS = 64
 SLOTS = 16384
@@ -66,7 +67,12 @@ def partition_of(user: str) -> int:
 
 def day_of(ms: int) -> str:
     """Return the UTC day (YYYYMMDD) of an epoch-millisecond time."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%d")
+    return _day(ms // 86_400_000)
+
+
+@lru_cache(maxsize=1024)
+def _day(days_since_epoch: int) -> str:
+    return datetime.fromtimestamp(days_since_epoch * 86400, UTC).strftime("%Y%m%d")
 
 
 def _k(p: int, rest: str) -> str:

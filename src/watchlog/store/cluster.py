@@ -37,6 +37,7 @@ TRANSIENT = (
     rx.BusyLoadingError, rx.ReadOnlyError, rx.ClusterError, rx.RedisClusterException,
 )  # fmt: skip
 ATTEMPTS = 6  # with backoff capped at 0.5 s: a few seconds, about one failover
+REPLICA_RECOUNT_S = 5.0  # the slot map is 16,384 entries: count replicas per master rarely
 
 
 def connect(settings: Settings) -> RedisCluster:
@@ -97,6 +98,8 @@ class ScriptRunner:
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="watchlog-redis")
         self.wait_replicas = wait_replicas
         self.wait_ms = wait_ms
+        self._replica_counts: dict[str, int] | None = None
+        self._counted_at = 0.0
 
     def run(self, calls: Sequence[Call], *, wait: bool = False) -> list[Any]:
         """Return each call's result in order; retry redirected or failed calls alone."""
@@ -134,11 +137,17 @@ class ScriptRunner:
             return self.rc.nodes_manager.get_node_from_slot(slot)
 
     def _replicas_to_wait(self, node: Any) -> int:
-        if self.wait_replicas == "auto":
-            shards = self.rc.nodes_manager.slots_cache
-            slot = next((s for s, ns in shards.items() if ns and ns[0].name == node.name), None)
-            return min(1, len(shards.get(slot, [])) - 1) if slot is not None else 0
-        return int(self.wait_replicas or 0)
+        """Return how many replicas a write on ``node`` waits for (cached, see ``_refresh``)."""
+        if self.wait_replicas != "auto":
+            return int(self.wait_replicas or 0)
+        now = time.monotonic()
+        if self._replica_counts is None or now - self._counted_at > REPLICA_RECOUNT_S:
+            counts: dict[str, int] = {}
+            for nodes in self.rc.nodes_manager.slots_cache.values():
+                if nodes:
+                    counts[nodes[0].name] = len(nodes) - 1
+            self._replica_counts, self._counted_at = counts, now
+        return min(1, self._replica_counts.get(node.name, 0))
 
     def _pipeline(self, node: Any, calls: list[Call], wait: bool) -> list[Any]:
         conn = self.rc.get_redis_connection(node)
@@ -182,6 +191,7 @@ class ScriptRunner:
 
     def _refresh(self) -> None:
         """Re-read the slot map (after a failover or a moved slot); best effort."""
+        self._replica_counts = None
         try:
             self.rc.nodes_manager.initialize()
         except TRANSIENT:
