@@ -156,8 +156,8 @@ def test_store_sets_retention_ttls(store: Store, cluster: LocalCluster) -> None:
     e = to_events([seed_log()])[0]
     store.ingest([e])
     rc = cluster.admin_client()
-    day_keys = [keys.events(e.partition, e.user, e.day), keys.user_index(e.partition, e.user,
-                e.day), keys.user_aggregates(e.partition, e.user, e.day),
+    day_keys = [keys.user_index(e.partition, e.user, e.day),
+                keys.user_aggregates(e.partition, e.user, e.day),
                 keys.fleet_index(e.partition, e.day), keys.fleet_aggregates(e.partition, e.day),
                 keys.active_users(e.partition, e.day)]
     expected = schema_day_end(e.day) + 30 * 86400

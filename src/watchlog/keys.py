@@ -10,13 +10,13 @@ Layout (``T`` the partition tag, ``U`` the user, ``D`` the UTC day as YYYYMMDD):
 ==========================  ===========  ===================================================
 key                         type         holds
 ==========================  ===========  ===================================================
-wl:{T}:e:U:D                hash         event_id -> compact body (also the idempotency set)
-wl:{T}:t:U:D                sorted set   event_id scored by event time (ms)
+wl:{T}:t:U:D                sorted set   event_id scored by event time (ms); the idempotency set
 wl:{T}:a:U:D                hash         the user's daily aggregates per activity type
-wl:{T}:f:D                  sorted set   compact body scored by event time: fleet index
+wl:{T}:f:D                  sorted set   compact body scored by event time: fleet index, and
+                                         the only copy of each body
 wl:{T}:pa:D                 hash         the partition's daily aggregates per activity type
 wl:{T}:pu:D                 set          users active that day
-wl:{T}:feed                 stream       what arrived, for extraction (consumer groups)
+wl:{T}:feed                 stream       "<ts> <event_id>" of what arrived, for extraction
 ==========================  ===========  ===================================================
 """
 
@@ -77,10 +77,6 @@ def _day(days_since_epoch: int) -> str:
 
 def _k(p: int, rest: str) -> str:
     return f"{PREFIX}:{{{TAGS[p]}}}:{rest}"
-
-
-def events(p: int, user: str, day: str) -> str:
-    return _k(p, f"e:{user}:{day}")
 
 
 def user_index(p: int, user: str, day: str) -> str:

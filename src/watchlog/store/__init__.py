@@ -81,8 +81,25 @@ class Store:
 
     def extractor_batch(self, name: str, consumer: str, max_items: int,
                         visibility_ms: int) -> tuple[list[tuple[str, bytes]], int]:
+        """Return (feed id, body) pairs and how many are redeliveries.
+
+        Entries whose log is already gone by retention are acknowledged at once: they can
+        never be delivered.
+        """
         with timed("extract"), unavailable_as_503("extract"):
-            return feed.read_batch(self.rc, name, consumer, max_items, visibility_ms)
+            refs, redelivered = feed.read_batch(self.rc, name, consumer, max_items,
+                                                visibility_ms)
+            if not refs:
+                return [], redelivered
+            calls, positions = feed.bodies_calls(refs)
+            found: list[bytes | None] = [None] * len(refs)
+            for idx, reply in zip(positions, self.runner.run(calls), strict=True):
+                for i, body in zip(idx, reply, strict=True):
+                    found[i] = body or None
+            gone = [fid for (fid, _), b in zip(refs, found, strict=True) if b is None]
+            if gone:
+                feed.ack(self.rc, name, gone)
+        return [(fid, b) for (fid, _), b in zip(refs, found, strict=True) if b], redelivered
 
     def extractor_ack(self, name: str, ids: list[str]) -> int:
         with timed("ack"), unavailable_as_503("ack"):

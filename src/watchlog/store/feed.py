@@ -5,6 +5,7 @@ batch first reclaims entries delivered but not acknowledged for longer than the 
 timeout (XAUTOCLAIM: at-least-once), then reads new ones (XREADGROUP). Acknowledged entries
 are never delivered again; the group's position lives in Redis (AOF), so an extractor
 resumes where it stopped after any restart. Feed ids are ``<partition>-<stream id>``.
+An entry holds ``<ts> <event_id>``; the body is read from the fleet index it refers to.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from redis import exceptions as rx
 
 from watchlog import keys
 from watchlog.errors import InvalidInput, NotFound
+from watchlog.store.cluster import Call, Script
 
 P = keys.PARTITIONS
+BODIES = Script("bodies")
 
 
 def create(rc: Any, name: str, start: str = "earliest") -> None:
@@ -49,9 +52,28 @@ def read_batch(rc: Any, name: str, consumer: str, max_items: int,
     claimed = _claim(rc, name, consumer, max_items, visibility_ms)
     n_claimed = sum(len(c) for c in claimed)
     fresh = _read_new(rc, name, consumer, max_items - n_claimed)
-    items = [(f"{p}-{sid.decode()}", fields[b"e"]) for p in range(P)
+    items = [(f"{p}-{sid.decode()}", fields[b"r"]) for p in range(P)
              for sid, fields in claimed[p] + fresh[p] if fields]
     return items, n_claimed
+
+
+def bodies_calls(refs: list[tuple[str, bytes]]) -> tuple[list[Call], list[list[int]]]:
+    """Return one call per partition that finds the bodies the feed entries refer to."""
+    by_p: dict[int, list[int]] = {}
+    for i, (fid, _) in enumerate(refs):
+        by_p.setdefault(int(fid.partition("-")[0]), []).append(i)
+    calls = []
+    for p, idx in by_p.items():
+        key_list: list[str] = []
+        args: list[object] = []
+        for i in idx:
+            ts, _, eid = refs[i][1].decode().partition(" ")
+            key = keys.fleet_index(p, keys.day_of(int(ts)))
+            if key not in key_list:
+                key_list.append(key)
+            args += (key_list.index(key) + 1, ts, eid)
+        calls.append(Call(BODIES, key_list, args, keys.partition_slot(p)))
+    return calls, list(by_p.values())
 
 
 def _claim(rc: Any, name: str, consumer: str, budget: int, idle_ms: int) -> list[list[Any]]:

@@ -65,7 +65,7 @@ def user_page(runner: ScriptRunner, user: str, frm: int, to: int, limit: int,
     for day in days:
         if len(items) >= limit:
             return items, encode_cursor(Cursor(day, ""))
-        zkey, hkey = keys.user_index(p, user, day), keys.events(p, user, day)
+        zkey, hkey = keys.user_index(p, user, day), keys.fleet_index(p, day)
         call = Call(PAGE, (zkey, hkey), (frm, to, limit - len(items), after, want),
                     keys.partition_slot(p))
         exhausted, *bodies = runner.run([call])[0]

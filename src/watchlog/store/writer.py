@@ -52,7 +52,7 @@ def _call(p: int, evs: list[Event], retention_days: int, minid: int) -> Call:
     for e in evs:
         d, u = e.day, e.user
         per_event += (
-            ref(keys.events(p, u, d), d), ref(keys.user_index(p, u, d), d),
+            ref(keys.user_index(p, u, d), d),
             ref(keys.user_aggregates(p, u, d), d), ref(keys.fleet_index(p, d), d),
             ref(keys.fleet_aggregates(p, d), d), ref(keys.active_users(p, d), d),
             e.event_id, e.ts, e.tcode, e.duration, e.meters,

@@ -4,10 +4,12 @@
 -- the batch touches (all carry the partition's hash tag, so they share one slot).
 -- ARGV: minid (feed trim bound), n events, m expiring keys,
 --   then m pairs (key index, expire-at seconds),
---   then n groups of 13: ev, ut, ua, ft, pa, pu (key indexes), event_id, ts, type code,
---   duration, meters, heart rate ('' when absent), decikcal, then user, body.
--- An event is stored only when its id is new in its user-day hash (HSETNX); only then are
--- the indexes, the aggregates and the feed updated, so a retried batch counts nothing twice.
+--   then n groups of 14: ut, ua, ft, pa, pu (key indexes), event_id, ts, type code,
+--   duration, meters, heart rate ('' when absent), decikcal, user, body.
+-- The user-day index is also the idempotency set: an event is stored only when ZADD NX
+-- adds its id; only then are the fleet index, the aggregates, the active users and the
+-- feed updated, so a retried batch counts nothing twice. The body is stored once, in the
+-- fleet index; the feed carries a reference ("<ts> <event_id>") to it.
 -- Aggregates are summed in Lua tables and written once per field per call.
 -- Returns one 1 (created) or 0 (duplicate) per event.
 local minid, n, m = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -36,22 +38,19 @@ local function aggregate(key, t, dur, meters, hr, dk)
 end
 
 for i = 0, n - 1 do
-  local o = base + i * 15
-  local ev = KEYS[tonumber(ARGV[o])]
-  local eid, body = ARGV[o + 6], ARGV[o + 14]
-  if redis.call('HSETNX', ev, eid, body) == 1 then
-    local ts = ARGV[o + 7]
-    redis.call('ZADD', KEYS[tonumber(ARGV[o + 1])], ts, eid)
-    redis.call('ZADD', KEYS[tonumber(ARGV[o + 3])], ts, body)
-    local t, dur, meters = ARGV[o + 8], tonumber(ARGV[o + 9]), tonumber(ARGV[o + 10])
-    local hr, dk = tonumber(ARGV[o + 11]), tonumber(ARGV[o + 12])
-    aggregate(KEYS[tonumber(ARGV[o + 2])], t, dur, meters, hr, dk)
-    aggregate(KEYS[tonumber(ARGV[o + 4])], t, dur, meters, hr, dk)
-    local pu = KEYS[tonumber(ARGV[o + 5])]
+  local o = base + i * 14
+  local eid, ts = ARGV[o + 5], ARGV[o + 6]
+  if redis.call('ZADD', KEYS[tonumber(ARGV[o])], 'NX', ts, eid) == 1 then
+    redis.call('ZADD', KEYS[tonumber(ARGV[o + 2])], ts, ARGV[o + 13])
+    local t, dur, meters = ARGV[o + 7], tonumber(ARGV[o + 8]), tonumber(ARGV[o + 9])
+    local hr, dk = tonumber(ARGV[o + 10]), tonumber(ARGV[o + 11])
+    aggregate(KEYS[tonumber(ARGV[o + 1])], t, dur, meters, hr, dk)
+    aggregate(KEYS[tonumber(ARGV[o + 3])], t, dur, meters, hr, dk)
+    local pu = KEYS[tonumber(ARGV[o + 4])]
     local u = users[pu]
     if not u then u = {}; users[pu] = u end
-    u[#u + 1] = ARGV[o + 13]
-    redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'e', body)
+    u[#u + 1] = ARGV[o + 12]
+    redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'r', ts .. ' ' .. eid)
     out[#out + 1] = 1
   else
     out[#out + 1] = 0

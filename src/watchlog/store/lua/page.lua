@@ -1,13 +1,23 @@
 -- Read one page of a time index in (score, member) order, after a cursor member.
 --
--- KEYS[1]: a sorted set scored by event time; KEYS[2] (optional): the hash holding the
--- bodies of its members (user index), else the members are the bodies (fleet index).
+-- KEYS[1]: a sorted set scored by event time. Either its members are the bodies (a fleet
+-- index), or they are event ids (a user index) and KEYS[2] is the fleet index of the same
+-- partition and day, where each body is found by its time and id.
 -- ARGV: from ms, to ms, limit, cursor member ('' for none), type code ('' for any).
 -- Members are never removed one by one (whole keys expire), so the cursor's rank is exact:
 -- no gaps and no repeats across pages, even while new events arrive.
 -- Returns {exhausted (0/1), body...}.
 local lo, hi, limit, after, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local zkey, hkey = KEYS[1], KEYS[2]
+
+local function body_of(eid, ts)
+  local tail = '"' .. eid .. '"]'
+  for _, b in ipairs(redis.call('ZRANGE', hkey, ts, ts, 'BYSCORE')) do
+    if string.sub(b, -#tail) == tail then return b end
+  end
+  return false
+end
+
 local start
 if after ~= '' then
   local r = redis.call('ZRANK', zkey, after)
@@ -21,13 +31,12 @@ local chunk = limit
 if want ~= '' then chunk = limit * 4 end
 while #out - 1 < limit do
   local got = redis.call('ZRANGE', zkey, start, start + chunk - 1, 'WITHSCORES')
-  local members, done = {}, #got < 2 * chunk
+  local bodies, done = {}, #got < 2 * chunk
   for i = 1, #got, 2 do
     if tonumber(got[i + 1]) > hi then done = true; break end
-    members[#members + 1] = got[i]
+    if hkey then bodies[#bodies + 1] = body_of(got[i], got[i + 1])
+    else bodies[#bodies + 1] = got[i] end
   end
-  local bodies = members
-  if hkey and #members > 0 then bodies = redis.call('HMGET', hkey, unpack(members)) end
   for i = 1, #bodies do
     local b = bodies[i]
     if b and (want == '' or string.match(b, '^%[%d+,(%d+),') == want) then
