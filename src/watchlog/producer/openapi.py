@@ -16,6 +16,9 @@ BATCH = {"type": "object", "required": ["created", "duplicate", "rejected", "ite
                         "rejected": {"type": "integer"},
                         "items": {"type": "array", "items": {"type": "object"}}}}
 
+SEED_ERROR = {"type": "object", "required": ["error"], "properties": {
+    "error": {"type": "string"}}}  # {"error": "Missing fields: ..."}, as the seed answered
+
 
 @lru_cache(maxsize=1)
 def producer_spec() -> dict[str, Any]:
@@ -38,7 +41,8 @@ def producer_spec() -> dict[str, Any]:
                 "schema": ACTIVITY}}},
             "responses": {"200": json_ok({"type": "object", "properties": {
                 "message": {"type": "string"}}}),
-                **errors(400, 401, 403, 422, 429, 503)}}},
+                **errors(401, 403, 413, 422, 429, 503),
+                "400": json_ok(SEED_ERROR, "the seed's own errors: bad JSON, missing fields")}}},
         **OPS_PATHS,
     }
     return document("watchlog producer", paths, {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -25,6 +26,7 @@ from watchlog.settings import Settings
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 RANK = {"ingest": 0, "reader": 1, "admin": 2}
+_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 def digest(secret: str) -> bytes:
@@ -42,9 +44,11 @@ class Auth:
 
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.auth_enabled
-        self.roles = [(digest(s), role) for s, role in (
+        # A comma-separated value holds several keys of one role: old and new while
+        # clients move over during a rotation (docs/security.md).
+        self.roles = [(digest(k.strip()), role) for s, role in (
             (settings.ingest_token, "ingest"), (settings.reader_key, "reader"),
-            (settings.admin_key, "admin")) if s]
+            (settings.admin_key, "admin")) for k in s.split(",") if k.strip()]
         self.devices = _device_tokens(settings.device_tokens_file)
         if not self.enabled:
             log.warning("authentication is OFF (WATCHLOG_AUTH=off): anyone can read and write")
@@ -70,13 +74,18 @@ class Auth:
 
 
 def _device_tokens(path: str) -> dict[bytes, str]:
+    """Read ``device_id <sha256 hex>`` lines; a malformed line stops the start-up."""
     out: dict[bytes, str] = {}
     if not path:
         return out
-    for line in Path(path).read_text().splitlines():
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         parts = line.split("#", 1)[0].split()
-        if len(parts) == 2:
-            out[bytes.fromhex(parts[1])] = parts[0]
+        if not parts:
+            continue
+        if len(parts) != 2 or not _SHA256_HEX.match(parts[1]):
+            # Name the line, never echo it: it may hold a token pasted in clear.
+            raise ValueError(f"{path}:{n}: expected 'device_id <64 hex digits of sha256(token)>'")
+        out[bytes.fromhex(parts[1])] = parts[0]
     return out
 
 

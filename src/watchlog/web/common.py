@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -93,7 +94,10 @@ def _install_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url_rule)
+        # The type and the stack, never the message: a message may quote input (personal
+        # data, a token). The stack shows code lines only, no values.
+        log.error("unhandled %s on %s %s\n%s", type(err).__name__, request.method,
+                  request.url_rule, "".join(traceback.format_tb(err.__traceback__)))
         return json_response({"error": "internal", "message": "internal error; see logs"}, 500)
 
 
@@ -140,7 +144,9 @@ def _install_faults(app: Flask, service: str, settings: Settings) -> None:
                 faults.abort(None, request.url_rule.rule, "abort_after")  # type: ignore[union-attr]
             except InjectedFault as err:
                 g.injected = True
-                return error_response(err)
+                # This hook runs after the security-header hook (Flask runs after_request
+                # hooks in reverse): the replacement response needs them added here.
+                return _security_headers(error_response(err))
         return response
 
 
@@ -198,7 +204,9 @@ def admin_blueprint() -> Blueprint:
     @requires("admin")
     def get_faults() -> Response:
         """The fault spec in force on this service."""
-        return json_response(current_app.extensions["watchlog_faults"].current())
+        # Fresh from Redis: another worker may have taken a PUT a moment ago, and a client
+        # that reads, changes one field and writes back must not undo it.
+        return json_response(current_app.extensions["watchlog_faults"].current(fresh=True))
 
     @bp.put("/admin/faults")
     @requires("admin")

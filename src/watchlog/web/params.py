@@ -10,22 +10,28 @@ from flask import request
 from watchlog.errors import InvalidInput
 from watchlog.schema import TYPE_CODE
 
+# Times and days outside these bounds would overflow date arithmetic (a 500): refuse them.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
+MAX_MS = 253370764800000  # 9999-01-01T00:00:00Z
+
 
 def time_ms(name: str, default: int) -> int:
     """Parse an ISO-8601 time, a date (its start) or epoch ms; UTC when no offset."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if raw.isdigit():
-        return int(raw)
     try:
-        t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        if raw.isascii() and raw.isdigit():
+            ms = int(raw)
+        else:
+            t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            ms = int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1000)
+    except (ValueError, OverflowError):
         raise InvalidInput(f"{name}: {raw!r} is not ISO-8601, a date or epoch ms",
                            field=name) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return int(t.timestamp() * 1000)
+    if not 0 <= ms < MAX_MS:
+        raise InvalidInput(f"{name}: must be between {FIRST_DAY} and {LAST_DAY}", field=name)
+    return ms
 
 
 def day(name: str, default: date) -> date:
@@ -33,9 +39,12 @@ def day(name: str, default: date) -> date:
     if not raw:
         return default
     try:
-        return date.fromisoformat(raw[:10]) if len(raw) >= 10 else date.fromisoformat(raw)
+        d = date.fromisoformat(raw[:10]) if len(raw) >= 10 else date.fromisoformat(raw)
     except ValueError:
         raise InvalidInput(f"{name}: {raw!r} is not a date (YYYY-MM-DD)", field=name) from None
+    if not FIRST_DAY <= d <= LAST_DAY:
+        raise InvalidInput(f"{name}: must be between {FIRST_DAY} and {LAST_DAY}", field=name)
+    return d
 
 
 def integer(name: str, default: int, lo: int, hi: int) -> int:
