@@ -9,7 +9,6 @@ The active spec of a service lives in Redis (``wl:{admin}:faults:<service>``) so
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from typing import Annotated, Literal
@@ -69,9 +68,15 @@ def from_settings(s: Settings) -> FaultSpec:
     if s.fault_preset != "none":
         return PRESETS[s.fault_preset]
     routes = [r.strip() for r in s.fault_routes.split(",") if r.strip()]
-    return FaultSpec(s.fault_delay_p, s.fault_delay, s.fault_abort_p, s.fault_abort_status,  # type: ignore[arg-type]
-                     s.fault_abort_phase, int(s.fault_retry_after) if s.fault_retry_after  # type: ignore[arg-type]
-                     else None, routes)
+    raw = {"delay_p": s.fault_delay_p, "delay": s.fault_delay, "abort_p": s.fault_abort_p,
+           "abort_status": s.fault_abort_status, "abort_phase": s.fault_abort_phase,
+           "retry_after": int(s.fault_retry_after) if s.fault_retry_after else None,
+           "routes": routes}
+    # convert, not the constructor: a Struct's constructor checks neither ranges nor choices.
+    try:
+        return msgspec.convert(raw, FaultSpec)
+    except msgspec.ValidationError as e:
+        raise ValueError(f"WATCHLOG_FAULT_*: {e}") from None
 
 
 def decode_spec(raw: bytes) -> FaultSpec:
@@ -98,15 +103,19 @@ class Faults:
         self.service = service
         self.default = from_settings(settings)
         seed = settings.fault_seed
-        self.rng = random.Random(f"{seed}:{os.getpid()}" if seed else None)
+        # Seeded by (seed, service) only: a pid in the seed would make every run differ.
+        # Workers of one service then draw the same sequence; a run replays exactly with
+        # WATCHLOG_WORKERS=1 and the same order of requests.
+        self.rng = random.Random(f"{seed}:{service}" if seed else None)
         self._rc = rc_getter
         self._cached: tuple[float, FaultSpec] = (0.0, self.default)
         self.key = f"wl:{{admin}}:faults:{service}"
 
-    def current(self) -> FaultSpec:
+    def current(self, fresh: bool = False) -> FaultSpec:
+        """Return the spec in force (re-read at most once a second, or now if ``fresh``)."""
         at, spec = self._cached
         now = time.monotonic()
-        if now - at < REFRESH_S:
+        if now - at < REFRESH_S and not fresh:
             return spec
         try:
             raw = self._rc().get(self.key)  # type: ignore[operator]
