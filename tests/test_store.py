@@ -188,3 +188,19 @@ def test_store_spreads_keys_evenly_over_three_masters(store: Store,
     assert len(sizes) == 3
     for node, n in sizes.items():
         assert 0.25 <= n / total <= 0.42, (node, n, total)
+
+
+def test_store_same_millisecond_events_page_and_extract_exactly(store: Store) -> None:
+    ts = schema.iso_ms(now_ms() // 1000 * 1000 - 5000)
+    events = to_events([seed_log(event_id=f"same-{i}", timestamp=ts) for i in range(1500)])
+    store.ingest(events)
+    seen, cursor = [], None
+    while True:
+        page, cursor = store.user_page("7", now_ms() - 3600_000, now_ms(), 400, cursor, None)
+        seen += [schema.body_to_dict(b)["event_id"] for b in page]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(e.event_id for e in events)
+    store.extractor_create("same", "earliest")
+    got, _ = store.extractor_batch("same", "c", 1500, 60_000)
+    assert sorted(b for _, b in got) == sorted(e.body for e in events)

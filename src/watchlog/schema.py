@@ -12,6 +12,7 @@ import hashlib
 import re
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Literal
 
 import msgspec
@@ -153,8 +154,15 @@ def _epoch_ms(t: datetime) -> int:
 def iso_ms(ms: int) -> str:
     """Format epoch ms as ISO-8601 UTC (``Z``), with milliseconds only when non-zero."""
     s, frac = divmod(ms, 1000)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
+    day, sec = divmod(s, 86400)
+    h, rest = divmod(sec, 3600)
+    base = f"{_iso_day(day)}T{h:02d}:{rest // 60:02d}:{rest % 60:02d}"
     return f"{base}.{frac:03d}Z" if frac else base + "Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_day(days_since_epoch: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(days_since_epoch * 86400))
 
 
 _body_decoder = msgspec.json.Decoder(list)

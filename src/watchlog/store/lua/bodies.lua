@@ -1,8 +1,9 @@
--- Look up bodies in a partition's fleet indexes by (event time, event id).
+-- Look up bodies in a partition's fleet indexes by (score, event id).
 --
 -- KEYS: the fleet index keys (one per day) of ONE partition.
--- ARGV: triples (key index, ts, event_id). Bodies at the same millisecond are few; the one
--- ending in the event id is the event's. Returns one body, or false when gone (retention).
+-- ARGV: triples (key index, score, event_id). A score is nearly unique (see writer.score);
+-- of the bodies at it, the one ending in the event id is the event's.
+-- Returns one body per triple, or false when it is gone (retention).
 local out = {}
 for i = 1, #ARGV, 3 do
   local tail = '"' .. ARGV[i + 2] .. '"]'

@@ -4,12 +4,13 @@
 -- the batch touches (all carry the partition's hash tag, so they share one slot).
 -- ARGV: minid (feed trim bound), n events, m expiring keys,
 --   then m pairs (key index, expire-at seconds),
---   then n groups of 14: ut, ua, ft, pa, pu (key indexes), event_id, ts, type code,
+--   then n groups of 14: ut, ua, ft, pa, pu (key indexes), event_id, score (event time in
+--   ms plus a fraction from the id, see writer.score), type code,
 --   duration, meters, heart rate ('' when absent), decikcal, user, body.
 -- The user-day index is also the idempotency set: an event is stored only when ZADD NX
 -- adds its id; only then are the fleet index, the aggregates, the active users and the
 -- feed updated, so a retried batch counts nothing twice. The body is stored once, in the
--- fleet index; the feed carries a reference ("<ts> <event_id>") to it.
+-- fleet index; the feed carries a reference ("<score> <event_id>") to it.
 -- Aggregates are summed in Lua tables and written once per field per call.
 -- Returns one 1 (created) or 0 (duplicate) per event.
 local minid, n, m = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
