@@ -8,14 +8,11 @@ document, as the producer does, but validates and stores nothing.
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 import msgspec
 from flask import Flask, Response, request
-from gunicorn.app.base import BaseApplication
 
-from watchlog.cli.serve import gunicorn_options
+from watchlog.cli.serve import GunicornServer, gunicorn_options
 from watchlog.settings import Settings
 
 
@@ -34,19 +31,6 @@ def create_app() -> Flask:
 app = create_app()
 
 
-class _Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for k, v in self.options.items():
-            self.cfg.set(k, v)
-
-    def load(self) -> Flask:
-        return app
-
-
 @click.command()
 @click.option("--port", type=int, required=True)
 @click.option("--worker-class", default="gthread", type=click.Choice(["gthread", "sync"]))
@@ -55,7 +39,7 @@ def main(port: int, worker_class: str) -> None:
     options = gunicorn_options(Settings.from_env(), port)
     options.pop("child_exit", None)  # no prometheus registry here
     options["worker_class"] = worker_class
-    _Server(options).run()
+    GunicornServer(lambda: app, options).run()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ from watchlog.logs import configure_logging
 from watchlog.settings import Settings
 
 
-class _Server(BaseApplication):  # type: ignore[misc]
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn, configured from a dict, serving the app a factory returns."""
+
     def __init__(self, factory: Any, options: dict[str, Any]) -> None:
         self.factory = factory
         self.options = options
@@ -70,4 +72,4 @@ def serve(service: str, port: int | None) -> None:
     else:
         from watchlog.consumer.app import create_app
     logging.getLogger(__name__).info("serving %s on %s:%s", service, settings.host, port)
-    _Server(lambda: create_app(settings), gunicorn_options(settings, port)).run()
+    GunicornServer(lambda: create_app(settings), gunicorn_options(settings, port)).run()
