@@ -72,6 +72,8 @@ end
 for key, list in pairs(users) do
   redis.call('SADD', key, unpack(list))
 end
+-- Always runs, duplicates or not: it is a write, so a retried call's WAIT (after a WAIT that
+-- timed out) waits for the current replication offset, which covers the first write.
 for j = 0, m - 1 do
   redis.call('EXPIREAT', KEYS[tonumber(ARGV[4 + 2 * j])], ARGV[5 + 2 * j])
 end
