@@ -124,6 +124,21 @@ def test_extract_after_a_crash_does_not_write_twice(env: dict[str, Any], tmp_pat
     assert len({x["feed_id"] for x in lines}) == len(lines) == 600
 
 
+def test_extract_dropped_batches_come_back_and_are_written_once(env: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    simulate(env, "--count", "400", "--batch", "100", "--seed", "7")
+    out = tmp_path / "out"
+    first = run(env, "extract", "--name", "d", "-o", str(out), "--max", "50", "--drop-rate",
+                "0.4", "--seed", "2", "--visibility-timeout", "1", "--json")
+    assert first["dropped"] > 0 and first["written"] == 400 - 50 * first["dropped"]
+    time.sleep(1.2)  # the dropped batches are due again
+    second = run(env, "extract", "--name", "d", "-o", str(out), "--visibility-timeout", "1",
+                 "--json")
+    assert second["written"] == 50 * first["dropped"] and second["skipped_duplicates"] == 0
+    lines = extracted(out)
+    assert len({x["feed_id"] for x in lines}) == len(lines) == 400
+
+
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
 def test_export_rows_match_the_store(env: dict[str, Any], tmp_path: Path, fmt: str) -> None:
     simulate(env, "--count", "300", "--batch", "100", "--seed", "6")

@@ -218,12 +218,15 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
               show_default=True, help="Logs per batch.")
 @click.option("--visibility-timeout", type=click.IntRange(1, 3600), default=None,
               help="Seconds before an unacknowledged batch is redelivered (server default).")
+@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Drop this share of batches on purpose (redelivered after the timeout).")
+@click.option("--seed", type=int, default=None, help="Seed of --drop-rate's decisions.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @url_option
 @json_option
 def extract(name: str, follow: bool, interval: float, out_dir: Path, max_items: int,
-            visibility_timeout: int | None, metrics_port: int | None, url: str,
-            as_json: bool) -> None:
+            visibility_timeout: int | None, drop_rate: float, seed: int | None,
+            metrics_port: int | None, url: str, as_json: bool) -> None:
     """Extract logs incrementally into DIR, each exactly once, one NDJSON file per batch."""
     from prometheus_client import start_http_server
 
@@ -233,7 +236,8 @@ def extract(name: str, follow: bool, interval: float, out_dir: Path, max_items: 
         start_http_server(metrics_port, registry=REGISTRY)
     stop = threading.Event()
     with client(url) as c, stop_on_signals(stop):
-        ex = Extractor(c, name, out_dir, max_items, visibility_timeout)
+        ex = Extractor(c, name, out_dir, max_items, visibility_timeout, drop_rate=drop_rate,
+                       seed=seed)
         try:
             stats = ex.run(follow, interval, stop)
         except ExtractError as e:

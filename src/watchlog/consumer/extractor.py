@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ class Stats:
     written: int = 0
     skipped_duplicates: int = 0
     acknowledged: int = 0
+    dropped: int = 0  # batches dropped on purpose (--drop-rate), delivered again later
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -103,8 +105,13 @@ class Extractor:
     """Drain (or follow) one named extractor of the consumer API into a directory."""
 
     def __init__(self, client: Client, name: str, root: Path, max_items: int = 500,
-                 visibility: int | None = None, consumer: str = "default") -> None:
+                 visibility: int | None = None, consumer: str = "default",
+                 drop_rate: float = 0.0, seed: int | None = None) -> None:
         self.client, self.name, self.root = client, name, root
+        # The seed's client dropped a share of its own calls; here a dropped batch is
+        # neither written nor acknowledged, so the server delivers it again after the
+        # visibility timeout: nothing is lost, and the ledger keeps it from being doubled.
+        self.drop_rate, self.rng = drop_rate, random.Random(seed)
         self.params: dict[str, Any] = {"max": max_items, "consumer": consumer}
         if visibility is not None:
             self.params["visibility_timeout"] = visibility
@@ -140,6 +147,9 @@ class Extractor:
     def step(self) -> int:
         """Take, write and acknowledge one batch; return its size (0: nothing new)."""
         items = self.fetch()
+        if items and self.drop_rate and self.rng.random() < self.drop_rate:
+            self.stats.dropped += 1
+            return len(items)
         if items:
             self.stats.batches += 1
             BATCHES.inc()
