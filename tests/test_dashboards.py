@@ -120,3 +120,20 @@ def test_dashboard_queries_return_series_from_live_prometheus(
         if problem:
             broken.append(f"{title}: {problem}\n    {expr}")
     assert not broken, f"{path.name}: broken panels:\n" + "\n".join(broken)
+
+
+@pytest.mark.slow
+def test_live_prometheus_scrapes_every_target_of_the_native_stack(
+        live_prometheus_url: str, live_stack: dict[str, str]) -> None:
+    """Every job of `watchlog up` is up, with one redis target per cluster node."""
+    with urllib.request.urlopen(live_prometheus_url + "/api/v1/targets", timeout=10) as r:
+        targets = json.load(r)["data"]["activeTargets"]
+    health = {(t["labels"]["job"], t["labels"]["instance"]): t["health"] for t in targets}
+    assert all(h == "up" for h in health.values()), health
+    jobs = {job for job, _ in health}
+    assert {"producer", "consumer", "simulator", "extractor", "redis", "redis_exporter",
+            "prometheus"} <= jobs
+    with urllib.request.urlopen(live_stack["producer"] + "/ready", timeout=10) as r:
+        assert json.load(r)["status"] == "ready"
+    redis_nodes = {inst for job, inst in health if job == "redis"}
+    assert len(redis_nodes) == 3
