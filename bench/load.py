@@ -68,9 +68,9 @@ def raw_logs(count: int, users: list[int], day_start_ms: int, run: str,
         yield encode(activity(n, rnd.choice(users), ts, run))
 
 
-def build_events(raws: list[bytes], retention: int = 30) -> list[schema.Event]:
+def build_events(raws: list[bytes]) -> list[schema.Event]:
     """Decode and validate logs into events (the producer's work before the store)."""
-    return [schema.to_event(schema.decode(r), retention) for r in raws]
+    return [schema.to_event(schema.decode(r)) for r in raws]
 
 
 def batches(it: Iterator[bytes], size: int) -> Iterator[list[bytes]]:

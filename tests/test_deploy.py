@@ -710,8 +710,7 @@ def check_app_user(masters: list[int]) -> Any:
             "duration": 1800, "distance": 5.2, "heart_rate": 150, "calories_burned": 420,
             "location": {"latitude": 37.5, "longitude": -122.3}, "device_id": "watch_3",
             "activity_status": "completed"}))
-        event = schema.to_event(activity, store.settings.retention_days,
-                                now_ms=int(time.time() * 1000))
+        event = schema.to_event(activity, now_ms=int(time.time() * 1000))
         assert store.ingest([event]) == [True]
         assert store.ingest([event]) == [False]  # idempotent, and WAIT for the replica passed
         store.extractor_create("deploy-test", "earliest")

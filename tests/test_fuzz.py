@@ -207,6 +207,6 @@ def test_producer_answers_any_bytes_with_4xx_or_what_it_stored(
         for f in schema.REQUIRED_SEED_FIELDS + ("event_id",)}))))
 def test_schema_raises_only_its_own_errors(raw: bytes) -> None:
     try:
-        schema.to_event(schema.decode(raw), 30)
+        schema.to_event(schema.decode(raw))
     except InvalidInput as e:
         assert e.status in (400, 422) and e.message

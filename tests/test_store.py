@@ -14,7 +14,7 @@ from watchlog.store import Store
 
 
 def to_events(docs: list[dict]) -> list[schema.Event]:
-    return [schema.to_event(schema.decode(json.dumps(d)), 30) for d in docs]
+    return [schema.to_event(schema.decode(json.dumps(d))) for d in docs]
 
 
 def recompute(events: list[schema.Event]) -> dict[tuple[str, str, str], dict[str, int]]:
@@ -153,18 +153,23 @@ def test_store_extraction_resumes_after_a_new_client(store: Store, cluster_setti
 
 
 def test_store_sets_retention_ttls(store: Store, cluster: LocalCluster) -> None:
-    e = to_events([seed_log()])[0]
-    store.ingest([e])
+    late = seed_log(event_id="late", timestamp=schema.iso_ms(now_ms() - 40 * 86400_000))
+    fresh, old = to_events([seed_log(), late])
+    store.ingest([fresh, old])
     rc = cluster.admin_client()
-    day_keys = [keys.user_index(e.partition, e.user, e.day),
-                keys.user_aggregates(e.partition, e.user, e.day),
-                keys.fleet_index(e.partition, e.day), keys.fleet_aggregates(e.partition, e.day),
-                keys.active_users(e.partition, e.day)]
-    expected = schema_day_end(e.day) + 30 * 86400
-    for k in day_keys:
-        assert rc.expiretime(k) == expected, k
-    assert rc.xlen(keys.feed(e.partition)) == 1
+    for e, keep_from in ((fresh, schema_day_end(fresh.day)), (old, now_ms() // 1000)):
+        day_keys = [keys.user_index(e.partition, e.user, e.day),
+                    keys.user_aggregates(e.partition, e.user, e.day),
+                    keys.fleet_index(e.partition, e.day), keys.fleet_aggregates(e.partition, e.day),
+                    keys.active_users(e.partition, e.day)]
+        expected = max(keep_from, now_ms() // 1000) + 30 * 86400
+        for k in day_keys:
+            assert abs(rc.expiretime(k) - expected) <= 5, k
+    assert rc.xlen(keys.feed(fresh.partition)) >= 1
     rc.close()
+    # a log older than the retention is kept like any other, not dropped at once
+    page, _ = store.user_page("7", old.ts - 1000, old.ts + 1000, 10, None, None)
+    assert [schema.body_to_dict(b)["event_id"] for b in page] == ["late"]
 
 
 def schema_day_end(day: str) -> int:

@@ -31,6 +31,7 @@ STATUS_CODE = {name: i for i, name in enumerate(STATUSES)}
 
 SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 MAX_FUTURE_MS = 24 * 3600 * 1000  # watches' clocks drift; a day ahead is absurd
+MIN_TS_MS = 946_684_800_000  # 2000-01-01: earlier is an unset clock, not an activity
 REQUIRED_SEED_FIELDS = (
     "user_id", "activity_type", "timestamp", "duration", "distance", "heart_rate",
     "calories_burned", "location", "device_id", "activity_status",
@@ -116,14 +117,14 @@ def _missing_field(message: str) -> str | None:
     return m.group(1) if m else None
 
 
-def to_event(a: Activity, retention_days: int, now_ms: int | None = None) -> Event:
+def to_event(a: Activity, now_ms: int | None = None) -> Event:
     """Normalise a validated log, check its time window, and build its stored body."""
     ts = _epoch_ms(a.timestamp)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if ts > now_ms + MAX_FUTURE_MS:
         raise InvalidInput("timestamp: more than 24 h in the future", field="timestamp")
-    if ts < now_ms - retention_days * 86400_000:
-        raise InvalidInput(f"timestamp: older than the retention of {retention_days} days",
+    if ts < MIN_TS_MS:
+        raise InvalidInput("timestamp: before 2000-01-01 (a watch whose clock is not set?)",
                            field="timestamp")
     user = str(a.user_id)
     meters = round(a.distance * 1000)

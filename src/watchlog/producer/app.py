@@ -6,7 +6,7 @@ import zlib
 from typing import Any
 
 import msgspec
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, g, request
 
 from watchlog import metrics, schema
 from watchlog.errors import (
@@ -99,7 +99,7 @@ def split_items(body: bytes, mimetype: str) -> tuple[list[bytes], bool]:
     return lines, True
 
 
-def validate_items(items: list[bytes], device: str | None, retention: int
+def validate_items(items: list[bytes], device: str | None
                    ) -> tuple[list[schema.Event], list[int], dict[int, WatchlogError]]:
     """Validate every item; return the events, their positions and the rejections."""
     events, where, errors = [], [], {}
@@ -109,7 +109,7 @@ def validate_items(items: list[bytes], device: str | None, retention: int
             if device is not None and a.device_id != device:
                 raise Forbidden(f"device_id: this token may only write for {device!r}",
                                 field="device_id")
-            events.append(schema.to_event(a, retention))
+            events.append(schema.to_event(a))
             where.append(i)
         except WatchlogError as e:
             errors[i] = e
@@ -150,7 +150,7 @@ def ingest_blueprint() -> Blueprint:
                    if not isinstance(doc, dict) or f not in doc]
         if missing:
             return json_response({"error": f"Missing fields: {', '.join(missing)}"}, 400)
-        events, _, errors = validate_items([msgspec.json.encode(doc)], _device(), _retention())
+        events, _, errors = validate_items([msgspec.json.encode(doc)], _device())
         if errors:
             raise errors[0]
         store().ingest(events)
@@ -166,12 +166,8 @@ def _device() -> str | None:
     return p.device_id if p is not None else None
 
 
-def _retention() -> int:
-    return int(current_app.config["SETTINGS"].retention_days)
-
-
 def _ingest(items: list[bytes], batch: bool, s: Settings) -> Response:
-    events, where, errors = validate_items(items, _device(), s.retention_days)
+    events, where, errors = validate_items(items, _device())
     for e in errors.values():
         metrics.LOGS_REJECTED.labels(e.code).inc()
     if not batch and errors:

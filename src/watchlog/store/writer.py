@@ -41,12 +41,13 @@ def ingest_calls(events: Sequence[Event], retention_days: int,
     by_partition: dict[int, list[int]] = defaultdict(list)
     for i, e in enumerate(events):
         by_partition[e.partition].append(i)
-    calls = [_call(p, [events[i] for i in idx], retention_days, minid)
+    keep_until = now_ms // 1000 + retention_days * 86400
+    calls = [_call(p, [events[i] for i in idx], retention_days, minid, keep_until)
              for p, idx in by_partition.items()]
     return calls, list(by_partition.values())
 
 
-def _call(p: int, evs: list[Event], retention_days: int, minid: int) -> Call:
+def _call(p: int, evs: list[Event], retention_days: int, minid: int, keep_until: int) -> Call:
     key_list = [keys.feed(p)]
     index: dict[str, int] = {}
     expires: dict[int, int] = {}
@@ -56,7 +57,9 @@ def _call(p: int, evs: list[Event], retention_days: int, minid: int) -> Call:
         if i is None:
             key_list.append(key)
             i = index[key] = len(key_list)
-            expires[i] = day_end(day) + retention_days * 86400
+            # A day is kept `retention` days after its end, or after its latest write when
+            # that is later (a late log is kept as long as any other, never dropped at once).
+            expires[i] = max(day_end(day) + retention_days * 86400, keep_until)
         return i
 
     per_event: list[object] = []
