@@ -166,25 +166,66 @@ def _iso_day(days_since_epoch: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(days_since_epoch * 86400))
 
 
-_body_decoder = msgspec.json.Decoder(list)
+class LocationOut(Struct):
+    latitude: float
+    longitude: float
+
+
+class ActivityOut(Struct):
+    """An activity log as the consumer API returns it (the seed's fields plus event_id)."""
+
+    event_id: str
+    user_id: int | str
+    activity_type: str
+    timestamp: str
+    duration: int
+    distance: float
+    heart_rate: int | None
+    calories_burned: int | float
+    location: LocationOut | None
+    device_id: str
+    activity_status: str
+
+
+class _Stored(Struct, array_like=True, gc=False):
+    """A stored body, decoded positionally (``BODY_FIELDS``)."""
+
+    ts: int
+    t: int
+    s: int
+    duration: int
+    meters: int
+    heart_rate: int | None
+    decikcal: int
+    lat: float | None
+    lon: float | None
+    device_id: str
+    user_id: int | str
+    event_id: str
+
+
+_stored_list = msgspec.json.Decoder(list[_Stored])
+
+
+def bodies_out(bodies: list[bytes]) -> list[ActivityOut]:
+    """Turn stored bodies into API logs: one C-level decode for all, then a struct each."""
+    if not bodies:
+        return []
+    out = []
+    for r in _stored_list.decode(b"[" + b",".join(bodies) + b"]"):
+        dk = r.decikcal
+        out.append(ActivityOut(
+            r.event_id, r.user_id, ACTIVITY_TYPES[r.t], iso_ms(r.ts), r.duration,
+            r.meters / 1000, r.heart_rate, dk // 10 if dk % 10 == 0 else dk / 10,
+            None if r.lat is None else LocationOut(r.lat, r.lon), r.device_id,  # type: ignore[arg-type]
+            STATUSES[r.s]))
+    return out
 
 
 def body_to_dict(body: bytes | str) -> dict[str, object]:
-    """Turn a stored body back into the API's activity log (user_id as it was sent)."""
-    ts, t, s, dur, meters, hr, dk, lat, lon, dev, uid, eid = _body_decoder.decode(body)
-    return {
-        "event_id": eid,
-        "user_id": uid,
-        "activity_type": ACTIVITY_TYPES[t],
-        "timestamp": iso_ms(ts),
-        "duration": dur,
-        "distance": meters / 1000,
-        "heart_rate": hr,
-        "calories_burned": dk // 10 if dk % 10 == 0 else dk / 10,
-        "location": None if lat is None else {"latitude": lat, "longitude": lon},
-        "device_id": dev,
-        "activity_status": STATUSES[s],
-    }
+    """Turn one stored body back into the API's activity log, as a dict."""
+    raw = body.encode() if isinstance(body, str) else body
+    return msgspec.to_builtins(bodies_out([raw])[0])  # type: ignore[no-any-return]
 
 
 def body_ts(body: bytes | str) -> int:

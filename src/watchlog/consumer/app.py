@@ -80,8 +80,7 @@ def queries_blueprint() -> Blueprint:
         bodies, cursor = store().user_page(_user_key(user_id), frm, to, limit,
                                            request.args.get("cursor") or None,
                                            params.activity_type())
-        return json_response({"items": [schema.body_to_dict(b) for b in bodies],
-                              "next_cursor": cursor})
+        return json_response({"items": schema.bodies_out(bodies), "next_cursor": cursor})
 
     @bp.get("/v1/users/<user_id>/summary")
     @requires("reader")
@@ -132,7 +131,7 @@ def queries_blueprint() -> Blueprint:
         bodies = store().recent(limit)
         if not bodies:
             return json_response({"message": "No activity logs found"}, 404)
-        return json_response([schema.body_to_dict(b) for b in bodies])
+        return json_response(schema.bodies_out(bodies))
 
     return bp
 

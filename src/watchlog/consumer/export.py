@@ -10,12 +10,13 @@ from itertools import islice
 import msgspec
 from flask import Response, stream_with_context
 
-from watchlog.schema import body_to_dict
+from watchlog.schema import bodies_out
 
 CSV_FIELDS = ("event_id", "user_id", "activity_type", "timestamp", "duration", "distance",
               "heart_rate", "calories_burned", "latitude", "longitude", "device_id",
               "activity_status")
 CHUNK = 1000
+_lines = msgspec.json.Encoder()
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -27,10 +28,9 @@ def neutralize(value: object) -> object:
 
 
 def ndjson_chunks(bodies: Iterable[bytes]) -> Iterator[bytes]:
-    encode = msgspec.json.encode
     it = iter(bodies)
     while chunk := list(islice(it, CHUNK)):
-        yield b"".join(encode(body_to_dict(b)) + b"\n" for b in chunk)
+        yield _lines.encode_lines(bodies_out(chunk))
 
 
 def csv_row(doc: dict[str, object]) -> list[object]:
@@ -46,7 +46,7 @@ def csv_chunks(bodies: Iterable[bytes]) -> Iterator[bytes]:
     writer.writerow(CSV_FIELDS)
     it = iter(bodies)
     while chunk := list(islice(it, CHUNK)):
-        writer.writerows(csv_row(body_to_dict(b)) for b in chunk)
+        writer.writerows(csv_row(d) for d in msgspec.to_builtins(bodies_out(chunk)))
         yield buf.getvalue().encode()
         buf.seek(0)
         buf.truncate()

@@ -60,20 +60,14 @@ def user_page(runner: ScriptRunner, user: str, frm: int, to: int, limit: int,
         if c.day not in days:
             raise InvalidInput("cursor: does not belong to this time range", field="cursor")
         days, after = days[days.index(c.day):], c.member
-    items: list[bytes] = []
     want = "" if tcode is None else str(tcode)
-    for day in days:
-        if len(items) >= limit:
-            return items, encode_cursor(Cursor(day, ""))
-        zkey, hkey = keys.user_index(p, user, day), keys.fleet_index(p, day)
-        call = Call(PAGE, (zkey, hkey), (frm, to, limit - len(items), after, want),
-                    keys.partition_slot(p))
-        exhausted, *bodies = runner.run([call])[0]
-        items += bodies
-        after = ""
-        if len(items) >= limit and not exhausted:
-            return items, encode_cursor(Cursor(day, _event_id(items[-1])))
-    return items, None
+    key_list = [k for day in days for k in (keys.user_index(p, user, day),
+                                            keys.fleet_index(p, day))]
+    call = Call(PAGE, key_list, (frm, to, limit, after, want, 2), keys.partition_slot(p))
+    exhausted, last_day, *items = runner.run([call])[0]  # every day in one round trip
+    if exhausted or not items:
+        return items, None
+    return items, encode_cursor(Cursor(days[last_day - 1], _event_id(items[-1])))
 
 
 def _event_id(body: bytes) -> str:
@@ -122,10 +116,10 @@ def _partition_stream(runner: ScriptRunner, p: int, day: str, frm: int, to: int,
     chunk = first
     while True:
         if chunk is None:
-            call = Call(PAGE, (zkey,), (frm, to, EXPORT_CHUNK, after, want),
+            call = Call(PAGE, (zkey,), (frm, to, EXPORT_CHUNK, after, want, 1),
                         keys.partition_slot(p))
             chunk = runner.run([call])[0]
-        exhausted, *bodies = chunk
+        exhausted, _day, *bodies = chunk
         yield from bodies
         if exhausted or not bodies:
             return
@@ -140,7 +134,7 @@ def export(runner: ScriptRunner, frm: int, to: int, tcode: int | None) -> Iterat
     """
     want = "" if tcode is None else str(tcode)
     for day in days_between(frm, to):
-        calls = [Call(PAGE, (keys.fleet_index(p, day),), (frm, to, EXPORT_CHUNK, "", want),
+        calls = [Call(PAGE, (keys.fleet_index(p, day),), (frm, to, EXPORT_CHUNK, "", want, 1),
                       keys.partition_slot(p)) for p in range(keys.PARTITIONS)]
         firsts = runner.run(calls)
         streams = [_partition_stream(runner, p, day, frm, to, want, firsts[p])
