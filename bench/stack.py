@@ -36,6 +36,7 @@ class Service:
                 break
             try:
                 if httpx.get(self.url + path, timeout=1).status_code == 200:
+                    self._wait_workers(deadline)
                     return
             except httpx.HTTPError:
                 pass
@@ -43,6 +44,13 @@ class Service:
         self.stop()
         tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
         raise RuntimeError(f"{self.name} did not become ready:\n{tail}")
+
+    def _wait_workers(self, deadline: float, workers: int = 2) -> None:
+        """Wait until every worker listens: wrk's keep-alive connections, opened at once,
+        would otherwise all stick to the first worker up and measure one core, not two."""
+        while time.monotonic() < deadline and len(_children(self.proc.pid)) < workers:
+            time.sleep(0.1)
+        time.sleep(0.5)  # a forked worker needs a moment between existing and accepting
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -52,6 +60,19 @@ class Service:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+
+
+def _children(pid: int) -> list[int]:
+    """Return the pids whose parent is ``pid`` (read from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid):
+            out.append(int(stat.parent.name))
+    return out
 
 
 @dataclass
