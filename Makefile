@@ -14,7 +14,7 @@ help:
 	@echo "make run    - install and run the whole system natively (foreground, Ctrl-C stops)"
 	@echo "make test   - install and run the test suite against a real Redis Cluster"
 	@echo "make bench  - run the full benchmark harness (minutes); bench-quick for seconds"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff and mypy"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "watchlog needs Python 3.11+"'
@@ -41,6 +41,7 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 bench: install-dev
 	$(BIN)/python -m bench --full

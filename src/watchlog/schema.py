@@ -11,6 +11,7 @@ import base64
 import hashlib
 import re
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -140,7 +141,7 @@ def to_event(a: Activity, now_ms: int | None = None) -> Event:
                  meters, a.heart_rate, decikcal, eid, body)
 
 
-def derive_event_id(content: list[object]) -> str:
+def derive_event_id(content: Sequence[object]) -> str:
     """Return a deterministic id from a log's canonical content (an exact resend dedupes)."""
     digest = hashlib.blake2b(_encode(content), digest_size=12).digest()
     return base64.urlsafe_b64encode(digest).decode()
@@ -228,6 +229,6 @@ def body_to_dict(body: bytes | str) -> dict[str, object]:
     return msgspec.to_builtins(bodies_out([raw])[0])  # type: ignore[no-any-return]
 
 
-def body_ts(body: bytes | str) -> int:
+def body_ts(body: bytes) -> int:
     """Return the event time of a stored body without decoding all of it."""
-    return int(body[1 : body.index(b"," if isinstance(body, bytes) else ",")])
+    return int(body[1 : body.index(b",")])

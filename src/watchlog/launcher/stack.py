@@ -82,7 +82,8 @@ class Stack:
         host = self.settings.host
         env = base_env(self.settings, creds, self.state, cluster.seed_urls, self.ports)
         apps = app_services(env, self.state, host, self.ports)
-        clients, notes = [], []
+        clients: list[Service] = []
+        notes: list[str] = []
         if self.simulate:
             clients, notes = client_services(env, self.state, host, self.ports)
         if self.monitoring:

@@ -133,10 +133,10 @@ def ack(rc: Any, name: str, feed_ids: list[str]) -> int:
     """Acknowledge delivered entries; return how many were pending."""
     by_p: dict[int, list[str]] = {}
     for fid in feed_ids:
-        p, _, sid = fid.partition("-")
-        if not p.isdigit() or int(p) >= P or not sid:
+        head, _, sid = fid.partition("-")
+        if not head.isdigit() or int(head) >= P or not sid:
             raise InvalidInput(f"ids: {fid!r} is not a feed id of this API", field="ids")
-        by_p.setdefault(int(p), []).append(sid)
+        by_p.setdefault(int(head), []).append(sid)
     pipe = rc.pipeline(transaction=False)
     for p, sids in by_p.items():
         pipe.xack(keys.feed(p), name, *sids)

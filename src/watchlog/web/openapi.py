@@ -61,7 +61,7 @@ def json_ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-OPEN = {"security": []}
+OPEN: dict[str, Any] = {"security": []}
 OPS_PATHS: dict[str, Any] = {
     "/health": {"get": {**OPEN, "summary": "The process is alive",
                         "responses": {"200": json_ok({"type": "object"})}}},
