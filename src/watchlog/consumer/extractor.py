@@ -62,12 +62,21 @@ class Stats:
 
 
 class Ledger:
-    """The feed ids already on disk, rebuilt from the batch files of ``root``."""
+    """The feed ids on disk that the server may still deliver again.
+
+    A batch is acknowledged right after it is written, and acknowledged entries never come
+    back, so only written-but-unacknowledged batches matter: after a crash, the newest
+    files. The ledger reads the newest ``RECENT_FILES`` at start and forgets a batch's ids
+    once its acknowledgement succeeds, so it stays small however long ``--follow`` runs.
+    """
+
+    RECENT_FILES = 64
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.ids: set[str] = set()
-        for path in sorted(root.rglob("*.ndjson")):
+        files = sorted(root.rglob("*.ndjson"), key=lambda f: f.stat().st_mtime)
+        for path in files[-self.RECENT_FILES:]:
             self._scan(path)
         for stale in root.rglob("*" + TMP_SUFFIX):
             stale.unlink()  # a batch a crash left half-written: it was never acknowledged
@@ -139,8 +148,9 @@ class Extractor:
 
     def ack(self, items: list[dict[str, Any]]) -> int:
         """Acknowledge every item of a batch, written now or before."""
-        doc = self._call(f"/v1/extractors/{self.name}/ack",
-                         json={"ids": [it["feed_id"] for it in items]})
+        ids = [it["feed_id"] for it in items]
+        doc = self._call(f"/v1/extractors/{self.name}/ack", json={"ids": ids})
+        self.ledger.ids.difference_update(ids)  # acknowledged: never delivered again
         self.stats.acknowledged += doc["acknowledged"]
         return doc["acknowledged"]  # type: ignore[no-any-return]
 
