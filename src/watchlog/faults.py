@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from functools import lru_cache
 from typing import Annotated, Literal
 
 import msgspec
@@ -25,6 +26,7 @@ REFRESH_S = 1.0
 EXEMPT = ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/admin/faults")
 
 
+@lru_cache(maxsize=64)  # called per delayed request with the spec's string
 def parse_delay(text: str) -> tuple[str, tuple[float, ...]]:
     kind, *raw = text.split(":")
     try:

@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from watchlog.launcher.credentials import FILENAME, read_env_file
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -190,24 +192,13 @@ def error_message(resp: httpx.Response) -> str:
     return f"HTTP {resp.status_code} {resp.reason_phrase}".strip()
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse ``KEY=value`` lines, skipping blanks and ``#`` comments."""
-    values: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
-    return values
-
-
 def credentials_path(env: Mapping[str, str] | None = None) -> Path:
     """Return where ``watchlog up`` keeps the credentials the clients read."""
     env = os.environ if env is None else env
     explicit = env.get("WATCHLOG_CREDENTIALS_FILE")
     if explicit:
         return Path(explicit)
-    return Path(env.get("WATCHLOG_STATE_DIR") or ".watchlog") / "credentials.env"
+    return Path(env.get("WATCHLOG_STATE_DIR") or ".watchlog") / FILENAME
 
 
 def token_for(role: str, env: Mapping[str, str] | None = None) -> str | None:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import re
-import time
 from datetime import date, timedelta
 
 from flask import Blueprint, Flask, Response, request
 
-from watchlog import keys, schema
+from watchlog import schema
 from watchlog.consumer.export import export_response
 from watchlog.consumer.extraction import extraction_blueprint, scrape_gauges
 from watchlog.consumer.openapi import consumer_spec
 from watchlog.errors import InvalidInput
 from watchlog.settings import Settings
 from watchlog.store import Store
+from watchlog.store.reader import merge_aggregates
 from watchlog.web import params
 from watchlog.web.auth import requires
 from watchlog.web.common import create_base_app, json_response, settings, store
@@ -46,15 +46,10 @@ def totals(agg: dict[str, int]) -> dict[str, object]:
     }
 
 
-def merge(into: dict[str, int], agg: dict[str, int]) -> None:
-    for name, v in agg.items():
-        into[name] = max(into.get(name, 0), v) if name == "x" else into.get(name, 0) + v
-
-
 def summarize(by_type: dict[str, dict[str, int]]) -> dict[str, object]:
     total: dict[str, int] = {}
     for agg in by_type.values():
-        merge(total, agg)
+        merge_aggregates(total, agg)
     return {"total": totals(total), "by_type": {t: totals(a) for t, a in by_type.items()}}
 
 
@@ -94,7 +89,7 @@ def queries_blueprint() -> Blueprint:
         whole: dict[str, dict[str, int]] = {}
         for by_type in per_day:
             for t, agg in by_type.items():
-                merge(whole.setdefault(t, {}), agg)
+                merge_aggregates(whole.setdefault(t, {}), agg)
         return json_response({
             "user_id": user_id, "from": frm.isoformat(), "to": to.isoformat(),
             **summarize(whole),
@@ -144,7 +139,3 @@ def _days(frm: date, to: date, max_days: int) -> list[date]:
         raise InvalidInput(f"to: range wider than {max_days} days (WATCHLOG_MAX_RANGE_DAYS)",
                            field="to")
     return [frm + timedelta(days=i) for i in range(n)]
-
-
-def today_key() -> str:
-    return keys.day_of(int(time.time() * 1000))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import msgspec
 from flask import Blueprint, Response, request
 
-from watchlog import metrics, schema
+from watchlog import keys, metrics, schema
 from watchlog.errors import InvalidInput, Malformed, NotFound
 from watchlog.metrics import ScrapeTimeGauges
 from watchlog.store import Store
@@ -49,8 +50,8 @@ def extraction_blueprint() -> Blueprint:
     @requires("reader")
     def list_extractors() -> Response:
         """Every extractor with its lag and pending count."""
-        return json_response({"items": [{"name": n, **store().extractor_info(n)}
-                                        for n in store().extractor_names()]})
+        return json_response({"items": [{"name": n, **info}
+                                        for n, info in store().extractor_infos().items()]})
 
     @bp.put("/v1/extractors/<name>")
     @requires("reader")
@@ -92,8 +93,9 @@ def extraction_blueprint() -> Blueprint:
             items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
         if redelivered:
             metrics.EXTRACTION_REDELIVERED.labels(name).inc(redelivered)
+        docs = msgspec.to_builtins(schema.bodies_out([b for _, b in items]))
         return json_response({
-            "items": [{"feed_id": fid, **schema.body_to_dict(b)} for fid, b in items],
+            "items": [{"feed_id": fid, **doc} for (fid, _), doc in zip(items, docs, strict=True)],
             "redelivered": redelivered})
 
     @bp.post("/v1/extractors/<name>/ack")
@@ -113,15 +115,12 @@ def scrape_gauges(st: Store) -> ScrapeTimeGauges:
 
     def read() -> list[tuple[str, str, dict[str, str], float]]:
         out: list[tuple[str, str, dict[str, str], float]] = []
-        for n in st.extractor_names():
-            info = st.extractor_info(n)
+        for n, info in st.extractor_infos().items():
             out.append(("watchlog_extraction_lag", "Logs not yet delivered to the extractor",
                         {"extractor": n}, info["lag"]))
             out.append(("watchlog_extraction_pending", "Logs delivered, not acknowledged",
                         {"extractor": n}, info["pending"]))
-        from watchlog.consumer.app import today_key
-
-        users, by_type = st.fleet_day(today_key())
+        users, by_type = st.fleet_day(keys.day_of(int(time.time() * 1000)))
         out.append(("watchlog_fleet_active_users", "Users active today (UTC)", {}, users))
         for t, agg in by_type.items():
             out.append(("watchlog_fleet_logs_today", "Logs today (UTC) per activity type",

@@ -109,9 +109,10 @@ class Store:
         with timed("extract"), unavailable_as_503("extract"):
             return feed.info(self.rc, name)
 
-    def extractor_names(self) -> list[str]:
-        with unavailable_as_503("extract"):
-            return feed.names(self.rc)
+    def extractor_infos(self) -> dict[str, dict[str, int]]:
+        """Every extractor with its lag and pending count, in one pass over the feeds."""
+        with timed("extract"), unavailable_as_503("extract"):
+            return feed.infos(self.rc)
 
     def extractor_delete(self, name: str) -> None:
         with unavailable_as_503("extract"):

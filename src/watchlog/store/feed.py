@@ -146,50 +146,50 @@ def ack(rc: Any, name: str, feed_ids: list[str]) -> int:
 LAG_SCAN = 1000  # entries counted per partition when Redis cannot tell the lag
 
 
-def info(rc: Any, name: str) -> dict[str, int]:
-    """Return the extractor's lag (not yet delivered) and pending (not acknowledged).
+def infos(rc: Any) -> dict[str, dict[str, int]]:
+    """Return every extractor's lag (not yet delivered) and pending (not acknowledged).
 
-    Redis 7.0 does not restore a group's read counter from the AOF, so after a restart
-    ``XINFO GROUPS`` says lag nil until the group catches up; those partitions' lag is then
-    counted from the stream (at most ``LAG_SCAN`` each, so a floor, never an overstatement).
+    One ``XINFO GROUPS`` per partition serves all extractors. Redis 7.0 does not restore a
+    group's read counter from the AOF, so after a restart ``XINFO GROUPS`` says lag nil until
+    the group catches up; those partitions' lag is then counted from the stream (at most
+    ``LAG_SCAN`` each, so a floor, never an overstatement).
     """
     pipe = rc.pipeline(transaction=False)
     for p in range(P):
         pipe.xinfo_groups(keys.feed(p))
-    lag = pending = found = 0
-    unknown: dict[int, bytes] = {}
+    out: dict[str, dict[str, int]] = {}
+    unknown: dict[str, dict[int, bytes]] = {}
     for p, reply in enumerate(pipe.execute(raise_on_error=False)):
         if isinstance(reply, Exception):
             continue
         for g in reply:
-            if g["name"].decode() == name:
-                found += 1
-                pending += g["pending"]
-                if g.get("lag") is None:
-                    unknown[p] = g["last-delivered-id"]
-                else:
-                    lag += g["lag"]
-    if not found:
+            name = g["name"].decode()
+            acc = out.setdefault(name, {"lag": 0, "pending": 0, "partitions": 0})
+            acc["partitions"] += 1
+            acc["pending"] += g["pending"]
+            if g.get("lag") is None:
+                unknown.setdefault(name, {})[p] = g["last-delivered-id"]
+            else:
+                acc["lag"] += g["lag"]
+    for name, last_ids in unknown.items():
+        out[name]["lag"] += _count_after(rc, last_ids)
+    return dict(sorted(out.items()))
+
+
+def info(rc: Any, name: str) -> dict[str, int]:
+    """Return one extractor's lag and pending (see ``infos``)."""
+    found = infos(rc).get(name)
+    if found is None:
         raise NotFound(f"extractor {name!r} does not exist")
-    return {"lag": lag + _count_after(rc, unknown), "pending": pending, "partitions": found}
+    return found
 
 
 def _count_after(rc: Any, last_ids: dict[int, bytes]) -> int:
-    if not last_ids:
-        return 0
     pipe = rc.pipeline(transaction=False)
     for p, last in last_ids.items():
         start = last.decode() if isinstance(last, bytes) else str(last)
         pipe.xrange(keys.feed(p), min="(" + start, count=LAG_SCAN)
     return sum(len(r) for r in pipe.execute(raise_on_error=False) if isinstance(r, list))
-
-
-def names(rc: Any) -> list[str]:
-    """Return the extractors that exist (groups on partition 0's feed)."""
-    try:
-        return sorted(g["name"].decode() for g in rc.xinfo_groups(keys.feed(0)))
-    except rx.ResponseError:
-        return []
 
 
 def delete(rc: Any, name: str) -> None:

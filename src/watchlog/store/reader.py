@@ -103,10 +103,14 @@ def fleet_day(rc: Any, day: str) -> tuple[int, dict[str, dict[str, int]]]:
     merged: dict[str, dict[str, int]] = {}
     for raw in replies[1::2]:
         for t, fields in parse_aggregates(raw).items():
-            acc = merged.setdefault(t, {})
-            for name, v in fields.items():
-                acc[name] = max(acc.get(name, 0), v) if name == "x" else acc.get(name, 0) + v
+            merge_aggregates(merged.setdefault(t, {}), fields)
     return users, merged
+
+
+def merge_aggregates(into: dict[str, int], agg: dict[str, int]) -> None:
+    """Add one set of aggregate fields into another (heart-rate max ``x`` takes the max)."""
+    for name, v in agg.items():
+        into[name] = max(into.get(name, 0), v) if name == "x" else into.get(name, 0) + v
 
 
 def _partition_stream(runner: ScriptRunner, p: int, day: str, frm: int, to: int,
