@@ -7,7 +7,6 @@ No fake or mock of Redis anywhere: the cluster is the thing under test.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 from watchlog.launcher.credentials import Credentials, load_or_create
 from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.services import Service
 from watchlog.settings import Settings
 from watchlog.store import Store
 
@@ -106,28 +106,17 @@ def consumer(cluster_settings: Settings, store: Store):  # noqa: ANN201
     return create_app(cluster_settings, store).test_client()
 
 
-def serve(service: str, settings_env: dict[str, str], port: int, log: Path,
-          multiproc: Path) -> subprocess.Popen[bytes]:
-    """Start one API under gunicorn, as `watchlog serve` runs it, and wait until ready."""
+def serve(service: str, settings_env: dict[str, str], port: int, logs: Path,
+          multiproc: Path) -> Service:
+    """Start one API under gunicorn, as `watchlog up` runs it, and wait until ready."""
     multiproc.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings_env, f"WATCHLOG_{service.upper()}_PORT": str(port),
            "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
-    proc = subprocess.Popen([sys.executable, "-m", "watchlog", "serve", service], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    proc.terminate()
-    raise RuntimeError(f"{service} did not become ready; see {log}")
+    svc = Service(service, [sys.executable, "-m", "watchlog", "serve", service],
+                  f"127.0.0.1:{port}", f"http://127.0.0.1:{port}/ready", env)
+    svc.start(logs)
+    svc.wait_ready(30, logs)
+    return svc
 
 
 def service_env(cluster: LocalCluster, credentials: Credentials) -> dict[str, str]:
@@ -141,16 +130,13 @@ def live_services(cluster: LocalCluster, credentials: Credentials,
     """Both APIs under gunicorn on free ports: {"producer": url, "consumer": url}."""
     ports = free_redis_ports("127.0.0.1", 2)
     env = service_env(cluster, credentials)
-    procs, urls = [], {}
+    services, urls = [], {}
     for service, port in zip(("producer", "consumer"), ports, strict=True):
-        procs.append(serve(service, env, port, state_dir / f"{service}.log",
-                           state_dir / f"metrics-{service}"))
+        services.append(serve(service, env, port, state_dir, state_dir / f"metrics-{service}"))
         urls[service] = f"http://127.0.0.1:{port}"
     yield urls
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        p.wait(15)
+    for svc in services:
+        svc.stop()
 
 
 @pytest.fixture
