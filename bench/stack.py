@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,8 +11,9 @@ from pathlib import Path
 
 import httpx
 
+from bench import sysinfo
 from watchlog.launcher.credentials import Credentials, load_or_create
-from watchlog.launcher.procs import free_redis_ports, spawn
+from watchlog.launcher.procs import free_redis_ports, spawn, terminate
 from watchlog.launcher.redis_cluster import LocalCluster
 from watchlog.settings import Settings
 
@@ -48,31 +48,14 @@ class Service:
     def _wait_workers(self, deadline: float, workers: int = 2) -> None:
         """Wait until every worker listens: wrk's keep-alive connections, opened at once,
         would otherwise all stick to the first worker up and measure one core, not two."""
-        while time.monotonic() < deadline and len(_children(self.proc.pid)) < workers:
+        while time.monotonic() < deadline and len(sysinfo.children(self.proc.pid)) < workers:
             time.sleep(0.1)
         time.sleep(0.5)  # a forked worker needs a moment between existing and accepting
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-
-
-def _children(pid: int) -> list[int]:
-    """Return the pids whose parent is ``pid`` (read from /proc)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == str(pid):
-            out.append(int(stat.parent.name))
-    return out
+            terminate(self.proc.pid, grace=15)
+        self.proc.poll()  # reap it
 
 
 @dataclass
