@@ -6,7 +6,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from watchlog import keys
 from watchlog.metrics import timed
 from watchlog.schema import Event
 from watchlog.settings import Settings
@@ -128,14 +127,6 @@ class Store:
         states = _states(infos)
         bad = [s for s in states if s != "ok"]
         return (not bad and bool(states)), ("ok" if not bad else f"cluster_state:{bad[0]}")
-
-    def partition_masters(self) -> dict[str, int]:
-        """Return how many partitions each master owns (for status and tests)."""
-        out: dict[str, int] = {}
-        for p in range(keys.PARTITIONS):
-            node = self.rc.nodes_manager.get_node_from_slot(keys.partition_slot(p))
-            out[node.name] = out.get(node.name, 0) + 1
-        return out
 
     def close(self) -> None:
         if self._rc is not None:
