@@ -60,8 +60,7 @@ def create_base_app(service: str, settings: Settings, store: Store | None) -> Fl
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["watchlog_auth"] = Auth(settings)
     _install_errors(app)
-    _install_metrics(app, service)
-    _install_faults(app, service, settings)
+    _install_hooks(app, service, settings)
     app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
     app.register_blueprint(health_blueprint())
     app.register_blueprint(admin_blueprint())
@@ -101,51 +100,62 @@ def _install_errors(app: Flask) -> None:
         return json_response({"error": "internal", "message": "internal error; see logs"}, 500)
 
 
-def _install_metrics(app: Flask, service: str) -> None:
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _install_hooks(app: Flask, service: str, settings: Settings) -> None:
+    """RED metrics and injected faults, in one hook before and one after each request.
+
+    Faults may sleep or fail before a view runs; an 'after' abort replaces the finished
+    response (the write is committed: a client retry must find a duplicate). The metrics
+    then see the response the client gets. Label children are looked up once per label set
+    (methods outside the standard set are counted as OTHER: labels stay bounded).
+    """
     in_flight = metrics.HTTP_IN_FLIGHT.labels(service)
+    faults = Faults(service, settings, lambda: app.extensions["watchlog_store"].rc)
+    app.extensions["watchlog_faults"] = faults
+    counters: dict[tuple[str, str, int, str], Any] = {}
+    durations: dict[tuple[str, str], Any] = {}
 
     @app.before_request
     def start() -> None:
         g.started = time.perf_counter()
         in_flight.inc()
+        rule = request.url_rule
+        if rule is not None:
+            g.abort_after = faults.before(rule.rule)
 
     @app.after_request
-    def observe(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule else "<unmatched>"
+    def finish(response: Response) -> Response:
+        rule = request.url_rule
+        route = rule.rule if rule is not None else "<unmatched>"
+        if g.pop("abort_after", False) and response.status_code < 400:
+            try:
+                faults.abort(None, route, "abort_after")
+            except InjectedFault as err:
+                g.injected = True
+                response = error_response(err)
+        method = request.method if request.method in METHODS else "OTHER"
         injected = "true" if g.get("injected") else "false"
-        metrics.HTTP_REQUESTS.labels(service, route, request.method, str(response.status_code),
-                                     injected).inc()
+        key = (route, method, response.status_code, injected)
+        counter = counters.get(key)
+        if counter is None:
+            counter = counters[key] = metrics.HTTP_REQUESTS.labels(
+                service, route, method, str(response.status_code), injected)
+        counter.inc()
         started = g.get("started")
         if started is not None:
-            metrics.HTTP_DURATION.labels(service, route, request.method).observe(
-                time.perf_counter() - started)
+            duration = durations.get((route, method))
+            if duration is None:
+                duration = durations[(route, method)] = metrics.HTTP_DURATION.labels(
+                    service, route, method)
+            duration.observe(time.perf_counter() - started)
         return response
 
     @app.teardown_request
     def done(_exc: BaseException | None) -> None:
         if g.pop("started", None) is not None:
             in_flight.dec()
-
-
-def _install_faults(app: Flask, service: str, settings: Settings) -> None:
-    """Inject faults before a view runs; an 'after' abort replaces its finished response."""
-    faults = Faults(service, settings, lambda: app.extensions["watchlog_store"].rc)
-    app.extensions["watchlog_faults"] = faults
-
-    @app.before_request
-    def maybe_fail_before() -> None:
-        if request.url_rule is not None:
-            g.abort_after = faults.before(request.url_rule.rule)
-
-    @app.after_request
-    def maybe_fail_after(response: Response) -> Response:
-        if g.pop("abort_after", False) and response.status_code < 400:
-            try:
-                faults.abort(None, request.url_rule.rule, "abort_after")  # type: ignore[union-attr]
-            except InjectedFault as err:
-                g.injected = True
-                return error_response(err)
-        return response
 
 
 class SecurityHeaders:
