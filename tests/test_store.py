@@ -209,3 +209,23 @@ def test_store_same_millisecond_events_page_and_extract_exactly(store: Store) ->
     store.extractor_create("same", "earliest")
     got, _ = store.extractor_batch("same", "c", 1500, 60_000)
     assert sorted(b for _, b in got) == sorted(e.body for e in events)
+
+
+def test_store_survives_connections_the_server_closed(store: Store,
+                                                       cluster: LocalCluster) -> None:
+    """The runner keeps connections per master; when Redis drops them (restart, timeout,
+    CLIENT KILL), the next write's sends fail, each call is retried alone on a fresh
+    connection, and everything is stored exactly once."""
+    rng = random.Random(11)
+    first, second = (to_events(random_logs(600, users=200, rng=rng)) for _ in range(2))
+    assert all(store.ingest(first))
+    admin = cluster.admin_client()
+    try:
+        killed = sum(admin.client_kill_filter(user="watchlog", target_nodes=node)
+                     for node in admin.get_primaries())
+    finally:
+        admin.close()
+    assert killed >= 3  # at least the runner's connection to each master
+    assert store.ingest(second + first) == [True] * len(second) + [False] * len(first)
+    assert stored_aggregates(store, first + second) == {
+        k: dict(v) for k, v in recompute(first + second).items()}
