@@ -114,8 +114,8 @@ def _install_hooks(app: Flask, service: str, settings: Settings) -> None:
     in_flight = metrics.HTTP_IN_FLIGHT.labels(service)
     faults = Faults(service, settings, lambda: app.extensions["watchlog_store"].rc)
     app.extensions["watchlog_faults"] = faults
-    counters: dict[tuple[str, str, int, str], Any] = {}
-    durations: dict[tuple[str, str], Any] = {}
+    requests = metrics.child_cache(metrics.HTTP_REQUESTS)
+    durations = metrics.child_cache(metrics.HTTP_DURATION)
 
     @app.before_request
     def start() -> None:
@@ -137,19 +137,10 @@ def _install_hooks(app: Flask, service: str, settings: Settings) -> None:
                 response = error_response(err)
         method = request.method if request.method in METHODS else "OTHER"
         injected = "true" if g.get("injected") else "false"
-        key = (route, method, response.status_code, injected)
-        counter = counters.get(key)
-        if counter is None:
-            counter = counters[key] = metrics.HTTP_REQUESTS.labels(
-                service, route, method, str(response.status_code), injected)
-        counter.inc()
+        requests(service, route, method, str(response.status_code), injected).inc()
         started = g.get("started")
         if started is not None:
-            duration = durations.get((route, method))
-            if duration is None:
-                duration = durations[(route, method)] = metrics.HTTP_DURATION.labels(
-                    service, route, method)
-            duration.observe(time.perf_counter() - started)
+            durations(service, route, method).observe(time.perf_counter() - started)
         return response
 
     @app.teardown_request
