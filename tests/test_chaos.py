@@ -40,20 +40,22 @@ def feed_event_ids(store: Store) -> list[str]:
     pipe = store.rc.pipeline()
     for p in range(keys.PARTITIONS):
         pipe.xrange(keys.feed(p))
-    # An entry is a reference to the stored body: "<ts> <event_id>".
-    return [fields[b"r"].decode().split(" ", 1)[1]
+    # An entry is a reference to the stored body: "<ts> <user> <event_id>".
+    return [fields[b"r"].decode().split(" ")[2]
             for entries in pipe.execute() for _, fields in entries]
 
 
 def missing(store: Store, events: list[schema.Event]) -> list[str]:
-    """Return the ids of events not in their user's index, or whose body is not stored."""
+    """Return the ids of events missing from an index, or whose body is not stored."""
     pipe = store.rc.pipeline()
     for e in events:
+        ref = keys.ref(e.user, e.event_id)
         pipe.zscore(keys.user_index(e.partition, e.user, e.day), e.event_id)
-        pipe.zscore(keys.fleet_index(e.partition, e.day), e.body)
-    replies = pipe.execute()
-    return [e.event_id for e, a, b in zip(events, replies[0::2], replies[1::2], strict=True)
-            if a is None or b is None]
+        pipe.zscore(keys.fleet_index(e.partition, e.day), ref)
+        pipe.hget(keys.bodies(e.partition, e.day), ref)
+    r = pipe.execute()
+    return [e.event_id for e, a, f, b in zip(events, r[0::3], r[1::3], r[2::3], strict=True)
+            if a is None or f is None or b != e.body]
 
 
 def assert_exactly_once(store: Store, events: list[schema.Event]) -> None:

@@ -18,7 +18,7 @@ def test_keys_of_one_partition_share_its_tag() -> None:
     p, tag = 5, "{" + keys.TAGS[5] + "}"
     for key in (keys.user_index(p, "7", "20261127"), keys.user_aggregates(p, "7", "20261127"),
                 keys.fleet_index(p, "20261127"), keys.fleet_aggregates(p, "20261127"),
-                keys.active_users(p, "20261127"), keys.feed(p)):
+                keys.active_users(p, "20261127"), keys.bodies(p, "20261127"), keys.feed(p)):
         assert tag in key
 
 

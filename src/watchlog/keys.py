@@ -12,11 +12,12 @@ key                         type         holds
 ==========================  ===========  ===================================================
 wl:{T}:t:U:D                sorted set   event_id scored by event time (ms); the idempotency set
 wl:{T}:a:U:D                hash         the user's daily aggregates per activity type
-wl:{T}:f:D                  sorted set   compact body scored by event time: fleet index, and
-                                         the only copy of each body
+wl:{T}:f:D                  sorted set   "<user> <event_id>" scored by event time: fleet index
+wl:{T}:b:D                  hash         "<user> <event_id>" -> compact body: the only copy
 wl:{T}:pa:D                 hash         the partition's daily aggregates per activity type
 wl:{T}:pu:D                 set          users active that day
-wl:{T}:feed                 stream       "<ts> <event_id>" of what arrived, for extraction
+wl:{T}:feed                 stream       "<score> <user> <event_id>" of what arrived, for
+                                         extraction
 ==========================  ===========  ===================================================
 """
 
@@ -89,6 +90,19 @@ def user_aggregates(p: int, user: str, day: str) -> str:
 
 def fleet_index(p: int, day: str) -> str:
     return _k(p, f"f:{day}")
+
+
+def bodies(p: int, day: str) -> str:
+    return _k(p, f"b:{day}")
+
+
+def ref(user: str, event_id: str) -> str:
+    """Return a log's field in the bodies hash and member in the fleet index.
+
+    Neither a user key nor an event id can hold a space (``schema.SAFE_ID``), so the pair
+    is unambiguous.
+    """
+    return f"{user} {event_id}"
 
 
 def fleet_aggregates(p: int, day: str) -> str:

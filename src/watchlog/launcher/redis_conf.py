@@ -146,9 +146,10 @@ def render_conf(node: NodeConfig, creds: Credentials, version: tuple[int, int]) 
         "appendonly yes",
         "appendfsync everysec",
         'save ""',
-        # Our hashes hold <= a few hundred events per user-day, bodies ~150 bytes: keep them
-        # in the compact encoding; fleet sorted sets beyond 256 entries become skiplists.
-        f"hash-max-{small}-entries 512",
+        # Aggregate hashes (<= 77 fields), user indexes (a day's events of one user) and the
+        # bodies of a quiet partition-day stay in the compact encoding; a busy day's bodies
+        # (> 128) become a hash table, where a page's HMGET is O(1) per body, not a scan.
+        f"hash-max-{small}-entries 128",
         f"hash-max-{small}-value 256",
         f"zset-max-{small}-entries 256",
         f"zset-max-{small}-value 128",

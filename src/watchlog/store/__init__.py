@@ -23,7 +23,7 @@ class Store:
 
     @property
     def rc(self) -> Any:
-        """The cluster client, created on first use (after gunicorn forks its workers)."""
+        """The cluster client, created on first use (after the server forks its workers)."""
         if self._rc is None:
             with unavailable_as_503("connect"):
                 self._rc = connect(self.settings)

@@ -5,7 +5,8 @@ batch first reclaims entries delivered but not acknowledged for longer than the 
 timeout (XAUTOCLAIM: at-least-once), then reads new ones (XREADGROUP). Acknowledged entries
 are never delivered again; the group's position lives in Redis (AOF), so an extractor
 resumes where it stopped after any restart. Feed ids are ``<partition>-<stream id>``.
-An entry holds ``<score> <event_id>``; the body is read from the fleet index it refers to.
+An entry holds ``<event time ms> <user> <event_id>``; the body is read from the bodies hash
+of that day, under ``<user> <event_id>`` (``keys.ref``).
 """
 
 from __future__ import annotations
@@ -67,11 +68,11 @@ def bodies_calls(refs: list[tuple[str, bytes]]) -> tuple[list[Call], list[list[i
         key_list: list[str] = []
         args: list[object] = []
         for i in idx:
-            score, _, eid = refs[i][1].decode().partition(" ")
-            key = keys.fleet_index(p, keys.day_of(int(float(score))))
+            ts, _, ref = refs[i][1].decode().partition(" ")
+            key = keys.bodies(p, keys.day_of(int(ts)))
             if key not in key_list:
                 key_list.append(key)
-            args += (key_list.index(key) + 1, score, eid)
+            args += (key_list.index(key) + 1, ref)
         calls.append(Call(BODIES, key_list, args, keys.partition_slot(p)))
     return calls, list(by_p.values())
 

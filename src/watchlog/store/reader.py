@@ -62,16 +62,13 @@ def user_page(runner: ScriptRunner, user: str, frm: int, to: int, limit: int,
         days, after = days[days.index(c.day):], c.member
     want = "" if tcode is None else str(tcode)
     key_list = [k for day in days for k in (keys.user_index(p, user, day),
-                                            keys.fleet_index(p, day))]
-    call = Call(PAGE, key_list, (frm, to, limit, after, want, 2), keys.partition_slot(p))
-    exhausted, last_day, *items = runner.run([call])[0]  # every day in one round trip
+                                            keys.bodies(p, day))]
+    call = Call(PAGE, key_list, (frm, to, limit, after, want, keys.ref(user, "")),
+                keys.partition_slot(p))
+    exhausted, last_day, last, *items = runner.run([call])[0]  # every day in one round trip
     if exhausted or not items:
         return items, None
-    return items, encode_cursor(Cursor(days[last_day - 1], _event_id(items[-1])))
-
-
-def _event_id(body: bytes) -> str:
-    return str(msgspec.json.decode(body)[-1])
+    return items, encode_cursor(Cursor(days[last_day - 1], last.decode()))
 
 
 def parse_aggregates(raw: dict[bytes, bytes]) -> dict[str, dict[str, int]]:
@@ -113,21 +110,21 @@ def merge_aggregates(into: dict[str, int], agg: dict[str, int]) -> None:
         into[name] = max(into.get(name, 0), v) if name == "x" else into.get(name, 0) + v
 
 
+def _fleet_call(p: int, day: str, frm: int, to: int, want: str, after: str) -> Call:
+    return Call(PAGE, (keys.fleet_index(p, day), keys.bodies(p, day)),
+                (frm, to, EXPORT_CHUNK, after, want, ""), keys.partition_slot(p))
+
+
 def _partition_stream(runner: ScriptRunner, p: int, day: str, frm: int, to: int,
-                      want: str, first: list[bytes] | None) -> Iterator[bytes]:
+                      want: str, first: list[bytes]) -> Iterator[bytes]:
     """Yield one partition-day's fleet index in order, a chunk per round trip."""
-    zkey, after = keys.fleet_index(p, day), ""
     chunk = first
     while True:
-        if chunk is None:
-            call = Call(PAGE, (zkey,), (frm, to, EXPORT_CHUNK, after, want, 1),
-                        keys.partition_slot(p))
-            chunk = runner.run([call])[0]
-        exhausted, _day, *bodies = chunk
+        exhausted, _day, last, *bodies = chunk
         yield from bodies
         if exhausted or not bodies:
             return
-        after, chunk = bodies[-1].decode(), None
+        chunk = runner.run([_fleet_call(p, day, frm, to, want, last.decode())])[0]
 
 
 def export(runner: ScriptRunner, frm: int, to: int, tcode: int | None) -> Iterator[bytes]:
@@ -138,9 +135,8 @@ def export(runner: ScriptRunner, frm: int, to: int, tcode: int | None) -> Iterat
     """
     want = "" if tcode is None else str(tcode)
     for day in days_between(frm, to):
-        calls = [Call(PAGE, (keys.fleet_index(p, day),), (frm, to, EXPORT_CHUNK, "", want, 1),
-                      keys.partition_slot(p)) for p in range(keys.PARTITIONS)]
-        firsts = runner.run(calls)
+        firsts = runner.run([_fleet_call(p, day, frm, to, want, "")
+                             for p in range(keys.PARTITIONS)])
         streams = [_partition_stream(runner, p, day, frm, to, want, firsts[p])
                    for p in range(keys.PARTITIONS)]
         yield from heapq.merge(*streams, key=body_ts)
@@ -153,7 +149,14 @@ def recent(rc: Any, now_ms: int, limit: int) -> list[bytes]:
         pipe = rc.pipeline(transaction=False)
         for p in range(keys.PARTITIONS):
             pipe.zrange(keys.fleet_index(p, day), 0, limit - 1, desc=True)
-        merged = heapq.merge(*pipe.execute(), key=body_ts, reverse=True)
+        refs = pipe.execute()
+        pipe = rc.pipeline(transaction=False)
+        for p in range(keys.PARTITIONS):
+            if refs[p]:
+                pipe.hmget(keys.bodies(p, day), refs[p])
+        found = iter(pipe.execute())
+        newest = [[b for b in next(found) if b] if r else [] for r in refs]
+        merged = heapq.merge(*newest, key=body_ts, reverse=True)
         out += [b for _, b in zip(range(limit - len(out)), merged, strict=False)]
         if len(out) >= limit:
             break

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,16 +13,6 @@ from watchlog.schema import Event
 from watchlog.store.cluster import Call, Script
 
 INGEST = Script("ingest")
-
-
-def score(ts: int, event_id: str) -> str:
-    """Return the index score of an event: its time in ms, plus 1/4096ths from its id.
-
-    Events of one millisecond then sit apart in the indexes, so a body is found by its
-    exact score in O(log n), however many logs share that millisecond. The fraction is
-    exact in a double (41 bits of ms + 12 bits) and ``repr`` round-trips it through Redis.
-    """
-    return repr(ts + (zlib.crc32(event_id.encode()) & 4095) / 4096)
 
 
 @lru_cache(maxsize=512)
@@ -69,7 +58,8 @@ def _call(p: int, evs: list[Event], retention_days: int, minid: int, keep_until:
             ref(keys.user_index(p, u, d), d),
             ref(keys.user_aggregates(p, u, d), d), ref(keys.fleet_index(p, d), d),
             ref(keys.fleet_aggregates(p, d), d), ref(keys.active_users(p, d), d),
-            e.event_id, score(e.ts, e.event_id), e.tcode, e.duration, e.meters,
+            ref(keys.bodies(p, d), d),
+            e.event_id, e.ts, e.tcode, e.duration, e.meters,
             "" if e.heart_rate is None else e.heart_rate, e.decikcal, u, e.body,
         )
     pairs = [x for kv in expires.items() for x in kv]

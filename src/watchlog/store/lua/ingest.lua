@@ -4,13 +4,14 @@
 -- the batch touches (all carry the partition's hash tag, so they share one slot).
 -- ARGV: minid (feed trim bound), n events, m expiring keys,
 --   then m pairs (key index, expire-at seconds),
---   then n groups of 14: ut, ua, ft, pa, pu (key indexes), event_id, score (event time in
---   ms plus a fraction from the id, see writer.score), type code,
---   duration, meters, heart rate ('' when absent), decikcal, user, body.
+--   then n groups of 15: ut, ua, ft, pa, pu, b (key indexes), event_id, event time (ms,
+--   the indexes' score), type code, duration, meters, heart rate ('' when absent),
+--   decikcal, user, body.
 -- The user-day index is also the idempotency set: an event is stored only when ZADD NX
--- adds its id; only then are the fleet index, the aggregates, the active users and the
--- feed updated, so a retried batch counts nothing twice. The body is stored once, in the
--- fleet index; the feed carries a reference ("<score> <event_id>") to it.
+-- adds its id; only then are the body, the fleet index, the aggregates, the active users
+-- and the feed updated, so a retried batch counts nothing twice. The body is stored once,
+-- in the partition-day's bodies hash under "<user> <event_id>" (keys.ref); the fleet
+-- index and the feed hold that reference.
 -- Aggregates are summed in Lua tables and written once per field per call.
 -- Returns one 1 (created) or 0 (duplicate) per event.
 local minid, n, m = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -39,19 +40,22 @@ local function aggregate(key, t, dur, meters, hr, dk)
 end
 
 for i = 0, n - 1 do
-  local o = base + i * 14
-  local eid, ts = ARGV[o + 5], ARGV[o + 6]
+  local o = base + i * 15
+  local eid, ts = ARGV[o + 6], ARGV[o + 7]
   if redis.call('ZADD', KEYS[tonumber(ARGV[o])], 'NX', ts, eid) == 1 then
-    redis.call('ZADD', KEYS[tonumber(ARGV[o + 2])], ts, ARGV[o + 13])
-    local t, dur, meters = ARGV[o + 7], tonumber(ARGV[o + 8]), tonumber(ARGV[o + 9])
-    local hr, dk = tonumber(ARGV[o + 10]), tonumber(ARGV[o + 11])
+    local user = ARGV[o + 13]
+    local ref = user .. ' ' .. eid
+    redis.call('HSET', KEYS[tonumber(ARGV[o + 5])], ref, ARGV[o + 14])
+    redis.call('ZADD', KEYS[tonumber(ARGV[o + 2])], ts, ref)
+    local t, dur, meters = ARGV[o + 8], tonumber(ARGV[o + 9]), tonumber(ARGV[o + 10])
+    local hr, dk = tonumber(ARGV[o + 11]), tonumber(ARGV[o + 12])
     aggregate(KEYS[tonumber(ARGV[o + 1])], t, dur, meters, hr, dk)
     aggregate(KEYS[tonumber(ARGV[o + 3])], t, dur, meters, hr, dk)
     local pu = KEYS[tonumber(ARGV[o + 4])]
     local u = users[pu]
     if not u then u = {}; users[pu] = u end
-    u[#u + 1] = ARGV[o + 12]
-    redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'r', ts .. ' ' .. eid)
+    u[#u + 1] = user
+    redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'r', ts .. ' ' .. ref)
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
