@@ -17,7 +17,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 # The runtime dependencies of the image (pyproject's [project.dependencies], plus pyyaml).
-ROOTS = ("flask", "redis[hiredis]", "msgspec", "gunicorn", "prometheus-client", "click",
+ROOTS = ("flask", "redis[hiredis]", "msgspec", "granian", "gunicorn", "prometheus-client", "click",
          "rich", "httpx", "flask-limiter", "zstandard", "pyyaml")
 HEADER = """\
 # Pinned runtime dependencies of the watchlog images (docker/Dockerfile installs them with

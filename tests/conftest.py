@@ -108,7 +108,7 @@ def consumer(cluster_settings: Settings, store: Store):  # noqa: ANN201
 
 def serve(service: str, settings_env: dict[str, str], port: int, logs: Path,
           multiproc: Path) -> Service:
-    """Start one API under gunicorn, as `watchlog up` runs it, and wait until ready."""
+    """Start one API as `watchlog up` runs it (granian by default) and wait until ready."""
     multiproc.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings_env, f"WATCHLOG_{service.upper()}_PORT": str(port),
            "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
@@ -127,7 +127,7 @@ def service_env(cluster: LocalCluster, credentials: Credentials) -> dict[str, st
 @pytest.fixture(scope="session")
 def live_services(cluster: LocalCluster, credentials: Credentials,
                   state_dir: Path) -> Iterator[dict[str, str]]:
-    """Both APIs under gunicorn on free ports: {"producer": url, "consumer": url}."""
+    """Both APIs on free ports: {"producer": url, "consumer": url}."""
     ports = free_redis_ports("127.0.0.1", 2)
     env = service_env(cluster, credentials)
     services, urls = [], {}

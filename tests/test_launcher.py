@@ -204,6 +204,8 @@ def test_taken_port_is_named(tmp_path: Path) -> None:
     port = free_redis_ports("127.0.0.1", 1)[0]
     for taken, name in ((port, f"port {port} "), (port + BUS_OFFSET, "cluster bus")):
         with socket.socket() as s:
+            # as servers bind: a TIME_WAIT leftover of an earlier test must not fail the bind
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", taken))
             s.listen()
             c = LocalCluster(tmp_path, base_port=port, masters=1, credentials=Credentials())

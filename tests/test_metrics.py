@@ -1,4 +1,4 @@
-"""Metrics: exact across gunicorn workers, valid for promtool, no unbounded labels."""
+"""Metrics: exact across worker processes, valid for promtool, no unbounded labels."""
 
 from __future__ import annotations
 
@@ -77,3 +77,36 @@ def test_metrics_labels_carry_no_ids(live_services, ingest_headers, reader_heade
         text = httpx.get(live_services[svc] + "/metrics").text
         assert not re.search(r"secret-(user|dev|evt)", text)
         assert 'route="/v1/users/<user_id>/activities"' in text or svc == "producer"
+
+
+def test_metrics_forget_a_killed_workers_live_gauges(cluster, credentials, tmp_path) -> None:
+    """granian respawns a killed worker; the new one drops its predecessor's in-flight gauge."""
+    import os
+    import signal
+    import time
+
+    from conftest import serve, service_env
+    from watchlog.launcher.procs import free_redis_ports
+
+    port = free_redis_ports("127.0.0.1", 1)[0]
+    multiproc = tmp_path / "metrics"
+    svc = serve("consumer", service_env(cluster, credentials), port, tmp_path, multiproc)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(20):
+            httpx.get(url + "/health", timeout=5)
+
+        def live_pids() -> set[int]:
+            return {int(m.group(1)) for f in os.listdir(multiproc)
+                    if (m := re.search(r"_live\w*_(\d+)\.db$", f))}
+
+        victim = min(live_pids())
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while victim in live_pids() and time.monotonic() < deadline:
+            httpx.get(url + "/health", timeout=5)  # reaches the replacement once it is up
+            time.sleep(0.2)
+        assert victim not in live_pids()
+        assert httpx.get(url + "/ready", timeout=5).status_code == 200
+    finally:
+        svc.stop()

@@ -1,6 +1,6 @@
 """Every metric watchlog exposes, defined once.
 
-Under gunicorn each worker is a process: with ``PROMETHEUS_MULTIPROC_DIR`` set,
+Each worker of granian or gunicorn is a process: with ``PROMETHEUS_MULTIPROC_DIR`` set,
 prometheus_client writes samples to per-process files and ``/metrics`` merges them, so a
 scrape counts every worker's requests exactly once. No label carries a user, device or
 event id: label values come from fixed sets (routes are URL rules, not paths).
@@ -9,9 +9,10 @@ event id: label values come from fixed sets (routes are URL rules, not paths).
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from prometheus_client import (
@@ -22,6 +23,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -102,6 +104,36 @@ class ScrapeTimeGauges:
                 fam = families[name] = GaugeMetricFamily(name, doc, labels=list(labels))
             fam.add_metric(list(labels.values()), value)
         yield from families.values()
+
+
+_DB_PID = re.compile(r"_live\w*_(\d+)\.db$")
+
+
+def forget_dead_workers() -> list[int]:
+    """Drop the live gauges of worker processes that are gone; return their pids.
+
+    A starting worker calls this: a worker that replaces a dead one then removes its
+    predecessor's in-flight gauges, which would otherwise be summed into every scrape.
+    """
+    d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not d or not os.path.isdir(d):
+        return []
+    pids = {int(m.group(1)) for f in os.listdir(d) if (m := _DB_PID.search(f))}
+    dead = [p for p in sorted(pids) if p != os.getpid() and not _alive(p)]
+    for pid in dead:
+        with suppress(FileNotFoundError):  # another new worker removed it first
+            multiprocess.mark_process_dead(pid, d)
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def render(extra: object | None = None) -> tuple[bytes, str]:

@@ -30,9 +30,12 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("WATCHLOG_HOST", "127.0.0.1", "address the APIs listen on"),
     ("WATCHLOG_PRODUCER_PORT", "5001", "producer API port"),
     ("WATCHLOG_CONSUMER_PORT", "5002", "consumer API port"),
-    ("WATCHLOG_WORKERS", "2", "gunicorn worker processes per API"),
-    ("WATCHLOG_THREADS", "8", "threads per gunicorn worker"),
-    ("WATCHLOG_REQUEST_TIMEOUT", "30", "longest request before the worker is recycled, seconds"),
+    ("WATCHLOG_SERVER", "granian", "WSGI server of the APIs: granian or gunicorn (gthread)"),
+    ("WATCHLOG_WORKERS", "2", "worker processes per API"),
+    ("WATCHLOG_THREADS", "2",
+     "request threads per worker: requests served at once (more when injecting long delays)"),
+    ("WATCHLOG_REQUEST_TIMEOUT", "30",
+     "gunicorn: a worker silent this long is recycled; granian: grace to finish at stop, s"),
     ("WATCHLOG_PRODUCER_URL", "http://127.0.0.1:5001",
      "where the CLI and simulator find the producer"),
     ("WATCHLOG_CONSUMER_URL", "http://127.0.0.1:5002", "where the CLI finds the consumer"),
@@ -95,8 +98,9 @@ class Settings:
     host: str = "127.0.0.1"
     producer_port: int = 5001
     consumer_port: int = 5002
+    server: str = "granian"
     workers: int = 2
-    threads: int = 8
+    threads: int = 2
     request_timeout: int = 30
     producer_url: str = "http://127.0.0.1:5001"
     consumer_url: str = "http://127.0.0.1:5002"

@@ -1,8 +1,10 @@
-"""``watchlog serve``: one API under gunicorn (gthread workers), never Flask's debug server.
+"""``watchlog serve``: one API under granian (default) or gunicorn, never Flask's debug server.
 
-gthread workers: a request that sleeps (injected delay, a slow Redis) ties up one thread,
-not a whole process. Metrics use prometheus_client's multiprocess mode; a dead worker's
-live gauges are dropped in ``child_exit``.
+Both run ``WATCHLOG_WORKERS`` processes of ``WATCHLOG_THREADS`` request threads: a request
+that sleeps (injected delay, a slow Redis) ties up one thread, not a whole process.
+granian parses HTTP and queues requests in Rust, outside the GIL; the choice, measured, is
+in docs/benchmarks.md. Metrics use prometheus_client's multiprocess mode; a dead worker's
+live gauges are dropped by its replacement (granian) or in ``child_exit`` (gunicorn).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
+from watchlog import metrics
 from watchlog.logs import configure_logging
 from watchlog.settings import Settings
 
@@ -33,6 +36,49 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         return self.factory()
+
+
+SERVERS = ("granian", "gunicorn")
+
+
+def producer_app() -> Any:
+    """The producer as a granian worker loads it (the factory runs in each worker)."""
+    from watchlog.producer.app import create_app
+
+    return _worker_app("producer", create_app)
+
+
+def consumer_app() -> Any:
+    from watchlog.consumer.app import create_app
+
+    return _worker_app("consumer", create_app)
+
+
+def _worker_app(service: str, create_app: Any) -> Any:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, service)  # granian configured its own at fork
+    metrics.forget_dead_workers()
+    return create_app(settings)
+
+
+def granian_server(service: str, settings: Settings, port: int) -> Any:
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+
+    return Granian(
+        f"{__name__}:{service}_app", factory=True, interface=Interfaces.WSGI,
+        address=settings.host, port=port, workers=settings.workers,
+        blocking_threads=settings.threads, respawn_failed_workers=True,
+        workers_kill_timeout=settings.request_timeout,
+        # a client gets 10 s to send its headers (slow-loris bound); bodies are bounded
+        # by WATCHLOG_MAX_BODY_BYTES in the apps
+        http1_settings=HTTP1Settings(header_read_timeout=10_000),
+        log_level=LogLevels(settings.log_level.lower()), log_access=False,
+        # granian's own messages go to the root logger, in our JSON format
+        log_dictconfig={"loggers": {"_granian": {"handlers": [], "propagate": True}}},
+    )
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
@@ -67,9 +113,14 @@ def serve(service: str, port: int | None) -> None:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"watchlog-{service}-")
     port = port or (settings.producer_port if service == "producer" else settings.consumer_port)
-    if service == "producer":
-        from watchlog.producer.app import create_app
-    else:
-        from watchlog.consumer.app import create_app
-    logging.getLogger(__name__).info("serving %s on %s:%s", service, settings.host, port)
-    GunicornServer(lambda: create_app(settings), gunicorn_options(settings, port)).run()
+    if settings.server not in SERVERS:
+        raise click.UsageError(f"WATCHLOG_SERVER={settings.server!r}: one of {', '.join(SERVERS)}")
+    logging.getLogger(__name__).info("serving %s on %s:%s with %s", service, settings.host,
+                                     port, settings.server)
+    if settings.server == "granian":
+        server = granian_server(service, settings, port)
+        configure_logging(settings.log_level, service)  # granian's dictConfig replaced ours
+        server.serve()
+        return
+    create_app = producer_app if service == "producer" else consumer_app
+    GunicornServer(create_app, gunicorn_options(settings, port)).run()

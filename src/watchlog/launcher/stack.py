@@ -25,7 +25,7 @@ from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
 PIDS = "pids.json"
-READY_TIMEOUT = 60.0  # seconds; gunicorn with 2 workers starts in ~2 s, Prometheus in ~1 s
+READY_TIMEOUT = 60.0  # seconds; the APIs start in ~2 s, Prometheus in ~1 s
 
 
 class Stack:
