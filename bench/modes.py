@@ -20,7 +20,8 @@ class Mode:
     validation_rounds: int
     profile_seconds: float
     profile_batches: tuple[int, ...] = (1, 1000)  # logs per request of the profiled loads
-    compare_targets: tuple[str, ...] = ("trivial", "producer")  # apps of the WSGI comparison
+    # apps of the WSGI comparison: "query" is the consumer's per-user query of the big store
+    compare_targets: tuple[str, ...] = ("trivial", "producer", "query")
 
 
 QUICK = Mode("quick", seconds=1, direct_events=10_000, rb_requests=100_000, small_store=10_000,

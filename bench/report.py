@@ -98,7 +98,7 @@ def _extras(r: dict[str, Any]) -> list[str]:
                   [[k.removeprefix("batch_1000_") or "identity", d["events_per_s"],
                     d.get("bytes_per_request"), d["p99_ms"], d["server_cpu_cores"]]
                    for k, d in s.items() if k.startswith("batch_1000")])
-    out += ["", "### WSGI servers (2 workers; single-log POST)", ""]
+    out += ["", "### WSGI servers (2 workers × 2 or 8 threads; single POST, per-user query)", ""]
     out += _table(["app@server", "req/s", "p50 ms", "p99 ms", "errors", "server CPU"],
                   [[k, *v.values()] for k, v in r["wsgi"].items()])
     v = r["validation"]

@@ -85,7 +85,7 @@ def run_all(mode: Mode, state: Path | None) -> dict[str, Any]:
         try:
             writes(r, stack, mode, run, work)
             reads_(r, stack, mode, run, work)
-            step(r, "-", "wsgi", wsgi.compare, stack, mode, run)
+            step(r, "-", "wsgi", wsgi.compare, stack, mode, run, work)
         finally:
             stack.stop()
     step(r, "-", "validation", validation.run, mode.validation_rounds)

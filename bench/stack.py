@@ -104,10 +104,9 @@ class Stack:
     def serve_watchlog(self, role: str) -> Service:
         return self.serve(role, [sys.executable, "-m", "watchlog", "serve", role], "/ready")
 
-    def serve_trivial(self, name: str, worker_class: str = "gthread") -> Service:
-        argv = [sys.executable, "-m", "bench.trivial_app", "--port", "{port}",
-                "--worker-class", worker_class]
-        return self.serve(name, argv, "/")
+    def serve_trivial(self, name: str, **extra: str) -> Service:
+        argv = [sys.executable, "-m", "bench.trivial_app", "--port", "{port}"]
+        return self.serve(name, argv, "/", **extra)
 
     def stop_service(self, name: str) -> None:
         svc = self.services.pop(name, None)

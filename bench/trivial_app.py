@@ -1,9 +1,9 @@
-"""The ceiling of the HTTP path: a one-route Flask app under the producer's gunicorn options.
+"""The ceiling of the HTTP path: a one-route Flask app under the producer's server options.
 
-``python -m bench.trivial_app --port P [--worker-class gthread|sync]`` serves it with
-``watchlog.cli.serve.gunicorn_options`` (same workers, threads, keep-alive); granian
-serves the module-level ``app``. The route reads the body and answers a small JSON
-document, as the producer does, but validates and stores nothing.
+``python -m bench.trivial_app --port P`` serves the module-level ``app`` exactly as
+``watchlog serve`` serves the producer: the server ``WATCHLOG_SERVER`` names, with the same
+workers and threads (``watchlog.cli.serve``). The route reads the body and answers a small
+JSON document, as the producer does, but validates and stores nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import click
 import msgspec
 from flask import Flask, Response, request
 
-from watchlog.cli.serve import GunicornServer, gunicorn_options
+from watchlog.cli.serve import GunicornServer, granian_server, gunicorn_options
 from watchlog.settings import Settings
 
 
@@ -33,12 +33,14 @@ app = create_app()
 
 @click.command()
 @click.option("--port", type=int, required=True)
-@click.option("--worker-class", default="gthread", type=click.Choice(["gthread", "sync"]))
-def main(port: int, worker_class: str) -> None:
-    """Serve the trivial endpoint under gunicorn."""
-    options = gunicorn_options(Settings.from_env(), port)
+def main(port: int) -> None:
+    """Serve the trivial endpoint as the producer is served."""
+    settings = Settings.from_env()
+    if settings.server == "granian":
+        granian_server("trivial", settings, port, target="bench.trivial_app:app").serve()
+        return
+    options = gunicorn_options(settings, port)
     options.pop("child_exit", None)  # no prometheus registry here
-    options["worker_class"] = worker_class
     GunicornServer(lambda: app, options).run()
 
 

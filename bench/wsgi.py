@@ -1,55 +1,48 @@
-"""WSGI servers compared on the same machine and load: gunicorn gthread, gunicorn sync, granian.
+"""WSGI servers compared on the same machine and load: granian and gunicorn gthread.
 
-Each serves the trivial endpoint (server overhead alone) and the producer (single-log POST,
-the real work), two workers each as ``WATCHLOG_WORKERS`` says; wrk sends the same request.
+Each server, with 2 workers and 2 or 8 request threads, serves the trivial endpoint (server
+overhead alone), the producer (single-log POST) and the consumer (the per-user query of the
+big store, 8 clients): the settings ``watchlog serve`` reads (``WATCHLOG_SERVER``,
+``WATCHLOG_THREADS``) pick each, so what is measured is what ships.
 """
 
 from __future__ import annotations
 
-import shutil
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
-from bench import ingest
+from bench import ingest, reads
 from bench.modes import Mode
-from bench.stack import Stack
+from bench.stack import Service, Stack
 
-GRANIAN = shutil.which("granian") or str(Path(sys.executable).with_name("granian"))
-PRODUCER = "watchlog.producer.app:create_app"
-
-
-def servers(target: str) -> dict[str, tuple[list[str], str]]:
-    """Return, per server, its argv (``{port}`` filled in later) and its ready path."""
-    app = "bench.trivial_app:app" if target == "trivial" else PRODUCER
-    factory = [] if target == "trivial" else ["--factory"]
-    gunicorn = [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:{port}", "-w", "2"]
-    ready = "/" if target == "trivial" else "/ready"
-    call = app if target == "trivial" else app + "()"
-    return {
-        "gunicorn-gthread": ([*gunicorn, "-k", "gthread", "--threads", "8", call], ready),
-        "gunicorn-sync": ([*gunicorn, "-k", "sync", call], ready),
-        "granian": ([GRANIAN, "--interface", "wsgi", "--host", "127.0.0.1", "--port", "{port}",
-                     "--workers", "2", "--blocking-threads", "8", "--log-level", "warning",
-                     *factory, app], ready),
-    }
+SHAPES = (("granian", "2"), ("granian", "8"), ("gunicorn", "2"), ("gunicorn", "8"))
 
 
-def compare(stack: Stack, mode: Mode, run: str) -> dict[str, Any]:
-    """Single-log POST requests/s and latency of each server, trivial app and producer."""
+def _serve(stack: Stack, target: str, name: str, server: str, threads: str) -> Service:
+    env = {"WATCHLOG_SERVER": server, "WATCHLOG_WORKERS": "2", "WATCHLOG_THREADS": threads}
+    if target == "trivial":
+        return stack.serve_trivial(name, **env)
+    role = "producer" if target == "producer" else "consumer"
+    return stack.serve(name, [sys.executable, "-m", "watchlog", "serve", role], "/ready", **env)
+
+
+def compare(stack: Stack, mode: Mode, run: str, work: Path) -> dict[str, Any]:
+    """Requests/s and latency of each server and thread count, per app."""
     out: dict[str, Any] = {}
+    short = dataclasses.replace(mode, seconds=mode.compare_seconds)
     for target in mode.compare_targets:
-        for server, (argv, ready) in servers(target).items():
-            if server == "granian" and not Path(GRANIAN).exists():
-                continue
-            name = f"{target}@{server}"
-            svc = stack.serve(name, argv, ready)
+        for server, threads in SHAPES:
+            name = f"{target}@{server} 2x{threads}"
+            svc = _serve(stack, target, name, server, threads)
             try:
                 if target == "trivial":
-                    r = ingest.trivial(stack, svc, mode, run, seconds=mode.compare_seconds)
+                    r = ingest.trivial(stack, svc, short, run)
+                elif target == "producer":
+                    r = ingest.post(stack, svc, short, 1, f"{run}{server[:2]}{threads}")
                 else:
-                    r = ingest.post(stack, svc, mode, 1, f"{run}{server[-2:]}",
-                                    seconds=mode.compare_seconds)
+                    r = reads.get(stack, svc, short, reads.query_paths(mode, work))
             finally:
                 stack.stop_service(name)
             out[name] = {k: r[k] for k in ("rps", "p50_ms", "p99_ms", "errors",

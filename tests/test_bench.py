@@ -71,7 +71,9 @@ def test_bench_quick_evaluates_every_target(results: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 def test_bench_quick_records_the_comparisons(results: dict[str, Any]) -> None:
-    assert {"trivial@gunicorn-gthread", "trivial@gunicorn-sync"} <= set(results["wsgi"])
+    assert set(results["wsgi"]) == {f"trivial@{server} 2x{threads}"
+                                    for server in ("granian", "gunicorn") for threads in (2, 8)}
+    assert all(w["rps"] > 0 and w["errors"] == 0 for w in results["wsgi"].values())
     v = results["validation"]
     assert set(v["validate_us_per_log"]) == {"msgspec", "pydantic_v2"}
     assert set(v["json_us_per_log"]["encode"]) == {"msgspec", "orjson", "json"}

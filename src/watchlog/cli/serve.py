@@ -61,14 +61,15 @@ def _worker_app(service: str, create_app: Any) -> Any:
     return create_app(settings)
 
 
-def granian_server(service: str, settings: Settings, port: int) -> Any:
+def granian_server(service: str, settings: Settings, port: int, target: str = "") -> Any:
+    """Return granian serving ``service``'s app (or the WSGI app at ``target``)."""
     from granian import Granian
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     return Granian(
-        f"{__name__}:{service}_app", factory=True, interface=Interfaces.WSGI,
+        target or f"{__name__}:{service}_app", factory=not target, interface=Interfaces.WSGI,
         address=settings.host, port=port, workers=settings.workers,
         blocking_threads=settings.threads, respawn_failed_workers=True,
         workers_kill_timeout=settings.request_timeout,
