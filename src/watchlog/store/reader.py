@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import heapq
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -21,13 +20,8 @@ EXPORT_CHUNK = 2000
 
 def days_between(frm_ms: int, to_ms: int) -> list[str]:
     """Return the UTC days (YYYYMMDD) that a closed time range touches, in order."""
-    d = datetime.fromtimestamp(frm_ms / 1000, UTC).date()
-    last = datetime.fromtimestamp(to_ms / 1000, UTC).date()
-    out = []
-    while d <= last:
-        out.append(d.strftime("%Y%m%d"))
-        d += timedelta(days=1)
-    return out
+    day = 86_400_000
+    return [keys.day_of(d * day) for d in range(frm_ms // day, to_ms // day + 1)]
 
 
 class Cursor(msgspec.Struct, array_like=True):
