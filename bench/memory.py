@@ -14,8 +14,8 @@ from watchlog import keys
 from watchlog.launcher.redis_cluster import LocalCluster
 
 KIND = re.compile(r"^wl:\{[^}]+\}:([a-z]+)")
-NAMES = {"e": "event bodies (hash)", "t": "user time index (zset)",
-         "a": "user aggregates (hash)", "f": "fleet time index (zset of bodies)",
+NAMES = {"b": "event bodies (hash)", "t": "user time index (zset)",
+         "a": "user aggregates (hash)", "f": "fleet time index (zset of references)",
          "pa": "partition aggregates", "pu": "active users (set)", "feed": "feed (stream)"}
 
 
