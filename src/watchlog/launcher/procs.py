@@ -13,6 +13,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 BUS_OFFSET = 10000  # Redis Cluster's bus listens on port + 10000
+LOWEST_PORT = 10000
+
+
+def ephemeral_low() -> int:
+    """Return the first port the kernel hands to outgoing connections (Linux: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class LauncherError(RuntimeError):
@@ -40,11 +49,16 @@ def require_free(host: str, port: int, what: str) -> None:
 
 
 def free_redis_ports(host: str, count: int, avoid: Sequence[int] = ()) -> list[int]:
-    """Pick ``count`` ports whose cluster-bus ports (+10000) are free as well."""
+    """Pick ``count`` ports whose cluster-bus ports (+10000) are free as well.
+
+    Both stay below the kernel's ephemeral range: a port picked there can be taken by any
+    outgoing connection (a Redis client's, a test's) between the check and the bind.
+    """
     chosen: list[int] = []
     taken = set(avoid)
+    highest = max(ephemeral_low() - 1 - BUS_OFFSET, LOWEST_PORT + 1000)
     for _ in range(2000):
-        port = random.randint(20000, 55535 - BUS_OFFSET)
+        port = random.randint(LOWEST_PORT, highest)
         if port in taken or port + BUS_OFFSET in taken:
             continue
         if port_free(host, port) and port_free(host, port + BUS_OFFSET):
