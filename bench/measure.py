@@ -29,6 +29,29 @@ def redis_info(cluster: LocalCluster) -> dict[str, float]:
     return total
 
 
+def wait_quiet(cluster: LocalCluster, timeout: float = 120.0) -> float:
+    """Wait until no master rewrites its AOF or saves; return the seconds waited.
+
+    A bulk load triggers AOF rewrites (a fork and a pass over the data each): a scenario
+    started during one would measure the rewrite as much as the reads.
+    """
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        busy = False
+        for port in cluster.ports:
+            client = cluster.node_client(port)
+            try:
+                info = client.info("persistence")
+            finally:
+                client.close()
+            busy = busy or any(info.get(k) for k in (
+                "aof_rewrite_in_progress", "aof_rewrite_scheduled", "rdb_bgsave_in_progress"))
+        if not busy:
+            break
+        time.sleep(0.2)
+    return round(time.monotonic() - t0, 1)
+
+
 @dataclass
 class Probe:
     """Figures around one scenario; ``result`` holds them once the block ends."""

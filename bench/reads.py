@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from bench import load, sysinfo
-from bench.measure import probe, redis_info
+from bench.measure import probe, redis_info, wait_quiet
 from bench.modes import Mode
 from bench.stack import Service, Stack
 from watchlog.store import Store
@@ -37,7 +37,8 @@ def fill(stack: Stack, count: int, users: list[int], run: str) -> dict[str, Any]
             store.ingest(events[i:i + 1000])
     store.close()
     mem = redis_info(stack.cluster)["used_memory"] - mem0
-    return {"events": count, "seconds": round(time.perf_counter() - t0, 1),
+    secs = time.perf_counter() - t0
+    return {"events": count, "seconds": round(secs, 1), "quiet_wait_s": wait_quiet(stack.cluster),
             "redis_bytes_per_event": round(mem / count, 1),
             "json_bytes_per_event": round(json_bytes / count, 1)}
 
@@ -55,8 +56,9 @@ def query_paths(mode: Mode, workdir: Path) -> Path:
 
 def get(stack: Stack, svc: Service, mode: Mode, paths: Path,
         connections: int = 8) -> dict[str, Any]:
-    """GET the listed paths in turn from ``connections`` clients."""
+    """GET the listed paths in turn from ``connections`` clients, after a 2 s warm-up."""
     args = [stack.credentials.reader_key, str(paths)]
+    load.wrk(svc.url, "get.lua", args, seconds=2, connections=connections)
     with probe(stack.cluster, lambda: sysinfo.tree(svc.proc.pid)) as p:
         w = load.wrk(svc.url, "get.lua", args, seconds=mode.seconds, connections=connections)
     return {**w, **p.result}
