@@ -108,7 +108,7 @@ def gunicorn_options(settings: Settings, port: int) -> dict[str, Any]:
 @click.argument("service", type=click.Choice(["producer", "consumer"]))
 @click.option("--port", type=int, default=None, help="Default: WATCHLOG_<SERVICE>_PORT.")
 def serve(service: str, port: int | None) -> None:
-    """Run the producer or consumer API under gunicorn."""
+    """Run the producer or consumer API under granian or gunicorn (WATCHLOG_SERVER)."""
     settings = Settings.from_env()
     configure_logging(settings.log_level, service)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
