@@ -37,8 +37,8 @@ def fill(stack: Stack, count: int, users: list[int], run: str) -> dict[str, Any]
             store.ingest(events[i:i + 1000])
     store.close()
     mem = redis_info(stack.cluster)["used_memory"] - mem0
-    secs = time.perf_counter() - t0
-    return {"events": count, "seconds": round(secs, 1), "quiet_wait_s": wait_quiet(stack.cluster),
+    return {"events": count, "seconds": round(time.perf_counter() - t0, 1),
+            "quiet_wait_s": wait_quiet(stack.cluster),
             "redis_bytes_per_event": round(mem / count, 1),
             "json_bytes_per_event": round(json_bytes / count, 1)}
 

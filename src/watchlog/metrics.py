@@ -28,6 +28,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from watchlog.launcher.procs import alive
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
@@ -119,21 +121,11 @@ def forget_dead_workers() -> list[int]:
     if not d or not os.path.isdir(d):
         return []
     pids = {int(m.group(1)) for f in os.listdir(d) if (m := _DB_PID.search(f))}
-    dead = [p for p in sorted(pids) if p != os.getpid() and not _alive(p)]
+    dead = [p for p in sorted(pids) if p != os.getpid() and not alive(p)]
     for pid in dead:
         with suppress(FileNotFoundError):  # another new worker removed it first
             multiprocess.mark_process_dead(pid, d)
     return dead
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def render(extra: object | None = None) -> tuple[bytes, str]:
