@@ -128,13 +128,18 @@ class Ledger:
     misreported: set[str] = field(default_factory=set)
     errors: Counter[str] = field(default_factory=Counter)
     error_times: list[float] = field(default_factory=list)
+    samples: dict[str, list[str]] = field(default_factory=dict)  # a few messages per kind
     ack_times: list[tuple[float, int]] = field(default_factory=list)
+    send_times: list[float] = field(default_factory=list)  # each attempt's start
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def error(self, kind: str) -> None:
+    def error(self, kind: str, message: str = "") -> None:
         with self.lock:
             self.errors[kind] += 1
             self.error_times.append(time.monotonic())
+            seen = self.samples.setdefault(kind, [])
+            if message and len(seen) < 3 and message not in seen:
+                seen.append(message)
 
     def answer(self, unit: Unit, statuses: list[str], first: bool, code: int) -> None:
         """Record the per-log answers of a final (non-retried) response."""
@@ -168,12 +173,14 @@ def send(http: httpx.Client, url: str, unit: Unit, ledger: Ledger, budget: float
     deadline, attempt = time.monotonic() + budget, 0
     while True:
         delay = 0.05 * 2 ** min(attempt, 4)
+        with ledger.lock:
+            ledger.send_times.append(time.monotonic())
         try:
             r = http.post(url + "/v1/activities", json=body)
-        except httpx.TimeoutException:
-            ledger.error("timeout")
-        except httpx.TransportError:
-            ledger.error("connection")
+        except httpx.TimeoutException as e:
+            ledger.error("timeout", f"{type(e).__name__} {e}")
+        except httpx.TransportError as e:
+            ledger.error("connection", f"{type(e).__name__} {e}")
         else:
             if r.status_code in (200, 201):
                 ledger.answer(unit, statuses(unit, r), attempt == 0, r.status_code)
@@ -181,7 +188,7 @@ def send(http: httpx.Client, url: str, unit: Unit, ledger: Ledger, budget: float
             if r.status_code != 429 and r.status_code < 500:
                 ledger.answer(unit, ["rejected"] * len(unit.docs), attempt == 0, r.status_code)
                 return
-            ledger.error(str(r.status_code))
+            ledger.error(str(r.status_code), r.text[:300])
             delay = min(float(r.headers.get("Retry-After") or delay), 1.0)
         attempt += 1
         if time.monotonic() + delay > deadline:
@@ -480,10 +487,12 @@ def summary_of(run: str, day: date, units: list[Unit], ledger: Ledger, harm: Any
         "acknowledged": len(ledger.acked), "created": ledger.created,
         "duplicate_answers": ledger.duplicate, "rejected": len(ledger.rejected),
         "errors": dict(sorted(ledger.errors.items())),
+        "error_samples": ledger.samples,
         "longest_stall_s": round(longest_stall(acks, *writes), 2),
         "write_seconds": round(writes[1] - writes[0], 2),
         "during_nemesis": {
             "seconds": round(h1 - h0, 2),
+            "requests": sum(1 for t in ledger.send_times if h0 <= t <= h1),
             "acknowledged": sum(n for t, n in ledger.ack_times if h0 <= t <= h1),
             "errors": sum(1 for t in ledger.error_times if h0 <= t <= h1)},
         "nemesis_log": harm.notes,
@@ -521,8 +530,8 @@ def render(r: dict[str, Any]) -> Iterator[str]:
         yield f"  {name:<14}{n:>7}   {note}"
     yield f"  {'errors':<14}{sum(r['errors'].values()):>7}   {errs}"
     yield f"  {'longest stall':<14}{r['longest_stall_s']:>6.1f}s   without any acknowledgement"
-    yield (f"  {'nemesis':<14}{dn['seconds']:>6.1f}s   {dn['acknowledged']} logs acknowledged "
-           f"and {dn['errors']} errors meanwhile")
+    yield (f"  {'nemesis':<14}{dn['seconds']:>6.1f}s   {dn['requests']} requests sent, "
+           f"{dn['acknowledged']} logs acknowledged and {dn['errors']} errors meanwhile")
     for note in r["nemesis_log"]:
         yield f"      {note}"
     yield (f"  read back: export {rb['export']}, pages {rb['pages']} ({rb['users']} users), "
