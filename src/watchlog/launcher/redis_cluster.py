@@ -166,7 +166,8 @@ class LocalCluster:
 
     def _spawn(self, port: int, binary: str, version: tuple[int, int]) -> None:
         node = NodeConfig(self.host, port, self.node_dir(port).resolve(),
-                          node_timeout_ms=self._timeout_ms, maxmemory=self._maxmemory)
+                          node_timeout_ms=self._timeout_ms, maxmemory=self._maxmemory,
+                          min_replicas=min(1, self.replicas))
         conf = write_node_files(node, self.credentials, version)
         self._procs[port] = spawn([binary, str(conf)], node.directory / "redis.log",
                                   cwd=node.directory)
