@@ -666,6 +666,10 @@ def test_cluster_init_creates_once_adds_replicas_and_heals_new_addresses(nodes: 
         return sorted(r[3] for r in table if "slave" in r[2]) == sorted(
             r[0] for r in table if "master" in r[2])
     wait_for(one_replica_each)
+    guard = run(tool("redis-cli"), "-p", str(masters[0]), "--user", "admin", "CONFIG", "GET",
+                "min-replicas-to-write", env={**clean_env(), "REDISCLI_AUTH":
+                                              REDIS_PASSWORDS["REDIS_ADMIN_PASSWORD"]})
+    assert guard.stdout.split() == ["min-replicas-to-write", "1"]  # docs/chaos.md
 
     event = check_app_user(masters)
 
