@@ -666,6 +666,10 @@ def test_cluster_init_creates_once_adds_replicas_and_heals_new_addresses(nodes: 
         return sorted(r[3] for r in table if "slave" in r[2]) == sorted(
             r[0] for r in table if "master" in r[2])
     wait_for(one_replica_each)
+    guard = run(tool("redis-cli"), "-p", str(masters[0]), "--user", "admin", "CONFIG", "GET",
+                "min-replicas-to-write", env={**clean_env(), "REDISCLI_AUTH":
+                                              REDIS_PASSWORDS["REDIS_ADMIN_PASSWORD"]})
+    assert guard.stdout.split() == ["min-replicas-to-write", "1"]  # docs/chaos.md
 
     event = check_app_user(masters)
 
@@ -716,7 +720,7 @@ def check_app_user(masters: list[int]) -> Any:
         store.extractor_create("deploy-test", "earliest")
         items, _ = store.extractor_batch("deploy-test", "c1", 10, 30_000)
         assert len(items) == 1
-        assert store.extractor_ack("deploy-test", [i for i, _ in items]) == 1
+        assert store.extractor_ack("deploy-test", [i for i, _ in items]) == []
         with pytest.raises(rx.NoPermissionError):
             store.rc.execute_command("FLUSHALL", target_nodes=store.rc.PRIMARIES)
         with pytest.raises(rx.NoPermissionError):

@@ -126,3 +126,13 @@ for n in $nodes; do
 done
 first=$(echo "$masters" | awk '{ print $1 }')
 log "cluster ok: $(field "$first" cluster_known_nodes) nodes known, 16384 slots served"
+
+# With replicas, every node refuses writes when no replica has been in sync for 10 s
+# (docs/chaos.md, "Durability"): the server-side guard behind the apps' WAIT. Set on each
+# run of this service, so a node restarted from its old redis.conf gets it back.
+guard=0
+[ -n "$replicas" ] && guard=1
+for n in $nodes; do
+    cli "$n" CONFIG SET min-replicas-to-write "$guard" min-replicas-max-lag 10 >/dev/null
+done
+log "min-replicas-to-write $guard on every node"

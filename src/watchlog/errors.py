@@ -66,6 +66,16 @@ class StoreUnavailable(WatchlogError):
     code = "store_unavailable"
 
 
+class ReplicasUnavailable(StoreUnavailable):
+    """Fewer replicas confirmed a write than ``WATCHLOG_WAIT_REPLICAS`` asks: not acknowledged.
+
+    The write may or may not have reached the master (the client's retry is answered
+    ``duplicate`` when it had); it is never answered as stored until a replica has it.
+    """
+
+    code = "replicas_unavailable"
+
+
 class InjectedFault(WatchlogError):
     """An error response produced on purpose by fault injection."""
 

@@ -105,7 +105,11 @@ def extraction_blueprint() -> Blueprint:
         body = _decode(request.get_data(), AckBody)
         if len(body.ids) > 10 * settings().max_page:
             raise InvalidInput(f"ids: at most {10 * settings().max_page}", field="ids")
-        return json_response({"acknowledged": store().extractor_ack(_name(name), body.ids)})
+        not_acked = store().extractor_ack(_name(name), body.ids)
+        acked = len(body.ids) - len(not_acked)
+        # Ids not pending (already acknowledged, never delivered, unknown) are named, never
+        # silently counted as done.
+        return json_response({"acknowledged": acked, "acked": acked, "not_acked": not_acked})
 
     return bp
 

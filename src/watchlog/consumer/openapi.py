@@ -72,7 +72,11 @@ def _extractor_paths() -> dict[str, Any]:
                 "type": "object", "required": ["ids"], "properties": {
                     "ids": {"type": "array", "items": {"type": "string"}}}}}}},
             "responses": {"200": json_ok({"type": "object", "properties": {
-                "acknowledged": {"type": "integer"}}}), **errors(*READ_ERRORS, 404)}}},
+                "acknowledged": {"type": "integer"}, "acked": {"type": "integer"},
+                "not_acked": {"type": "array", "items": {"type": "string"},
+                              "description": "ids that were not pending: already "
+                                             "acknowledged, never delivered, or unknown"}}}),
+                **errors(*READ_ERRORS, 404)}}},
     }
 
 

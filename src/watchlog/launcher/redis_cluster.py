@@ -62,7 +62,7 @@ class LocalCluster:
     def __init__(self, state_dir: Path, *, host: str = "127.0.0.1", base_port: int | None = 7000,
                  masters: int = 3, replicas: int = 0, credentials: Credentials,
                  redis_server: str | None = None, node_timeout_ms: int = 3000,
-                 maxmemory: str = "0") -> None:
+                 maxmemory: str = "0", min_replicas: int | None = None) -> None:
         if masters < 1 or replicas < 0:
             raise LauncherError("a cluster needs at least one master and no negative replicas")
         self.root = Path(state_dir) / "redis"
@@ -70,6 +70,9 @@ class LocalCluster:
         self.credentials = credentials
         self._binary = redis_server
         self._timeout_ms, self._maxmemory = node_timeout_ms, maxmemory
+        # Masters refuse writes with no live replica (min-replicas-to-write) when the
+        # cluster has replicas, unless the apps are told to acknowledge without them.
+        self.min_replicas = min(1, replicas) if min_replicas is None else min_replicas
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self.ports = self._choose_ports(base_port)
 
@@ -166,7 +169,8 @@ class LocalCluster:
 
     def _spawn(self, port: int, binary: str, version: tuple[int, int]) -> None:
         node = NodeConfig(self.host, port, self.node_dir(port).resolve(),
-                          node_timeout_ms=self._timeout_ms, maxmemory=self._maxmemory)
+                          node_timeout_ms=self._timeout_ms, maxmemory=self._maxmemory,
+                          min_replicas=self.min_replicas)
         conf = write_node_files(node, self.credentials, version)
         self._procs[port] = spawn([binary, str(conf)], node.directory / "redis.log",
                                   cwd=node.directory)

@@ -54,6 +54,7 @@ class NodeConfig:
     directory: Path
     node_timeout_ms: int = 3000
     maxmemory: str = "0"
+    min_replicas: int = 0  # min-replicas-to-write: set when the cluster has replicas
 
 
 def find_redis_server(explicit: str | None = None) -> str:
@@ -158,6 +159,14 @@ def render_conf(node: NodeConfig, creds: Credentials, version: tuple[int, int]) 
         # Activity logs are data, not cache: refuse writes when full, never evict.
         "maxmemory-policy noeviction",
     ]
+    if node.min_replicas:
+        lines += [
+            # The server-side guard behind the apps' WAIT (docs/chaos.md): a master none of
+            # whose replicas has acknowledged the stream for 10 s refuses writes (NOREPLICAS,
+            # the apps answer 503) instead of taking writes that only it holds.
+            f"min-replicas-to-write {node.min_replicas}",
+            "min-replicas-max-lag 10",
+        ]
     return "\n".join(lines) + "\n"
 
 

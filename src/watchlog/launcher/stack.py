@@ -57,8 +57,11 @@ class Stack:
                                 f"see `watchlog status`, or stop it with `watchlog down`")
         creds = load_or_create(self.state)
         self.console.print(f"credentials: [bold]{self.state / FILENAME}[/] (mode 0600)")
+        # WATCHLOG_WAIT_REPLICAS=0 chooses availability: the masters' guard goes too.
+        guard = 0 if self.settings.wait_replicas == "0" else None
         cluster = LocalCluster(self.state, host=self.settings.host, base_port=self.redis_port,
-                               masters=self.masters, replicas=self.replicas, credentials=creds)
+                               masters=self.masters, replicas=self.replicas, credentials=creds,
+                               min_replicas=guard)
         self.cluster = cluster
         apps, clients, notes = self._plan(cluster, creds)
         for note in notes:
@@ -81,6 +84,9 @@ class Stack:
               creds: Credentials) -> tuple[list[Service], list[Service], list[str]]:
         host = self.settings.host
         env = base_env(self.settings, creds, self.state, cluster.seed_urls, self.ports)
+        if self.settings.wait_replicas == "auto":
+            # Durable by default: with replicas, no write is acknowledged before one has it.
+            env["WATCHLOG_WAIT_REPLICAS"] = str(min(1, cluster.replicas))
         apps = app_services(env, self.state, host, self.ports)
         clients: list[Service] = []
         notes: list[str] = []

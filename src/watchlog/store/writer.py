@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from watchlog.schema import Event
 from watchlog.store.cluster import Call, Script
 
 INGEST = Script("ingest")
+RETRY_FLAG = 3  # ARGV[4] of ingest.lua: 1 when an earlier attempt of the call may have run
 
 
 @lru_cache(maxsize=512)
@@ -37,7 +39,7 @@ def ingest_calls(events: Sequence[Event], retention_days: int,
 
 
 def _call(p: int, evs: list[Event], retention_days: int, minid: int, keep_until: int) -> Call:
-    key_list = [keys.feed(p)]
+    key_list = [keys.feed(p), keys.attempt(p, secrets.token_hex(8))]
     index: dict[str, int] = {}
     expires: dict[int, int] = {}
 
@@ -63,5 +65,5 @@ def _call(p: int, evs: list[Event], retention_days: int, minid: int, keep_until:
             "" if e.heart_rate is None else e.heart_rate, e.decikcal, u, e.body,
         )
     pairs = [x for kv in expires.items() for x in kv]
-    args = [minid, len(evs), len(expires), *pairs, *per_event]
-    return Call(INGEST, key_list, args, keys.partition_slot(p))
+    args = [minid, len(evs), len(expires), 0, *pairs, *per_event]
+    return Call(INGEST, key_list, args, keys.partition_slot(p), retry_flag=RETRY_FLAG)

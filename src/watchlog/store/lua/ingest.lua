@@ -1,9 +1,10 @@
 -- Store a batch of events of ONE partition, atomically and idempotently.
 --
--- KEYS[1] is the partition's feed stream; the other keys are the distinct per-day keys
--- the batch touches (all carry the partition's hash tag, so they share one slot).
--- ARGV: minid (feed trim bound), n events, m expiring keys,
---   then m pairs (key index, expire-at seconds),
+-- KEYS[1] is the partition's feed stream, KEYS[2] this attempt's answer (keys.attempt);
+-- the other keys are the distinct per-day keys the batch touches (all carry the
+-- partition's hash tag, so they share one slot).
+-- ARGV: minid (feed trim bound), n events, m expiring keys, retry (1 when an earlier
+--   attempt of this same call may have run), then m pairs (key index, expire-at seconds),
 --   then n groups of 15: ut, ua, ft, pa, pu, b (key indexes), event_id, event time (ms,
 --   the indexes' score), type code, duration, meters, heart rate ('' when absent),
 --   decikcal, user, body.
@@ -13,9 +14,22 @@
 -- in the partition-day's bodies hash under "<user> <event_id>" (keys.ref); the fleet
 -- index and the feed hold that reference.
 -- Aggregates are summed in Lua tables and written once per field per call.
--- Returns one 1 (created) or 0 (duplicate) per event.
+-- Returns one 1 (created) or 0 (duplicate) per event, and keeps that answer in KEYS[2]
+-- for ATTEMPT_TTL_S: a retry of the same attempt (the reply or a replica's WAIT was lost)
+-- returns the first answer instead of finding its own writes and calling them duplicates.
 local minid, n, m = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local base = 4 + 2 * m
+local base = 5 + 2 * m
+local KEEP = 60 -- seconds, keys.ATTEMPT_TTL_S
+if ARGV[4] == '1' then
+  local first = redis.call('GET', KEYS[2])
+  if first then
+    local again = {}
+    for i = 1, #first do again[i] = string.byte(first, i) - 48 end
+    -- Still a write: the caller's WAIT then covers the first attempt's writes too.
+    redis.call('EXPIRE', KEYS[2], KEEP)
+    return again
+  end
+end
 local out, sums, maxes, users = {}, {}, {}, {}
 
 local function add(key, field, v)
@@ -79,6 +93,7 @@ end
 -- Always runs, duplicates or not: it is a write, so a retried call's WAIT (after a WAIT that
 -- timed out) waits for the current replication offset, which covers the first write.
 for j = 0, m - 1 do
-  redis.call('EXPIREAT', KEYS[tonumber(ARGV[4 + 2 * j])], ARGV[5 + 2 * j])
+  redis.call('EXPIREAT', KEYS[tonumber(ARGV[5 + 2 * j])], ARGV[6 + 2 * j])
 end
+redis.call('SET', KEYS[2], table.concat(out), 'EX', KEEP)
 return out
