@@ -212,6 +212,11 @@ class Harm:
         try:
             self.wait_for(f"replica {replica} flagged failed",
                           lambda: self.flagged_failed(replica, (replica,)), timeout)
+            # The master drops the link, as repl-timeout or a full output buffer would in a
+            # longer freeze: else the socket buffers would hand a short freeze's writes over.
+            self.cluster.node_client(master).execute_command("CLIENT", "KILL", "TYPE",
+                                                             "replica")
+            self.note(f"master {master} dropped its link to the frozen replica")
             time.sleep(self.opts.hold)  # writes go on: the master has no live replica now
             self.cluster.kill(master)
             self.note(f"SIGKILL master {master}")
