@@ -304,6 +304,7 @@ class Extraction:
     name: str
     delivered: list[Doc] = field(default_factory=list)
     acked_feed: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
     redelivered_after_ack: int = 0
     ack_shortfall: int = 0
 
@@ -330,16 +331,17 @@ class Extraction:
     def _take(self, items: list[Doc]) -> None:
         ids = [it["feed_id"] for it in items]
         for it in items:
-            if it["feed_id"] in self.acked_feed:
+            fid = it["feed_id"]
+            if fid in self.acked_feed:  # delivered again after its ack: a duplicate
                 self.redelivered_after_ack += 1
-                self.delivered.append(it)  # delivered again after its ack: a duplicate
-        doc = self.reader.call("POST", f"/v1/extractors/{self.name}/ack", json={"ids": ids})
-        acked = doc.get("acknowledged", doc.get("acked", len(ids)))
-        self.ack_shortfall += max(0, len(ids) - int(acked))
-        for it in items:
-            if it["feed_id"] not in self.acked_feed:
-                self.acked_feed.add(it["feed_id"])
                 self.delivered.append(it)
+            elif fid not in self.seen:  # a redelivery of an unacknowledged one is fine
+                self.seen.add(fid)
+                self.delivered.append(it)
+        doc = self.reader.call("POST", f"/v1/extractors/{self.name}/ack", json={"ids": ids})
+        not_acked = set(doc.get("not_acked", ()))
+        self.ack_shortfall += len(not_acked)
+        self.acked_feed.update(fid for fid in ids if fid not in not_acked)
 
     def delete(self) -> None:
         self.reader.call("DELETE", f"/v1/extractors/{self.name}")
