@@ -70,11 +70,10 @@ class LocalSystem:
 
 
 def brief(r: dict[str, Any]) -> str:
-    ind = r["indeterminate"]
-    return (f"attempted {r['attempted']} acknowledged {r['acknowledged']} lost {len(r['lost'])} "
-            f"duplicated {len(r['duplicated'])} indeterminate {ind['total']} "
-            f"(stored once {ind['stored_once']}, absent {ind['absent']}) phantom "
-            f"{len(r['phantom'])} misreported {len(r['misreported'])} errors {r['errors']} "
+    return (f"attempted {r['attempted']} acknowledged {r['acknowledged']} lost {r['lost']} "
+            f"duplicated {r['duplicated']} indeterminate {r['indeterminate']} (stored once "
+            f"{r['indeterminate_stored_once']}, absent {r['indeterminate_absent']}) phantom "
+            f"{r['phantom']} misreported {r['misreported']} errors {r['errors']} "
             f"longest stall {r['longest_stall_s']} s; during the nemesis "
             f"{r['during_nemesis']}; {r['nemesis_log']}")
 
@@ -87,11 +86,12 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
 
 def assert_held(code: int, r: dict[str, Any]) -> None:
     """The checker's verdict is OK, and it did check something."""
-    assert (r["lost"], r["duplicated"], r["phantom"], r["misreported"], r["miscounted"]) == \
-        ([], [], [], [], []), brief(r)
-    assert r["indeterminate"]["inconsistent"] == [] and r["verdict"] == "ok" and code == 0
-    assert r["attempted"] == int(COUNT) and r["acknowledged"] + r["indeterminate"]["total"] \
-        + r["rejected"] == r["attempted"]
+    failures = {k: r[k] for k in ("lost", "duplicated", "phantom", "misreported",
+                                  "miscounted", "indeterminate_partial")}
+    assert set(failures.values()) == {0}, brief(r)
+    assert r["verdict"] == "ok" and r["failed"] == [] and code == 0
+    assert r["attempted"] == int(COUNT)
+    assert r["acknowledged"] + r["indeterminate"] + r["rejected"] == r["attempted"]
     assert r["rejected"] == 0 and r["acknowledged"] > 0
     read = r["read_back"]
     for view in ("export", "pages", "extractor"):  # every acknowledged log, in every view
@@ -147,9 +147,9 @@ def test_verify_freeze_replica_without_waiting_loses_acknowledged_logs(
     with LocalSystem(tmp_path_factory.mktemp("verify-nowait"), WATCHLOG_WAIT_REPLICAS="0") as s:
         code, r = s.verify("freeze-replica")
     assert code == 1 and r["verdict"] == "failed" and "lost" in r["failed"]
-    assert len(r["lost"]) > 0
+    assert r["lost"] > 0 and len(r["ids"]["lost"]) == r["lost"]
     # Lost from every view alike: the logs are gone, not merely unindexed.
-    assert set(r["missing_by_view"].values()) == {len(r["lost"])}
+    assert set(r["missing_by_view"].values()) == {r["lost"]}
 
 
 # -- the verdict itself: each failure it must catch -----------------------------------------
@@ -168,15 +168,30 @@ def test_verify_judge_catches_loss_duplicates_phantoms_and_inconsistency() -> No
              "pages": [doc("a"), doc("b"), doc("c")],
              "extractor": [doc("a"), doc("b"), doc("c"), doc("d")]}
     v = judge(sent, acked, rejected, views)
-    assert v["lost"] == []  # every acknowledged id is in every view
-    assert v["duplicated"] == ["b"]
-    assert v["phantom"] == ["c", "f", "zz"]  # altered, rejected yet stored, never sent
-    assert v["indeterminate"] == {"total": 2, "stored_once": 0, "absent": 1,
-                                  "inconsistent": ["d"]}  # d: in export, not in pages
+    assert v["lost"] == 0  # every acknowledged id is in every view
+    assert v["ids"]["duplicated"] == ["b"]
+    assert v["ids"]["phantom"] == ["c", "f", "zz"]  # altered, rejected yet stored, never sent
+    assert (v["indeterminate"], v["indeterminate_stored_once"], v["indeterminate_absent"],
+            v["ids"]["indeterminate_partial"]) == (2, 0, 1, ["d"])  # d: not in pages
     missing = judge(sent, acked, rejected, {"export": [doc("a"), doc("b")]})
-    assert missing["lost"] == ["c"] and missing["missing_by_view"] == {"export": 1}
+    assert missing["ids"]["lost"] == ["c"] and missing["missing_by_view"] == {"export": 1}
     ok = judge(sent, acked, rejected, {"export": [doc("a"), doc("b"), doc("c"), doc("e")]})
-    result = {**ok, "misreported": [], "miscounted": []}
-    assert failed(result) == [] and ok["indeterminate"]["stored_once"] == 1
-    assert failed({**result, "misreported": ["a"]}) == ["misreported"]
-    assert failed({**result, "miscounted": ["report"]}) == ["miscounted"]
+    result = {**ok, "misreported": 0, "miscounted": 0}
+    assert failed(result) == [] and ok["indeterminate_stored_once"] == 1
+    assert failed({**result, "misreported": 1}) == ["misreported"]
+    assert failed({**result, "miscounted": 1}) == ["miscounted"]
+    assert failed(v | {"misreported": 0, "miscounted": 0}) == [
+        "duplicated", "phantom", "indeterminate_partial"]
+
+
+def test_verify_without_a_running_system_gives_no_verdict(tmp_path: Path) -> None:
+    """Exit 2 (no verdict), with a message naming the URL: never a 0 nor a 1."""
+    port = free_redis_ports("127.0.0.1", 1)[0]  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHLOG_")}
+    env.update(WATCHLOG_INGEST_TOKEN="i" * 32, WATCHLOG_READER_KEY="r" * 32)
+    proc = subprocess.run([sys.executable, "-m", "watchlog", "chaos", "verify", "--state-dir",
+                           str(tmp_path), "--producer-url", f"http://127.0.0.1:{port}",
+                           "--consumer-url", f"http://127.0.0.1:{port}"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert f"127.0.0.1:{port} does not answer" in proc.stderr and proc.stdout == ""

@@ -384,20 +384,23 @@ def verify(state_dir: Path, producer_url: str, consumer_url: str, nemesis: str, 
 
     Exits 1 when an acknowledged log is lost, a log is stored or extracted twice, a log
     appears that was never sent, a first send is answered `duplicate`, or an aggregate
-    disagrees with the logs.
+    disagrees with the logs; 2 when the check itself could not run (docs/chaos.md).
     """
     from watchlog.launcher import verify as v
 
     opts = v.Options(producer_url.rstrip("/"), consumer_url.rstrip("/"), state_dir,
                      nemesis=nemesis, count=count, writers=writers, seed=seed,
                      day=day.date() if day else None, duration=duration)
-    tokens = checker_tokens(state_dir)
-    with failures_as_click():
-        try:
-            result = v.run_checker(opts, tokens, progress=(lambda _: None) if as_json else
-                                   (lambda line: click.echo(line, err=True)))
-        except v.VerifyError as e:
-            raise click.ClickException(str(e)) from e
+    progress = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
+    try:
+        with failures_as_click():
+            try:
+                tokens = checker_tokens(state_dir, admin=nemesis == "faults")
+                result = v.run_checker(opts, tokens, progress=progress)
+            except v.VerifyError as e:
+                raise click.ClickException(str(e)) from e
+    except click.ClickException as e:
+        raise CouldNotCheck(e.message) from e
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -407,14 +410,21 @@ def verify(state_dir: Path, producer_url: str, consumer_url: str, nemesis: str, 
         raise SystemExit(1)
 
 
-def checker_tokens(state_dir: Path) -> dict[str, str]:
-    """The ingest, reader and admin tokens: the environment, then ``<state>/credentials``."""
+class CouldNotCheck(click.ClickException):
+    """The checker could not run to the end: no verdict (exit 2, not 1)."""
+
+    exit_code = 2
+
+
+def checker_tokens(state_dir: Path, admin: bool) -> dict[str, str]:
+    """The ingest, reader (and admin) tokens: the environment, then ``<state>/credentials``."""
     from watchlog.http import token_for
 
     env = dict(os.environ)
     if not env.get("WATCHLOG_CREDENTIALS_FILE"):
         env["WATCHLOG_STATE_DIR"] = str(state_dir)
-    tokens = {role: token_for(role, env) for role in ("ingest", "reader", "admin")}
+    roles = ("ingest", "reader", "admin") if admin else ("ingest", "reader")
+    tokens = {role: token_for(role, env) for role in roles}
     missing = [role for role, t in tokens.items() if not t]
     if missing:
         raise click.ClickException(f"no {', '.join(missing)} token: set WATCHLOG_INGEST_TOKEN, "

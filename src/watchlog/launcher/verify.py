@@ -374,12 +374,15 @@ def judge(sent: dict[str, Doc], acked: set[str], rejected: set[str],
     unsure = set(sent) - acked - rejected
     stored = {e for e in unsure if all(c[e] == 1 for c in seen.values())}
     absent = {e for e in unsure if all(c[e] == 0 for c in seen.values())}
+    partial = unsure - stored - absent - dup
+    ids = {"lost": sorted(lost), "duplicated": sorted(dup), "phantom": sorted(phantom),
+           "indeterminate_partial": sorted(partial)}
     return {
-        "lost": sorted(lost), "duplicated": sorted(dup), "phantom": sorted(phantom),
-        "indeterminate": {"total": len(unsure), "stored_once": len(stored),
-                          "absent": len(absent),
-                          "inconsistent": sorted(unsure - stored - absent - dup)},
+        **{k: len(v) for k, v in ids.items()},
+        "indeterminate": len(unsure), "indeterminate_stored_once": len(stored),
+        "indeterminate_absent": len(absent),
         "missing_by_view": {n: sum(1 for e in acked if c[e] == 0) for n, c in seen.items()},
+        "ids": ids,
     }
 
 
@@ -393,15 +396,13 @@ def miscounted(summaries: dict[str, int], pages: dict[str, list[Doc]], report: i
     return off
 
 
-FAILURES = ("lost", "duplicated", "phantom", "misreported", "miscounted")
+FAILURES = ("lost", "duplicated", "phantom", "misreported", "miscounted",
+            "indeterminate_partial")
 
 
 def failed(result: dict[str, Any]) -> list[str]:
-    """Return the names of the checks that failed."""
-    bad = [k for k in FAILURES if result[k]]
-    if result["indeterminate"]["inconsistent"]:
-        bad.append("indeterminate (stored in some views only)")
-    return bad
+    """Return the names of the checks that failed (each a count in ``result``)."""
+    return [k for k in FAILURES if result[k]]
 
 
 __all__ = ["NEMESES", "Options", "VerifyError", "failed", "judge", "run_checker"]
@@ -412,6 +413,11 @@ def run_checker(opts: Options, tokens: dict[str, str],
     """Write, harm, heal, read back and judge; return the result (``failed()`` tells)."""
     from watchlog.launcher.nemesis import Harm
 
+    for url in (opts.producer_url, opts.consumer_url):
+        try:
+            httpx.get(url + "/health", timeout=5).raise_for_status()
+        except httpx.HTTPError as e:
+            raise VerifyError(f"{url} does not answer ({e}); is `watchlog up` running?") from e
     rng = random.Random(opts.seed)
     run = "vfy-" + (f"{rng.getrandbits(32):08x}" if opts.seed is not None
                     else uuid.uuid4().hex[:8])
@@ -463,8 +469,10 @@ def read_back(opts: Options, run: str, day: date, units: list[Unit], ledger: Led
              "extractor": [d for d in extracted if str(d["event_id"]).startswith(run + "-")]}
     with ledger.lock:
         result = judge(ledger.sent, ledger.acked, ledger.rejected, views)
-        result["misreported"] = sorted(ledger.misreported)
-    result["miscounted"] = miscounted(summaries, pages, int(report["count"]), len(everything))
+        result["ids"]["misreported"] = sorted(ledger.misreported)
+    result["misreported"] = len(result["ids"]["misreported"])
+    off = miscounted(summaries, pages, int(report["count"]), len(everything))
+    result["miscounted"], result["miscounted_details"] = len(off), off
     result["read_back"] = {
         "export": len(mine), "export_day_total": len(everything), "pages": len(views["pages"]),
         "users": len(users), "report_count": int(report["count"]),
@@ -506,7 +514,6 @@ def summary_of(run: str, day: date, units: list[Unit], ledger: Ledger, harm: Any
 
 def render(r: dict[str, Any]) -> Iterator[str]:
     """The result as lines a person reads (the JSON holds the same and the ids)."""
-    ind = r["indeterminate"]
     errs = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"
     rb = r["read_back"]
     dn = r["during_nemesis"]
@@ -518,15 +525,17 @@ def render(r: dict[str, Any]) -> Iterator[str]:
         ("acknowledged", r["acknowledged"],
          f"created {r['created']}, duplicate {r['duplicate_answers']}"),
         ("rejected", r["rejected"], "4xx: the log was refused, must not be stored"),
-        ("indeterminate", ind["total"], f"stored once {ind['stored_once']}, absent "
-         f"{ind['absent']}, in some views only {len(ind['inconsistent'])}"),
-        ("lost", len(r["lost"]), "acknowledged, missing from a view: "
+        ("indeterminate", r["indeterminate"], f"stored once {r['indeterminate_stored_once']}"
+         f", absent {r['indeterminate_absent']}, in some views only "
+         f"{r['indeterminate_partial']}"),
+        ("lost", r["lost"], "acknowledged, missing from a view: "
          + ", ".join(f"{k} {v}" for k, v in r["missing_by_view"].items())),
-        ("duplicated", len(r["duplicated"]), "in a view twice, or extracted again after an "
+        ("duplicated", r["duplicated"], "in a view twice, or extracted again after an "
          f"ack ({rb['extractor_redelivered_after_ack']})"),
-        ("phantom", len(r["phantom"]), "read back but never sent, rejected, or altered"),
-        ("misreported", len(r["misreported"]), "a first send answered `duplicate`"),
-        ("miscounted", len(r["miscounted"]), "; ".join(r["miscounted"][:3])),
+        ("phantom", r["phantom"], "read back but never sent, rejected, or altered"),
+        ("misreported", r["misreported"], "a first send answered `duplicate`"),
+        ("miscounted", r["miscounted"], "; ".join(r["miscounted_details"][:3])
+         or "summaries and the daily report agree with the logs"),
     ]
     for name, n, note in rows:
         yield f"  {name:<14}{n:>7}   {note}"
