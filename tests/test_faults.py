@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
@@ -269,3 +270,24 @@ def test_faults_admin_get_reads_what_another_worker_just_put(cluster_settings, s
     assert two.get("/admin/faults", headers=admin_headers).json["abort_p"] == 0.0
     put_faults(one, admin_headers, abort_p=0.4)
     assert two.get("/admin/faults", headers=admin_headers).json["abort_p"] == 0.4
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["forged", "signed-control"])
+def test_faults_spec_written_with_the_redis_password_alone_is_ignored(
+        cluster_settings, store, ingest_headers, signed: bool) -> None:
+    """The apps' Redis password could switch faults on; a spec now needs the admin key's HMAC.
+
+    Negative control: the same spec, signed as ``PUT /admin/faults`` signs it, applies.
+    """
+    from watchlog.producer.app import create_app
+
+    app = create_app(cluster_settings, store)
+    faults = Faults("producer", cluster_settings, lambda: store.rc)
+    payload = msgspec.json.encode(FaultSpec(abort_p=1.0, abort_status=503))
+    forged = payload + b"\n" + (faults._sign(payload) if signed else b"0" * 64)
+    store.rc.set(faults.key, forged)  # the apps' own Redis user, as an attacker holding it
+    time.sleep(1.1)  # every worker's refresh period
+    status = app.test_client().post("/v1/activities", json=seed_log(),
+                                    headers=ingest_headers).status_code
+    assert status == (503 if signed else 201)
+    faults.set(None)

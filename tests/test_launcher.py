@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="needs redis-server on PATH")
 
 TAG = "{p00.ee0}"  # one hash tag: every key below lives in one slot
-SCRIPT = "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]); return redis.call('HLEN', KEYS[1])"
+BUSY_LOOP = "while true do end"
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +85,14 @@ def test_cluster_start_again_reuses_running_nodes(rcluster: LocalCluster) -> Non
 
 def test_app_user_runs_what_the_apps_use(app: RedisCluster) -> None:
     key, feed = f"wl:{TAG}:e:1:20261127", f"wl:{TAG}:feed"
-    sha = app.script_load(SCRIPT)
+    app.hset(key, mapping={"a": "1", "b": "2"})
     node = app.get_node_from_key(key)
     pipe = app.get_redis_connection(node).pipeline(transaction=False)
-    pipe.evalsha(sha, 1, key, "a", "1").evalsha(sha, 1, key, "b", "2")
+    # The functions `start` loaded as admin (the app user cannot load any).
+    pipe.execute_command("FCALL", "wl_bodies", 1, key, 1, "a")
+    pipe.execute_command("FCALL_RO", "wl_bodies", 1, key, 1, "b")
     pipe.execute_command("WAIT", 0, 50)
-    assert pipe.execute() == [1, 2, 0]
+    assert pipe.execute() == [["1"], ["2"], 0]
     with app.pipeline() as cp:
         cp.zadd(f"wl:{TAG}:t:1:20261127", {"a": 1}).expireat(key, 4102444800).hgetall(key)
         assert cp.execute()[-1] == {"a": "1", "b": "2"}
@@ -106,6 +108,13 @@ def test_app_user_runs_what_the_apps_use(app: RedisCluster) -> None:
 @pytest.mark.parametrize("command", [
     ("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "masterauth"), ("KEYS", "*"),
     ("SCRIPT", "FLUSH"), ("SET", "other:key", "1"), ("ACL", "LIST"), ("CLUSTER", "RESET"),
+    # No code of its own (a busy loop blocked a master for 8 s), no loading, no erasing.
+    ("EVAL", BUSY_LOOP, 0), ("SCRIPT", "LOAD", BUSY_LOOP), ("EVALSHA", "0" * 40, 0),
+    ("FUNCTION", "LOAD", f"#!lua name=x\nredis.register_function('x', function() {BUSY_LOOP} end)"),
+    ("FUNCTION", "FLUSH"), ("FUNCTION", "DELETE", "watchlog"), ("FUNCTION", "KILL"),
+    ("DEL", f"wl:{TAG}:t:1:20261127"), ("UNLINK", f"wl:{TAG}:t:1:20261127"),
+    ("RENAME", f"wl:{TAG}:t:1:20261127", f"wl:{TAG}:x"), ("FLUSHALL", "ASYNC"),
+    ("GETDEL", f"wl:{TAG}:x"), ("RESTORE", f"wl:{TAG}:x", 0, "x"),
 ])
 def test_app_user_is_refused_dangerous_commands(rcluster: LocalCluster, command: tuple) -> None:
     client = redis.Redis(rcluster.host, rcluster.ports[0], username="watchlog",
@@ -176,17 +185,27 @@ def test_reshard_moves_slots_with_their_keys(rcluster: LocalCluster, app: RedisC
 
 
 def test_restart_keeps_data_written_by_the_app(rcluster: LocalCluster, app: RedisCluster) -> None:
-    key = f"wl:{TAG}:a:2:20261127"
+    from payloads import seed_log
+    from test_store import to_events
+    from watchlog.store import Store
+
     app.set(f"wl:{TAG}:kept", "yes")
-    # Script writes reach the AOF inside MULTI/EXEC, replayed as the default user on start.
-    two_writes = "redis.call('HSET', KEYS[1], 'running', 3); redis.call('HSET', KEYS[1], 'x', 1)"
-    app.eval(two_writes, 1, key)
+    # Function writes reach the AOF inside MULTI/EXEC, replayed as the default user on start.
+    store = Store(Settings(redis_url=rcluster.seed_urls, redis_username="watchlog",
+                           redis_password=rcluster.credentials.redis_app_password))
+    event = to_events([seed_log()])[0]
+    assert store.ingest([event]) == [True]
+    store.close()
     rcluster.stop()
     assert all(n.role == "down" for n in rcluster.nodes())
     rcluster.start()
     app.nodes_manager.initialize()
     assert app.get(f"wl:{TAG}:kept") == "yes"
-    assert app.hgetall(key) == {"running": "3", "x": "1"}
+    store = Store(Settings(redis_url=rcluster.seed_urls, redis_username="watchlog",
+                           redis_password=rcluster.credentials.redis_app_password))
+    assert store.ingest([event]) == [False]  # the library came back with the data
+    assert store.fleet_day(event.day)[1]["running"]["n"] == 1
+    store.close()
     for port in rcluster.ports:
         log = (rcluster.node_dir(port) / "redis.log").read_text()
         assert "NOPERM" not in log

