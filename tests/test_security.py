@@ -552,3 +552,95 @@ def test_key_rotation_accepts_old_and_new_until_the_old_is_removed(cluster_setti
             for k in (old, new)] == [200, 200]
     assert [after.test_client().get(path, headers=bearer(k)).status_code
             for k in (old, new)] == [401, 200]
+
+
+# ---- deeply nested JSON: 400, never a RecursionError and a stack trace ----------------
+
+DEEP = b"[" * 1024 + b"]" * 1024  # 2 KB
+# Where a body is decoded untyped (a batch's items, the seed route, a fault spec's keys). A
+# typed decoder stops at the first level of the wrong type (the extractors' bodies: 422).
+DEEP_BODIES = [
+    ("producer", "POST", "/v1/activities", DEEP, "application/json"),
+    ("producer", "POST", "/v1/activities", b'{"x": ' + DEEP + b"}", "application/json"),
+    ("producer", "POST", "/v1/activities", b'{"x": ' + DEEP + b"}\n", "application/x-ndjson"),
+    ("producer", "POST", "/log_activity", DEEP, "application/json"),
+    ("producer", "POST", "/log_activity", b'{"x": ' + DEEP + b"}", "application/json"),
+    ("producer", "PUT", "/admin/faults", b'{"x": ' + DEEP + b"}", "application/json"),
+    ("consumer", "PUT", "/admin/faults", b'{"routes": ' + DEEP + b"}", "application/json"),
+]
+
+
+@pytest.mark.parametrize("service, method, path, body, ctype", DEEP_BODIES)
+def test_deeply_nested_json_is_400(secured, admin_headers, all_logs, store, service: str,
+                                   method: str, path: str, body: bytes, ctype: str) -> None:
+    r = secured[service].test_client().open(path, method=method, data=body,
+                                             content_type=ctype, headers=admin_headers)
+    if ctype == "application/x-ndjson":  # a batch: the line is rejected, with the same 400
+        assert r.status_code == 200 and r.json["rejected"] == 1
+        error = r.json["items"][0]
+    else:
+        assert r.status_code == 400 and r.is_json, r.data[:200]
+        error = r.json
+    assert "nested too deeply" in error["message"]
+    assert_secure_response(r)
+    assert not [rec for rec in all_logs.records if rec.levelno >= logging.ERROR]
+    assert stored(store) == []
+
+
+@pytest.mark.parametrize("body", [b for _, _, _, b, _ in DEEP_BODIES])
+def test_deeply_nested_json_breaks_the_bare_decoder(body: bytes) -> None:
+    """Negative control: each body above is one that msgspec refuses with RecursionError,
+    the 500 the apps answered before they caught it."""
+    import msgspec
+
+    with pytest.raises(RecursionError):
+        msgspec.json.decode(body.strip())
+
+
+# ---- identifiers end at the end: "u\n" is not "u" -------------------------------------
+
+NEWLINE_IDS = [
+    ("producer", "POST", "/v1/activities", {"json": seed_log(user_id="u\n")}, "user_id"),
+    ("producer", "POST", "/v1/activities", {"json": seed_log(device_id="watch_3\n")},
+     "device_id"),
+    ("producer", "POST", "/v1/activities", {"json": seed_log(event_id="e1\n")}, "event_id"),
+    ("producer", "POST", "/log_activity", {"json": seed_log(user_id="7\n")}, "user_id"),
+    ("consumer", "GET", "/v1/users/u%0A/activities", {}, "user_id"),
+    ("consumer", "GET", "/v1/users/u%0A/summary", {}, "user_id"),
+    ("consumer", "PUT", "/v1/extractors/x%0A", {"json": {}}, "name"),
+    ("consumer", "GET", "/v1/extractors/x%0A", {}, "name"),
+]
+
+
+@pytest.mark.parametrize("service, method, path, kwargs, field", NEWLINE_IDS)
+def test_identifiers_with_a_trailing_newline_are_422(secured, admin_headers, store,
+                                                     service: str, method: str, path: str,
+                                                     kwargs: dict, field: str) -> None:
+    r = secured[service].test_client().open(path, method=method, headers=admin_headers,
+                                            **kwargs)
+    assert r.status_code == 422 and r.json["field"] == field, r.json
+    assert_secure_response(r)
+    assert stored(store) == []
+
+
+@pytest.mark.parametrize("pattern, accepted", [
+    ("schema.SAFE_ID", False),
+    (r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$", True),  # negative control: the old pattern
+])
+def test_identifier_pattern_anchors_at_the_true_end(pattern: str, accepted: bool) -> None:
+    """msgspec checks a pattern with re.search, where `$` matches before a final newline."""
+    from typing import Annotated
+
+    import msgspec
+
+    from watchlog import schema
+
+    regex = schema.SAFE_ID if pattern == "schema.SAFE_ID" else pattern
+    kind = Annotated[str, msgspec.Meta(pattern=regex)]
+    for text, ok in (("u", True), ("u\n", accepted), ("u\n\n", False), ("\nu", False)):
+        try:
+            msgspec.json.decode(msgspec.json.encode(text), type=kind)
+            got = True
+        except msgspec.ValidationError:
+            got = False
+        assert got == ok, text
