@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import random
 import time
 from functools import lru_cache
@@ -22,12 +23,16 @@ import msgspec
 from msgspec import Meta
 
 from watchlog import metrics
-from watchlog.errors import InjectedFault, InvalidInput, Malformed
+from watchlog.errors import InjectedFault, InvalidInput, Malformed, too_deep
 from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
 EXEMPT = ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/admin/faults")
+
+
+MAX_DELAY_S = 30.0  # every injected delay is at most this (docs/chaos.md)
+MAX_SIGMA = 5.0  # lognormal spread; far beyond any real tail, and exp() cannot overflow
 
 
 @lru_cache(maxsize=64)  # called per delayed request with the spec's string
@@ -40,7 +45,23 @@ def parse_delay(text: str) -> tuple[str, tuple[float, ...]]:
     arity = {"fixed": 1, "uniform": 2, "lognormal": 2}
     if arity.get(kind) != len(params) or any(x < 0 for x in params):
         raise ValueError(f"delay {text!r}: use fixed:S, uniform:A:B or lognormal:MEDIAN:SIGMA")
+    check_delay_bounds(text, kind, params)
     return kind, params
+
+
+def check_delay_bounds(text: str, kind: str, params: tuple[float, ...]) -> None:
+    """Refuse NaN, infinities and delays over ``MAX_DELAY_S`` (they would fail every request:
+    ``time.sleep`` raises OverflowError on 1e308, and a NaN or an hour-long sleep is no test).
+    """
+    if not all(math.isfinite(x) for x in params):
+        raise ValueError(f"delay {text!r}: parameters must be finite numbers")
+    seconds = params if kind != "lognormal" else params[:1]
+    if any(x > MAX_DELAY_S for x in seconds):
+        raise ValueError(f"delay {text!r}: at most {MAX_DELAY_S:g} s")
+    if kind == "uniform" and params[0] > params[1]:
+        raise ValueError(f"delay {text!r}: uniform:A:B needs A <= B")
+    if kind == "lognormal" and params[1] > MAX_SIGMA:
+        raise ValueError(f"delay {text!r}: lognormal sigma at most {MAX_SIGMA:g}")
 
 
 class FaultSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
@@ -97,9 +118,14 @@ def decode_spec(raw: bytes) -> FaultSpec:
     except msgspec.ValidationError as e:
         from watchlog.schema import invalid
 
-        raise invalid(str(e)) from None
+        err = invalid(str(e))
+        if err.details.get("field") is None and err.message.startswith("delay "):
+            err.details["field"] = "delay"  # raised by parse_delay in __post_init__
+        raise err from None
     except msgspec.DecodeError as e:
         raise Malformed(f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise too_deep() from None
 
 
 class Faults:
@@ -199,10 +225,8 @@ class Faults:
             return params[0]
         if kind == "uniform":
             return self.rng.uniform(params[0], params[1])
-        return min(30.0, self.rng.lognormvariate(_ln(params[0]), params[1]))
+        return min(MAX_DELAY_S, self.rng.lognormvariate(_ln(params[0]), params[1]))
 
 
 def _ln(x: float) -> float:
-    import math
-
     return math.log(max(x, 1e-6))
