@@ -618,7 +618,8 @@ def init(masters: list[int], replicas: list[int] = (), timeout: int = 60,  # typ
            "REDIS_MASTERS": " ".join(f"127.0.0.1:{p}" for p in masters),
            "REDIS_REPLICAS": " ".join([*(f"127.0.0.1:{p}" for p in replicas),
                                        "redis-node-absent.invalid:6379"]),
-           "REDIS_INIT_TIMEOUT": str(timeout)}
+           "REDIS_INIT_TIMEOUT": str(timeout),
+           "REDIS_FUNCTIONS": str(ROOT / "src/watchlog/store/lua/library.lua")}
     return run("sh", str(REDIS_DIR / "cluster-init.sh"), env=env, timeout=timeout + 60)
 
 

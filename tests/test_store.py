@@ -248,11 +248,11 @@ def test_store_retried_write_answers_what_its_first_attempt_did(store: Store) ->
 
 
 def test_store_ingest_script_keeps_answers_as_long_as_keys_say() -> None:
-    """The Lua script's KEEP is keys.ATTEMPT_TTL_S, and retries stop well before it."""
+    """wl_ingest's KEEP is keys.ATTEMPT_TTL_S, and retries stop well before it."""
     from importlib.resources import files
 
     from watchlog.store import cluster
 
-    source = files("watchlog.store").joinpath("lua/ingest.lua").read_text()
+    source = files("watchlog.store").joinpath("lua/library.lua").read_text()
     assert f"local KEEP = {keys.ATTEMPT_TTL_S} " in source
     assert cluster.RETRY_DEADLINE_S < keys.ATTEMPT_TTL_S / 2

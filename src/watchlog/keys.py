@@ -123,7 +123,7 @@ ATTEMPT_TTL_S = 60  # longer than any retry of one write (cluster.RETRY_DEADLINE
 
 
 def attempt(p: int, nonce: str) -> str:
-    """Return the key where one write attempt records its answer (see ``ingest.lua``)."""
+    """Return the key where one write attempt records its answer (see ``wl_ingest``)."""
     return _k(p, f"r:{nonce}")
 
 

@@ -46,7 +46,8 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("WATCHLOG_INGEST_TOKEN", "",
      "shared bearer token(s) for watches, comma-separated to rotate (kept hashed in memory)"),
     ("WATCHLOG_DEVICE_TOKENS_FILE", "",
-     "file of `device_id sha256(token)` lines: per-device tokens"),
+     "file of `device_id sha256(token) user_id[,user_id...]` lines: per-device tokens, "
+     "each bound to its owner(s) (docs/security.md)"),
     ("WATCHLOG_READER_KEY", "", "API key(s) with the reader role (queries, reports, extraction)"),
     ("WATCHLOG_ADMIN_KEY", "", "API key(s) with the admin role (also /admin/faults)"),
     ("WATCHLOG_CREDENTIALS_FILE", "",

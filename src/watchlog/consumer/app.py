@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date, timedelta
 
 from flask import Blueprint, Flask, Response, request
@@ -53,11 +52,8 @@ def summarize(by_type: dict[str, dict[str, int]]) -> dict[str, object]:
     return {"total": totals(total), "by_type": {t: totals(a) for t, a in by_type.items()}}
 
 
-_SAFE = re.compile(schema.SAFE_ID)
-
-
 def _user_key(user_id: str) -> str:
-    if not _SAFE.match(user_id):
+    if not schema.is_safe_id(user_id):
         raise InvalidInput("user_id: 1-64 of A-Z a-z 0-9 . _ @ -", field="user_id")
     return user_id
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from watchlog.schema import ACTIVITY_TYPES
+from watchlog.schema import ACTIVITY_TYPES, SAFE_ID
 from watchlog.web.openapi import OPS_PATHS, document, errors, json_ok, stored_activity
 
 
@@ -16,7 +16,7 @@ def q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict
 
 def path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True,
-            "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}}
+            "schema": {"type": "string", "pattern": SAFE_ID}}
 
 
 RANGE = [q("from", "ISO-8601 time, date or epoch ms (default: to - 24 h)"),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import watchlog
 from watchlog.launcher.credentials import Credentials
-from watchlog.launcher.procs import LauncherError, alive, spawn, tcp_open, terminate
+from watchlog.launcher.procs import UMASK, LauncherError, alive, spawn, tcp_open, terminate
 from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,9 @@ class Service:
     pid: int | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
-    def start(self, logs: Path) -> None:
-        """Spawn the process, output appended to ``<logs>/<name>.log``."""
-        self._proc = spawn(self.argv, logs / f"{self.name}.log", env=self.env)
+    def start(self, logs: Path, mask: int = UMASK) -> None:
+        """Spawn the process (umask ``mask``), output appended to ``<logs>/<name>.log``."""
+        self._proc = spawn(self.argv, logs / f"{self.name}.log", env=self.env, mask=mask)
         self.pid = self._proc.pid
 
     def is_ready(self) -> bool:

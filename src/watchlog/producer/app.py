@@ -16,11 +16,12 @@ from watchlog.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
     WatchlogError,
+    too_deep,
 )
 from watchlog.producer.openapi import producer_spec
 from watchlog.settings import Settings
 from watchlog.store import Store
-from watchlog.web.auth import requires
+from watchlog.web.auth import Principal, requires
 from watchlog.web.common import create_base_app, json_response, settings, store
 
 JSON_TYPES = ("application/json", "application/x-ndjson", "application/ndjson")
@@ -94,21 +95,25 @@ def split_items(body: bytes, mimetype: str) -> tuple[list[bytes], bool]:
                 raise Malformed(f"malformed JSON: {e}") from None
             except msgspec.ValidationError:
                 raise Malformed("body: a JSON object or an array of objects") from None
+            except RecursionError:
+                raise too_deep() from None
         return [body], False
     lines = [ln for ln in body.split(b"\n") if ln.strip()]
     return lines, True
 
 
-def validate_items(items: list[bytes], device: str | None
+def validate_items(items: list[bytes], writer: Principal | None
                    ) -> tuple[list[schema.Event], list[int], dict[int, WatchlogError]]:
-    """Validate every item; return the events, their positions and the rejections."""
+    """Validate every item; return the events, their positions and the rejections.
+
+    A device token's item for another device or another user is a ``Forbidden`` rejection.
+    """
     events, where, errors = [], [], {}
     for i, raw in enumerate(items):
         try:
             a = schema.decode(raw)
-            if device is not None and a.device_id != device:
-                raise Forbidden(f"device_id: this token may only write for {device!r}",
-                                field="device_id")
+            if writer is not None:
+                writer.may_write(a.device_id, str(a.user_id))
             events.append(schema.to_event(a))
             where.append(i)
         except WatchlogError as e:
@@ -146,11 +151,17 @@ def ingest_blueprint() -> Blueprint:
             doc = msgspec.json.decode(request.get_data(cache=False))
         except msgspec.DecodeError:
             return json_response({"error": "Invalid JSON"}, 400)
+        except RecursionError:
+            return json_response({"error": "Invalid JSON", "message": too_deep().message}, 400)
         missing = [f for f in schema.REQUIRED_SEED_FIELDS
                    if not isinstance(doc, dict) or f not in doc]
         if missing:
             return json_response({"error": f"Missing fields: {', '.join(missing)}"}, 400)
-        events, _, errors = validate_items([msgspec.json.encode(doc)], _device())
+        try:
+            raw = msgspec.json.encode(doc)
+        except RecursionError:  # near the limit: decoded, but deeper than encoding allows
+            return json_response({"error": "Invalid JSON", "message": too_deep().message}, 400)
+        events, _, errors = validate_items([raw], _device())
         if errors:
             raise errors[0]
         store().ingest(events)
@@ -161,9 +172,10 @@ def ingest_blueprint() -> Blueprint:
     return bp
 
 
-def _device() -> str | None:
-    p = g.get("principal")
-    return p.device_id if p is not None else None
+def _device() -> Principal | None:
+    """Return the principal when it is a device token (bound to a device and its users)."""
+    p: Principal | None = g.get("principal")
+    return p if p is not None and p.device_id is not None else None
 
 
 def _ingest(items: list[bytes], batch: bool, s: Settings) -> Response:

@@ -1,10 +1,10 @@
-"""The Redis Cluster client, and Lua calls run as one pipeline per master, masters at once.
+"""The Redis Cluster client, and function calls run as one pipeline per master, at once.
 
-redis-py's cluster pipeline refuses EVALSHA, so a batch's script calls are grouped by the
-master that owns each call's slot and written as one pipeline per master, every master's
-before any reply is read. A call that meets MOVED/ASK (slots migrating), NOSCRIPT (a
-failover to a replica that never loaded the script) or a dropped connection is retried
-alone through the cluster client, which refreshes its slot map; the scripts are
+The store's Lua code is one Redis function library (``lua/library.lua``), loaded by an
+admin connection; the apps only call it (FCALL). A batch's calls are grouped by the master
+that owns each call's slot and written as one pipeline per master, every master's before
+any reply is read. A call that meets MOVED/ASK (slots migrating) or a dropped connection
+is retried alone on the master the refreshed slot map names; the functions are
 idempotent, so a retry is safe. Attempts are bounded: when the cluster cannot serve,
 ``StoreUnavailable`` (503).
 """
@@ -74,26 +74,41 @@ def unavailable_as_503(operation: str) -> Iterator[None]:
                                retry_after=1) from e
 
 
-class Script:
-    """A Lua script from ``store/lua``, called by SHA."""
+LIBRARY = files("watchlog.store").joinpath("lua/library.lua").read_text()
+
+
+class Function:
+    """A function of the store's Redis library (``store/lua/library.lua``), run by FCALL."""
 
     def __init__(self, name: str) -> None:
-        self.source = files("watchlog.store").joinpath(f"lua/{name}.lua").read_text()
-        from hashlib import sha1
-
-        self.sha = sha1(self.source.encode()).hexdigest()
+        if f"function_name = '{name}'" not in LIBRARY:
+            raise ValueError(f"{name} is not registered in lua/library.lua")
         self.name = name
+
+
+def load_library(admin: RedisCluster) -> None:
+    """Load (or replace) the library on every master: an admin connection's job.
+
+    The applications' Redis user may call the functions but not load code; the library is
+    kept in the AOF and replicated, so restarts and failovers keep it.
+    """
+    admin.execute_command("FUNCTION", "LOAD", "REPLACE", LIBRARY,
+                          target_nodes=RedisCluster.PRIMARIES)
+
+
+def _missing_function(error: Exception) -> bool:
+    return isinstance(error, rx.ResponseError) and "Function not found" in str(error)
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One script call: its slot decides the master it runs on.
+    """One function call: its slot decides the master it runs on.
 
     ``retry_flag``, when set, is the position in ``args`` of a flag that a retry sets to 1:
     the script then answers what an earlier attempt of the same call answered, if it ran.
     """
 
-    script: Script
+    function: Function
     keys: Sequence[str]
     args: Sequence[Any]
     slot: int
@@ -105,7 +120,7 @@ class Call:
             return self
         args = list(self.args)
         args[self.retry_flag] = 1
-        return Call(self.script, self.keys, args, self.slot, None)
+        return Call(self.function, self.keys, args, self.slot, None)
 
 
 @dataclass(slots=True)
@@ -201,7 +216,7 @@ class ScriptRunner:
         """Write one master's script calls (and a WAIT) on a connection of our own."""
         replicas = self.replicas_to_wait() if wait else 0
         commands: list[tuple[Any, ...]] = [
-            ("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in calls]
+            ("FCALL", c.function.name, len(c.keys), *c.keys, *c.args) for c in calls]
         if replicas:
             commands.append(("WAIT", replicas, self.wait_ms))
         idle = self._idle.setdefault(node.name, [])
@@ -268,8 +283,8 @@ class ScriptRunner:
                     raise self._refuse(call, error, "replica_timeout")
             elif _no_replicas(error):
                 raise self._refuse(call, error, "no_replica")
-            elif isinstance(error, rx.NoScriptError):
-                self._load(call.script)
+            elif _missing_function(error):
+                raise self._unloaded(call, error)
             elif not isinstance(error, TRANSIENT):
                 raise error
             elif attempt:
@@ -280,7 +295,7 @@ class ScriptRunner:
                 return self._single(retry, wait)
             except (ReplicaLag, rx.ResponseError, *TRANSIENT) as e:
                 if isinstance(e, rx.ResponseError) and not isinstance(e, TRANSIENT) and not (
-                        _no_replicas(e) or isinstance(e, rx.NoScriptError)):
+                        _no_replicas(e) or _missing_function(e)):
                     raise
                 error = e
                 if isinstance(e, TRANSIENT):
@@ -308,9 +323,14 @@ class ScriptRunner:
             "not enough replicas confirmed the write, so it is not acknowledged; retry later "
             "(a retry is answered duplicate if this attempt was stored)", retry_after=1)
 
+    def _unloaded(self, call: Call, error: Exception) -> StoreUnavailable:
+        log.error("redis function %s is not loaded on the master of slot %d: the library is "
+                  "loaded by `watchlog up` or compose's redis-cluster-init (%s)",
+                  call.function.name, call.slot, error)
+        return StoreUnavailable("the store's functions are not loaded on every master; "
+                                "retry later", retry_after=5)
+
     def _single(self, call: Call, wait: bool) -> Any:
-        if not wait:
-            return self.rc.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         reply = self._pipeline(self._primary(call.slot), [call], wait)[0]
         if isinstance(reply, Exception):
             raise reply
@@ -322,9 +342,6 @@ class ScriptRunner:
             self.rc.nodes_manager.initialize()
         except TRANSIENT:
             pass
-
-    def _load(self, script: Script) -> None:
-        self.rc.script_load(script.source)
 
 
 def _most_replicas(nodes: Any) -> int:

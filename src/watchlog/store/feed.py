@@ -18,10 +18,10 @@ from redis import exceptions as rx
 
 from watchlog import keys
 from watchlog.errors import InvalidInput, NotFound
-from watchlog.store.cluster import Call, Script
+from watchlog.store.cluster import Call, Function
 
 P = keys.PARTITIONS
-BODIES = Script("bodies")
+BODIES = Function("wl_bodies")
 
 
 def create(rc: Any, name: str, start: str = "earliest") -> None:
@@ -168,8 +168,7 @@ def infos(rc: Any) -> dict[str, dict[str, int]]:
         pipe.xinfo_groups(keys.feed(p))
     out: dict[str, dict[str, int]] = {}
     unknown: dict[str, dict[int, bytes]] = {}
-    replies = [[] if isinstance(r, rx.ResponseError) and "no such key" in str(r) else r
-               for r in pipe.execute(raise_on_error=False)]  # a feed never written yet
+    replies = _absent_as(pipe.execute(raise_on_error=False), [])
     for p, reply in enumerate(_check(replies, "*")):
         for g in reply:
             name = g["name"].decode()
@@ -206,4 +205,11 @@ def delete(rc: Any, name: str) -> int:
     pipe = rc.pipeline(transaction=False)
     for p in range(P):
         pipe.xgroup_destroy(keys.feed(p), name)
-    return sum(_check(pipe.execute(raise_on_error=False), name))
+    return sum(_check(_absent_as(pipe.execute(raise_on_error=False), 0), name))
+
+
+def _absent_as(replies: list[Any], value: Any) -> list[Any]:
+    """Replace the errors that only say a feed was never written with ``value``."""
+    return [value if isinstance(r, rx.ResponseError) and (
+        "no such key" in str(r) or "requires the key to exist" in str(r)) else r
+        for r in replies]

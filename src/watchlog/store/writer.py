@@ -11,10 +11,11 @@ from functools import lru_cache
 
 from watchlog import keys
 from watchlog.schema import Event
-from watchlog.store.cluster import Call, Script
+from watchlog.store.cluster import Call, Function
 
-INGEST = Script("ingest")
-RETRY_FLAG = 3  # ARGV[4] of ingest.lua: 1 when an earlier attempt of the call may have run
+INGEST = Function("wl_ingest")
+# ARGV[4] of wl_ingest (lua/library.lua): 1 when an earlier attempt of the call may have run.
+RETRY_FLAG = 3
 
 
 @lru_cache(maxsize=512)
