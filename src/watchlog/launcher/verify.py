@@ -40,6 +40,8 @@ import httpx
 
 from watchlog.schema import ACTIVITY_TYPES, iso_ms
 
+__all__ = ["NEMESES", "Options", "VerifyError", "failed", "judge", "run_checker"]
+
 NEMESES = ("none", "faults", "kill-master", "freeze-replica", "pause-master", "reshard",
            "restart-all", "kill-extractor")
 DAY_MS = 86400_000
@@ -405,9 +407,6 @@ def failed(result: dict[str, Any]) -> list[str]:
     return [k for k in FAILURES if result[k]]
 
 
-__all__ = ["NEMESES", "Options", "VerifyError", "failed", "judge", "run_checker"]
-
-
 def run_checker(opts: Options, tokens: dict[str, str],
                 progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Write, harm, heal, read back and judge; return the result (``failed()`` tells)."""
@@ -418,9 +417,8 @@ def run_checker(opts: Options, tokens: dict[str, str],
             httpx.get(url + "/health", timeout=5).raise_for_status()
         except httpx.HTTPError as e:
             raise VerifyError(f"{url} does not answer ({e}); is `watchlog up` running?") from e
-    rng = random.Random(opts.seed)
-    run = "vfy-" + (f"{rng.getrandbits(32):08x}" if opts.seed is not None
-                    else uuid.uuid4().hex[:8])
+    rng = random.Random(opts.seed)  # the workload replays; the ids are new each run
+    run = "vfy-" + uuid.uuid4().hex[:8]
     day = opts.day or (datetime.now(UTC).date() - timedelta(days=2))
     units = workload(run, opts.count, day, rng)
     ledger = Ledger()
@@ -451,14 +449,13 @@ def read_back(opts: Options, run: str, day: date, units: list[Unit], ledger: Led
               reader: Reader, ext: Extraction, harm: Any) -> dict[str, Any]:
     frm = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
     to = frm + DAY_MS - 1
-    everything = reader.export(frm, to)
+    everything, report = day_snapshot(reader, frm, to, day)
     mine = [d for d in everything if str(d.get("event_id", "")).startswith(run + "-")]
     users = sorted({d["user_id"] for u in units for d in u.docs})
     pages = {u: reader.pages(u, frm, to) for u in users}
     summaries = {u: int(reader.call("GET", f"/v1/users/{u}/summary",
                                     params={"from": day.isoformat(), "to": day.isoformat()}
                                     )["total"]["count"]) for u in users}
-    report = reader.call("GET", "/v1/reports/daily", params={"date": day.isoformat()})
     if opts.nemesis == "kill-extractor":
         extracted = harm.extracted(run)
     else:
@@ -480,6 +477,23 @@ def read_back(opts: Options, run: str, day: date, units: list[Unit], ledger: Led
         "extractor_redelivered_after_ack": ext.redelivered_after_ack,
         "extractor_ack_shortfall": ext.ack_shortfall}
     return result
+
+
+def day_snapshot(reader: Reader, frm: int, to: int, day: date) -> tuple[list[Doc], Any]:
+    """The day's export and report, read while no other client wrote to that day.
+
+    The report is read before and after the export; if it moved (someone else writes logs
+    of that day), read again, so that comparing the two is fair.
+    """
+    params = {"date": day.isoformat()}
+    for _ in range(5):
+        before = reader.call("GET", "/v1/reports/daily", params=params)
+        everything = reader.export(frm, to)
+        after = reader.call("GET", "/v1/reports/daily", params=params)
+        if before["count"] == after["count"]:
+            break
+        time.sleep(1)
+    return everything, after
 
 
 def summary_of(run: str, day: date, units: list[Unit], ledger: Ledger, harm: Any,
