@@ -168,7 +168,7 @@ def download(c: Client, params: dict[str, Any], output: Path, csv: bool,
             if resp.status_code >= 400:
                 resp.read()
                 raise click.ClickException(f"export: {error_message(resp)}")
-            lines, size = _save(resp, part, quiet)
+            rows, size = _save(resp, part, quiet, header=csv)
     except GaveUp as e:
         raise click.ClickException(str(e)) from None
     except httpx.HTTPError as e:
@@ -178,10 +178,11 @@ def download(c: Client, params: dict[str, Any], output: Path, csv: bool,
         part.unlink(missing_ok=True)
         raise
     os.replace(part, output)
-    return lines - (1 if csv and lines else 0), size  # a CSV's first line is its header
+    return rows, size
 
 
-def _save(resp: httpx.Response, part: Path, quiet: bool) -> tuple[int, int]:
+def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool) -> tuple[int, int]:
+    """Write the body to ``part``; return its rows (a CSV's header is not one) and bytes."""
     lines = size = 0
     with part.open("wb") as f, progress(quiet) as bar:
         task = bar.add_task(f"export to {part.name[:-5]}", rows=0, total=None)
@@ -189,10 +190,10 @@ def _save(resp: httpx.Response, part: Path, quiet: bool) -> tuple[int, int]:
             f.write(chunk)
             size += len(chunk)
             lines += chunk.count(b"\n")
-            bar.update(task, completed=size, rows=lines)
+            bar.update(task, completed=size, rows=max(lines - header, 0))
         f.flush()
         os.fsync(f.fileno())
-    return lines, size
+    return max(lines - header, 0), size
 
 
 @click.command()
