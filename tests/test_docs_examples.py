@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from codeblocks import Block, run_blocks, shell_blocks
 from codeblocks import report as describe
+from watchlog.faults import REFRESH_S
+from watchlog.launcher.credentials import read_env_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -33,6 +37,17 @@ def workdir(tmp: Path, stack: dict[str, str], examples: bool = True) -> Path:
     return tmp
 
 
+def faults_off(stack: dict[str, str]) -> None:
+    """Wait until no fault spec is set and every worker has re-read it (the fixture's load
+    turned faults on and off; a worker re-reads the spec once a second)."""
+    creds = read_env_file(Path(stack["state_dir"]) / "credentials.env")
+    headers = {"Authorization": f"Bearer {creds['WATCHLOG_ADMIN_KEY']}"}
+    for service in ("producer", "consumer"):
+        spec = httpx.get(stack[service] + "/admin/faults", headers=headers).json()
+        assert spec["abort_p"] == 0 and spec["delay_p"] == 0, spec
+    time.sleep(REFRESH_S + 0.25)
+
+
 def reader_env(stack: dict[str, str], home: Path) -> dict[str, str]:
     """A reader's environment: no WATCHLOG_* but where the APIs listen."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHLOG_")}
@@ -46,6 +61,7 @@ def reader_env(stack: dict[str, str], home: Path) -> dict[str, str]:
 def test_docs_shell_blocks_run_and_print_what_they_say(page: Path, live_stack: dict[str, str],
                                                         tmp_path: Path) -> None:
     blocks = shell_blocks(page)
+    faults_off(live_stack)
     outcomes = run_blocks(blocks, workdir(tmp_path, live_stack),
                           reader_env(live_stack, tmp_path))
     assert outcomes or all(b.skip for b in blocks)
