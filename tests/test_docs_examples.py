@@ -11,6 +11,7 @@ on free ports); no token is in the environment. How blocks run and what is check
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from codeblocks import Block, run_blocks, shell_blocks
 from codeblocks import report as describe
 from watchlog.faults import REFRESH_S
 from watchlog.launcher.credentials import read_env_file
+from watchlog.launcher.services import BUILTIN_EXTRACTOR
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -78,6 +80,26 @@ def test_readme_runs_its_examples_and_skips_only_with_a_reason() -> None:
     assert any("docker compose" in b.code for b in blocks if b.skip)
     for path in ("examples/seed.json", "examples/batch.json", "examples/logs.ndjson"):
         assert any(path in b.code for b in run) and (ROOT / path).is_file()
+
+
+EXTRACTOR = re.compile(r"/v1/extractors/([A-Za-z0-9._-]+)|--name ([A-Za-z0-9._-]+)")
+
+
+def extractor_names(blocks: list[Block]) -> set[str]:
+    return {a or b for blk in blocks for a, b in EXTRACTOR.findall(blk.code)}
+
+
+@pytest.mark.parametrize("blocks", ["docs", "control"])
+def test_docs_examples_never_use_the_builtin_extractor(blocks: str) -> None:
+    """The examples' extractors are not the one `watchlog up` runs. Negative control: the
+    README's former example (PUT .../reports, when reports was the built-in name) is caught
+    by the same check."""
+    if blocks == "docs":
+        used = extractor_names([b for p in PAGES for b in shell_blocks(p)])
+        assert "my-report" in used and BUILTIN_EXTRACTOR not in used
+    else:
+        old = Block("old", 1, f"curl -s -X PUT -H \"$H\" $C/v1/extractors/{BUILTIN_EXTRACTOR}")
+        assert BUILTIN_EXTRACTOR in extractor_names([old])
 
 
 @pytest.mark.slow
