@@ -30,6 +30,7 @@ from watchlog.settings import Settings
 from watchlog.store import Store
 from watchlog.web.auth import Auth
 from watchlog.web.common import SECURITY_HEADERS
+from watchlog.web.openapi import DOCS_CSP
 
 DEVICE, OTHER_DEVICE = "watch_3", "watch_9"  # seed_log() writes for watch_3 and user 7
 TOKENS = {DEVICE: "dev-" + secrets.token_urlsafe(24),
@@ -41,7 +42,8 @@ OWNERS = {DEVICE: "7", OTHER_DEVICE: "9"}
 # Endpoint -> the least role that may call it (open: no credentials needed).
 ROLES = {
     "health.health": "open", "health.ready": "open", "health.prometheus": "open",
-    "health.openapi": "open", "health.docs": "open",
+    "health.openapi": "open", "health.docs": "open", "health.docs_init": "open",
+    "health.docs_asset": "open",
     "admin.get_faults": "admin", "admin.put_faults": "admin", "admin.reset_faults": "admin",
     "ingest.post_activities": "ingest", "ingest.log_activity": "ingest",
     "queries.user_activities": "reader", "queries.user_summary": "reader",
@@ -73,6 +75,8 @@ REQUESTS: dict[str, tuple[str, str, Callable[[], dict[str, Any]], int]] = {
     "health.prometheus": ("GET", "/metrics", _none, 200),
     "health.openapi": ("GET", "/openapi.json", _none, 200),
     "health.docs": ("GET", "/docs", _none, 200),
+    "health.docs_init": ("GET", "/docs/init.js", _none, 200),
+    "health.docs_asset": ("GET", "/docs/static/swagger-ui.css", _none, 200),
     "admin.get_faults": ("GET", "/admin/faults", _none, 200),
     "admin.put_faults": ("PUT", "/admin/faults", lambda: {"json": {}}, 200),
     "admin.reset_faults": ("DELETE", "/admin/faults", _none, 200),
@@ -167,6 +171,8 @@ def test_access_matrix(secured: dict[str, Flask], identities: dict[str, dict[str
 
 def assert_secure_response(r: Any) -> None:
     for name, value in SECURITY_HEADERS.items():
+        if name == "Content-Security-Policy" and r.request.path.startswith("/docs"):
+            value = DOCS_CSP  # Swagger UI: its scripts and styles, from this origin only
         assert r.headers.get(name) == value, name
     if r.status_code in (401, 403):
         assert r.is_json and set(r.json) >= {"error", "message"}

@@ -149,14 +149,18 @@ def ingest_blueprint() -> Blueprint:
         """The seed's endpoint: one log with every seed field present."""
         try:
             doc = msgspec.json.decode(request.get_data(cache=False))
-        except msgspec.DecodeError:
-            return json_response({"error": "Invalid JSON"}, 400)
+        except msgspec.DecodeError as e:  # the seed's error, and a message as everywhere
+            return json_response({"error": "Invalid JSON", "message": f"malformed JSON: {e}"},
+                                 400)
         except RecursionError:
             return json_response({"error": "Invalid JSON", "message": too_deep().message}, 400)
         missing = [f for f in schema.REQUIRED_SEED_FIELDS
                    if not isinstance(doc, dict) or f not in doc]
         if missing:
-            return json_response({"error": f"Missing fields: {', '.join(missing)}"}, 400)
+            names = ", ".join(missing)
+            return json_response({"error": f"Missing fields: {names}",
+                                  "message": f"missing fields: {names}", "field": missing[0]},
+                                 400)
         try:
             raw = msgspec.json.encode(doc)
         except RecursionError:  # near the limit: decoded, but deeper than encoding allows
