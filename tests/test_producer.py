@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import struct
+import tracemalloc
+import zlib
+from typing import Any
 
 import pytest
+import zstandard
 
 from payloads import seed_log
 
@@ -49,6 +54,122 @@ def test_producer_accepts_gzip_and_bounds_decompression(producer, ingest_headers
     r = producer.post(URL, data=bomb, content_type="application/json",
                       headers={**ingest_headers, "Content-Encoding": "gzip"})
     assert r.status_code == 413 and "limit" in r.json["message"]
+    r = producer.post(URL, data=body[:len(body) // 2], content_type="application/json",
+                      headers={**ingest_headers, "Content-Encoding": "gzip"})
+    assert r.status_code == 400 and r.json["message"] == "body: truncated gzip"
+
+
+# Decompression bombs: 1 GiB of zeros in ~1 MB (gzip) or ~32 KB (zstd), built compactly.
+
+MiB, GiB = 1 << 20, 1 << 30
+
+
+def gzip_bomb(size: int) -> bytes:
+    """A gzip member of ``size`` zero bytes: one compressed MiB, fully flushed, repeated."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zero = bytes(MiB)
+    block = c.compress(zero) + c.flush(zlib.Z_FULL_FLUSH)  # no reference to what came before
+    crc = 0
+    for _ in range(size // MiB):
+        crc = zlib.crc32(zero, crc)
+    return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + block * (size // MiB) + c.flush()
+            + struct.pack("<II", crc, size & 0xFFFFFFFF))
+
+
+def zstd_bomb(size: int) -> bytes:
+    """A zstd frame of ``size`` zero bytes, compressed a MiB at a time."""
+    c = zstandard.ZstdCompressor(level=1).compressobj(size=size)
+    zero = bytes(MiB)
+    return b"".join([*(c.compress(zero) for _ in range(size // MiB)), c.flush()])
+
+
+def inflated_size(encoding: str, body: bytes) -> int:
+    """Decompress ``body`` a piece at a time and count (the bomb is real, and valid)."""
+    n = 0
+    if encoding == "gzip":
+        d, data = zlib.decompressobj(16 + zlib.MAX_WBITS), body
+        while not d.eof:
+            n += len(d.decompress(data, 4 * MiB))
+            data = d.unconsumed_tail
+        return n
+    with zstandard.ZstdDecompressor().stream_reader(body) as r:
+        while piece := r.read(4 * MiB):
+            n += len(piece)
+    return n
+
+
+BOMBS = {"gzip": gzip_bomb, "zstd": zstd_bomb}
+
+
+def post_traced(producer, headers: dict[str, str], body: bytes, encoding: str  # noqa: ANN001
+                ) -> tuple[Any, int]:
+    """POST a compressed body; return the response and the request's peak traced memory."""
+    tracemalloc.start()
+    try:
+        r = producer.post(URL, data=body, content_type="application/json",
+                          headers={**headers, "Content-Encoding": encoding})
+        return r, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+def test_decompression_bomb_stops_at_the_bound(producer, ingest_headers, cluster_settings,
+                                               encoding: str) -> None:
+    limit = cluster_settings.max_body_bytes
+    bomb = BOMBS[encoding](GiB)
+    assert len(bomb) < limit < GiB == inflated_size(encoding, bomb)
+    r, peak = post_traced(producer, ingest_headers, bomb, encoding)
+    assert r.status_code == 413 and r.is_json
+    assert r.json["error"] == "too_large" and f"limit of {limit} bytes" in r.json["message"]
+    print(f"\n{encoding} 1 GiB bomb: peak {peak} bytes traced, limit {limit}")
+    assert peak < 2 * limit, f"peak {peak} bytes while refusing a 1 GiB {encoding} bomb"
+
+
+def _unbounded(encoding: str) -> Any:
+    """Decompress everything first, check the size after: what the bound replaces."""
+    def gunzip(stream: Any) -> Any:
+        yield zlib.decompress(stream.read(), 16 + zlib.MAX_WBITS)
+
+    def unzstd(stream: Any, limit: int) -> Any:
+        yield zstandard.ZstdDecompressor().decompress(stream.read())
+
+    return gunzip if encoding == "gzip" else unzstd
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+def test_decompression_bomb_negative_control_unbounded_is_caught(
+        producer, ingest_headers, cluster_settings, monkeypatch: pytest.MonkeyPatch,
+        encoding: str) -> None:
+    """Checked only after the fact, a bomb is still refused (413), but the peak shows it.
+
+    A 64 MiB bomb (not 1 GiB: this control really allocates what it inflates).
+    """
+    from watchlog.producer import app
+
+    limit = cluster_settings.max_body_bytes
+    monkeypatch.setattr(app, f"_{'gunzip' if encoding == 'gzip' else 'unzstd'}",
+                        _unbounded(encoding))
+    r, peak = post_traced(producer, ingest_headers, BOMBS[encoding](64 * MiB), encoding)
+    assert r.status_code == 413  # the status alone cannot tell the two apart...
+    assert peak >= 64 * MiB > 2 * limit  # ...the peak does
+
+
+def test_zstd_window_over_the_limit_is_refused_before_allocation(producer, ingest_headers
+                                                                 ) -> None:
+    # A streaming compressor that does not know the size keeps the window it was given.
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=27,
+                                                            write_content_size=False)
+    c = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    body = c.compress(json.dumps(seed_log()).encode()) + c.flush()
+    assert zstandard.get_frame_parameters(body).window_size == 128 * MiB
+    r = producer.post(URL, data=body, content_type="application/json",
+                      headers={**ingest_headers, "Content-Encoding": "zstd"})
+    assert r.status_code == 413 and "zstd window" in r.json["message"]
+    small = zstandard.ZstdCompressor(level=3).compress(json.dumps(seed_log()).encode())
+    r = producer.post(URL, data=small, content_type="application/json",
+                      headers={**ingest_headers, "Content-Encoding": "zstd"})
+    assert r.status_code == 201
 
 
 @pytest.mark.parametrize("data, ctype, status", [
