@@ -7,8 +7,10 @@ import json
 import struct
 import tracemalloc
 import zlib
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import zstandard
 
@@ -215,3 +217,80 @@ def test_producer_sets_security_headers(producer) -> None:
     r = producer.get("/health")
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     assert r.headers["X-Frame-Options"] == "DENY"
+
+
+# The same bombs against a real producer process (granian, one worker): its resident memory.
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (granian's workers are its children)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir()
+                     for c in (t / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def peak_growth(pids: list[int], send: Any) -> int:
+    """Reset each process's peak RSS, run ``send``; return the largest growth, bytes."""
+    base = {}
+    for pid in pids:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        base[pid] = _kib(pid, "VmRSS")
+    send()
+    return max(_kib(pid, "VmHWM") - base[pid] for pid in pids) * 1024
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limit_mib", [4, 64])  # 64: the control, a bound 16x higher
+def test_decompression_bomb_worker_rss_follows_the_bound(cluster, credentials, tmp_path: Path,
+                                                         limit_mib: int) -> None:
+    """A live worker refusing 1 GiB bombs grows by less than 2x the limit; raise the limit
+    and the same measure sees the growth follow it (decompression stops at the bound, and
+    the bound is what holds memory down)."""
+    from conftest import bearer, serve, service_env
+    from watchlog.launcher.procs import free_redis_ports
+
+    limit = limit_mib * MiB
+    port = free_redis_ports("127.0.0.1", 1)[0]
+    env = {**service_env(cluster, credentials), "WATCHLOG_WORKERS": "1",
+           "WATCHLOG_MAX_BODY_BYTES": str(limit)}
+    api = serve("producer", env, port, tmp_path, tmp_path / "metrics")
+    url = f"http://127.0.0.1:{port}{URL}"
+    headers = bearer(credentials.ingest_token)
+    bombs = {"gzip": gzip_bomb(GiB), "zstd": zstd_bomb(GiB)}
+    try:
+        with httpx.Client(timeout=60) as http:
+            def send() -> None:
+                for encoding, bomb in bombs.items():
+                    r = http.post(url, content=bomb, headers={
+                        **headers, "Content-Type": "application/json",
+                        "Content-Encoding": encoding})
+                    assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+            for encoding, small in (("gzip", gzip.compress(b"[1]")),
+                                    ("zstd", zstandard.ZstdCompressor().compress(b"[1]"))):
+                r = http.post(url, content=small, headers={  # warm: imports, first buffers
+                    **headers, "Content-Type": "application/json",
+                    "Content-Encoding": encoding})
+                assert r.status_code == 200
+            growth = peak_growth(_descendants(api.pid), send)
+    finally:
+        api.stop()
+    print(f"\nlimit {limit_mib} MiB: worker peak RSS grew {growth / MiB:.1f} MiB")
+    if limit_mib == 4:
+        assert growth < 2 * limit
+    else:  # the control: the same measure catches a worker that inflates 16x more
+        assert growth >= 4 * MiB * 2

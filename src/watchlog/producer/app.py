@@ -57,11 +57,19 @@ def read_body(limit: int) -> bytes:
         if len(body) > limit:
             raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
         return body
-    if encoding in ("gzip", "x-gzip"):
-        return bounded(_gunzip(request.stream), limit)
-    if encoding == "zstd":
-        return bounded(_unzstd(request.stream, limit), limit)
-    raise UnsupportedMediaType(f"Content-Encoding {encoding!r}: use gzip, zstd or none")
+    if encoding not in ("gzip", "x-gzip", "zstd"):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r}: use gzip, zstd or none")
+    stream = request.stream
+    try:
+        if encoding == "zstd":
+            return bounded(_unzstd(stream, limit), limit)
+        return bounded(_gunzip(stream), limit)
+    finally:
+        # Read what decompression left unread (at most the body's length, checked above, or
+        # MAX_CONTENT_LENGTH), discarding it: a server that answers before the client has
+        # sent its body, then closes, resets the connection and the 413 is lost.
+        while stream.read(PIECE):
+            pass
 
 
 def bounded(pieces: Iterator[bytes], limit: int) -> bytes:
