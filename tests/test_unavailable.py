@@ -72,3 +72,24 @@ def test_extractor_routes_answer_503_with_retry_after_while_the_store_is_down(do
         assert r.status_code == 503 and r.is_json, (method, url, r.status_code)
         assert r.json["error"] == "store_unavailable" and r.json["message"], (method, url)
         assert r.headers["Retry-After"] == "1", (method, url)
+
+
+def test_healthcheck_turns_unhealthy_when_the_store_goes(doomed, tmp_path) -> None:
+    """The compose healthcheck (`watchlog healthcheck .../ready`) on a live API: 0 while the
+    cluster serves, 1 once it is gone, while the API process itself still runs."""
+    from conftest import serve
+    from test_processes import healthcheck
+    from watchlog.launcher.procs import alive, free_redis_ports
+
+    cluster, _, creds = doomed
+    port = free_redis_ports("127.0.0.1", 1)[0]
+    env = {**creds.app_env(), "WATCHLOG_REDIS_URL": cluster.seed_urls,
+           "WATCHLOG_REDIS_TIMEOUT": "0.5", "WATCHLOG_WORKERS": "1"}
+    api = serve("producer", env, port, tmp_path, tmp_path / "metrics")
+    url = f"http://127.0.0.1:{port}/ready"
+    try:
+        assert healthcheck(url) == 0
+        cluster.stop()
+        assert healthcheck(url) == 1 and alive(api.pid)
+    finally:
+        api.stop()
