@@ -250,3 +250,45 @@ def test_up_foreground_ctrl_c_stops_everything_and_up_again_reuses_the_data(
     nothing = subprocess.run([WATCHLOG, "down", "--state-dir", str(state)],
                              capture_output=True, text=True, timeout=60, env=env)
     assert nothing.returncode == 0 and "nothing was running" in nothing.stdout
+
+
+def refused_batch_calls(consumer_url: str) -> float:
+    """Batch calls the consumer refused with an injected 503 (all workers)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(consumer_url + "/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "watchlog_http_requests_total"
+               and s.labels.get("route") == "/v1/extractors/<name>/batches"
+               and s.labels.get("status") == "503")
+
+
+@pytest.mark.slow
+def test_extract_follow_stops_during_a_retry_wait(env: dict[str, Any], consumer_url: str,
+                                                  admin_headers: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    """SIGTERM while the client waits out a Retry-After: no further request, exit 0."""
+    set_faults(consumer_url, admin_headers, {
+        "abort_p": 1.0, "abort_status": 503, "retry_after": 2,
+        "routes": ["/v1/extractors/<name>/batches"]})
+    proc = subprocess.Popen(
+        [WATCHLOG, "extract", "--name", "waits", "--follow", "-o", str(tmp_path / "x"),
+         "--interval", "0.2", "--json"],
+        env=process_env({k: v for k, v in env.items() if v}),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        start = refused_batch_calls(consumer_url)
+        # Control: left alone, it does retry (each 2 s, as the server asks).
+        wait_for("two retries", lambda: refused_batch_calls(consumer_url) >= start + 3)
+        at_signal = refused_batch_calls(consumer_url)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        set_faults(consumer_url, admin_headers, None)
+    assert proc.returncode == 0, stderr
+    assert json.loads(stdout)["batches"] == 0
+    # At most the call already on the wire when the signal came; no retry after it.
+    assert refused_batch_calls(consumer_url) - at_signal <= 1

@@ -207,6 +207,15 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
+def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
+    """A retry wait that gives up as soon as ``stop`` is set."""
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise GaveUp("stopped while waiting to retry")
+
+    return sleep
+
+
 @click.command()
 @click.option("--name", required=True, help="Extractor name (created on first use).")
 @click.option("--follow", is_flag=True, help="Keep polling after the feed is drained.")
@@ -235,7 +244,10 @@ def extract(name: str, follow: bool, interval: float, out_dir: Path, max_items: 
     if metrics_port:
         start_http_server(metrics_port, registry=REGISTRY)
     stop = threading.Event()
-    with client(url) as c, stop_on_signals(stop):
+    # A stop signal also cuts short a wait between two retries: `docker stop` gets a clean
+    # exit at once, not after the retry budget (up to 30 s).
+    c = Client(url, token_for("reader"), sleep=sleep_unless(stop))
+    with c, stop_on_signals(stop):
         ex = Extractor(c, name, out_dir, max_items, visibility_timeout, drop_rate=drop_rate,
                        seed=seed)
         try:
