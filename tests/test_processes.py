@@ -198,8 +198,9 @@ def test_up_foreground_ctrl_c_stops_everything_and_up_again_reuses_the_data(
                 "prometheus", "redis-exporter"}
     env = process_env({})
     log = (state.parent / "up.log").open("w")
+    # Its own process group, as a terminal's foreground job: Ctrl-C signals the whole group.
     up = subprocess.Popen([WATCHLOG, "up", *args], env=env, stdout=log,
-                          stderr=subprocess.STDOUT)
+                          stderr=subprocess.STDOUT, start_new_session=True)
     try:
         rows = wait_for("every component running", lambda: all_running(state, expected), 120)
         pids = pids_of(rows)
@@ -217,13 +218,15 @@ def test_up_foreground_ctrl_c_stops_everything_and_up_again_reuses_the_data(
             return len(page["items"])
 
         assert stored() == 20
-        up.send_signal(signal.SIGINT)  # Ctrl-C
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C
         assert up.wait(timeout=120) == 0
     finally:
         if up.poll() is None:
             up.kill()
             up.wait()
         log.close()
+    said = (state.parent / "up.log").read_text()
+    assert "stopping" in said and "Traceback" not in said, said
     # Everything it started is gone (each was alive above), and nothing claims to run.
     assert [c for c, pid in pids.items() if alive(pid)] == []
     assert not (state / "pids.json").exists()
