@@ -103,7 +103,7 @@ def _unzstd(stream: IO[bytes], limit: int) -> Iterator[bytes]:
     # more than a body under the limit could need.
     window = 1 << max(20, (limit - 1).bit_length())
     reader = zstandard.ZstdDecompressor(max_window_size=window).stream_reader(
-        stream, read_size=PIECE)
+        stream, read_size=PIECE, closefd=False)  # the request stream is drained after
     try:
         while piece := reader.read(PIECE):
             yield piece
