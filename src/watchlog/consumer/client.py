@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,10 +50,11 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(f)
 
 
-def client(url: str, state: StateDir | None = None) -> Client:
+def client(url: str, state: StateDir | None = None,
+           sleep: Callable[[float], None] | None = None) -> Client:
     """Return the retrying client with the reader key (fail first if there is none)."""
     try:
-        return Client(url, require_token("reader", state=state))
+        return Client(url, require_token("reader", state=state), sleep=sleep or time.sleep)
     except NoCredentials as e:
         raise click.ClickException(str(e)) from None
 
@@ -235,6 +237,15 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
+def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
+    """A retry wait that gives up as soon as ``stop`` is set."""
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise GaveUp("stopped while waiting to retry")
+
+    return sleep
+
+
 @click.command()
 @click.option("--name", required=True, help="Extractor name (created on first use).")
 @click.option("--follow", is_flag=True, help="Keep polling after the feed is drained.")
@@ -265,7 +276,9 @@ def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_
         start_http_server(metrics_port, registry=REGISTRY)
     out_dir = out_dir or output_root(state) / "extracts" / name
     stop = threading.Event()
-    with client(url, state) as c, stop_on_signals(stop):
+    # A stop signal also cuts short a wait between two retries: `docker stop` gets a clean
+    # exit at once, not after the retry budget (up to 30 s).
+    with client(url, state, sleep=sleep_unless(stop)) as c, stop_on_signals(stop):
         ex = Extractor(c, name, out_dir, max_items, visibility_timeout, drop_rate=drop_rate,
                        seed=seed)
         try:

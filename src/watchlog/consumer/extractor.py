@@ -188,6 +188,8 @@ class Extractor:
             try:
                 got = self.step()
             except ExtractError as e:
+                if stop.is_set():
+                    break  # stopped in a retry wait; an unacknowledged batch comes back later
                 if not (follow and e.transient):
                     raise
                 log.warning("%s; trying again in %.0f s", e, interval)
