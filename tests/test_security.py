@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from watchlog.settings import Settings
 from watchlog.store import Store
 from watchlog.web.auth import Auth
 from watchlog.web.common import SECURITY_HEADERS
+from watchlog.web.openapi import DOCS_CSP
 
 DEVICE, OTHER_DEVICE = "watch_3", "watch_9"  # seed_log() writes for watch_3 and user 7
 TOKENS = {DEVICE: "dev-" + secrets.token_urlsafe(24),
@@ -41,7 +43,8 @@ OWNERS = {DEVICE: "7", OTHER_DEVICE: "9"}
 # Endpoint -> the least role that may call it (open: no credentials needed).
 ROLES = {
     "health.health": "open", "health.ready": "open", "health.prometheus": "open",
-    "health.openapi": "open", "health.docs": "open",
+    "health.openapi": "open", "health.docs": "open", "health.docs_init": "open",
+    "health.docs_asset": "open",
     "admin.get_faults": "admin", "admin.put_faults": "admin", "admin.reset_faults": "admin",
     "ingest.post_activities": "ingest", "ingest.log_activity": "ingest",
     "queries.user_activities": "reader", "queries.user_summary": "reader",
@@ -73,6 +76,8 @@ REQUESTS: dict[str, tuple[str, str, Callable[[], dict[str, Any]], int]] = {
     "health.prometheus": ("GET", "/metrics", _none, 200),
     "health.openapi": ("GET", "/openapi.json", _none, 200),
     "health.docs": ("GET", "/docs", _none, 200),
+    "health.docs_init": ("GET", "/docs/init.js", _none, 200),
+    "health.docs_asset": ("GET", "/docs/static/swagger-ui.css", _none, 200),
     "admin.get_faults": ("GET", "/admin/faults", _none, 200),
     "admin.put_faults": ("PUT", "/admin/faults", lambda: {"json": {}}, 200),
     "admin.reset_faults": ("DELETE", "/admin/faults", _none, 200),
@@ -167,6 +172,8 @@ def test_access_matrix(secured: dict[str, Flask], identities: dict[str, dict[str
 
 def assert_secure_response(r: Any) -> None:
     for name, value in SECURITY_HEADERS.items():
+        if name == "Content-Security-Policy" and r.request.path.startswith("/docs"):
+            value = DOCS_CSP  # Swagger UI: its scripts and styles, from this origin only
         assert r.headers.get(name) == value, name
     if r.status_code in (401, 403):
         assert r.is_json and set(r.json) >= {"error", "message"}
@@ -404,20 +411,63 @@ def test_csv_neutralises_formula_cells(cell: str) -> None:
     assert row[10] == "'" + cell and row[8] == -1.5  # numbers stay numbers
 
 
-def test_csv_export_has_no_formula_cell(producer, consumer, ingest_headers,
-                                        reader_headers) -> None:
-    refused = producer.post("/v1/activities", json=seed_log(device_id="=cmd|'/c calc'!A0"),
+# Text cells a spreadsheet would run, stored below the schema (which refuses them at the
+# door: ids start with [A-Za-z0-9]), so that the export itself is what is under test.
+FORMULAS = {"device_id": "=cmd|' /C calc'!A0", "user_id": "@SUM(A1:A9)",
+            "event_id": "+HYPERLINK(evil)"}
+
+
+def formula_cells(rows: list[list[str]]) -> list[str]:
+    """The cells of CSV data rows that a spreadsheet would run as a formula."""
+    return [cell for row in rows for cell in row
+            if cell.startswith(("=", "+", "@", "\t", "\r"))
+            or (cell.startswith("-") and not _is_number(cell))]
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("neutraliser", ["on", "off"])  # off: the negative control
+def test_csv_export_has_no_formula_cell(producer, consumer, ingest_headers, reader_headers,
+                                        store: Store, monkeypatch: pytest.MonkeyPatch,
+                                        neutraliser: str) -> None:
+    from datetime import UTC, datetime
+
+    from watchlog import schema
+    from watchlog.consumer import export
+
+    refused = producer.post("/v1/activities", json=seed_log(device_id=FORMULAS["device_id"]),
                             headers=ingest_headers)
-    assert refused.status_code == 422  # ids are [A-Za-z0-9] first: no formula gets in
+    assert refused.status_code == 422  # the schema keeps them out of the API...
     producer.post("/v1/activities", json=[seed_log(user_id=f"u{i}", duration=i)
                                           for i in range(5)], headers=ingest_headers)
+    minute = now_ms() // 60_000 * 60_000 - 600_000
+    bad = schema.Activity(  # ...so build the log the store would, skipping validation
+        user_id=FORMULAS["user_id"], activity_type="running", device_id=FORMULAS["device_id"],
+        timestamp=datetime.fromtimestamp(minute / 1000, UTC), duration=60, distance=-1.5,
+        location=schema.Location(latitude=-12.5, longitude=3.0),
+        event_id=FORMULAS["event_id"])
+    assert store.ingest([schema.to_event(bad)]) == [True]
+    raw = consumer.get("/v1/activities/export?format=ndjson", headers=reader_headers)
+    stored = [json.loads(line) for line in raw.data.splitlines()]
+    assert {k: d[k] for d in stored for k in FORMULAS if d["event_id"] == FORMULAS["event_id"]
+            } == FORMULAS  # stored as sent: the raw values start with = @ +
+    if neutraliser == "off":
+        monkeypatch.setattr(export, "neutralize", lambda value: value)
     r = consumer.get("/v1/activities/export?format=csv", headers=reader_headers)
     rows = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
-    assert len(rows) == 6
-    for row in rows[1:]:
-        for cell in row:
-            assert not cell.startswith(("=", "+", "@", "\t", "\r"))
-            assert not cell.startswith("-") or float(cell) < 0
+    assert len(rows) == 7
+    if neutraliser == "on":
+        assert formula_cells(rows[1:]) == []
+        assert {"'" + v for v in FORMULAS.values()} <= {c for row in rows for c in row}
+        assert "-1.5" in rows[[row[0] for row in rows].index("'" + FORMULAS["event_id"])]
+    else:  # the same check catches every dangerous cell once nothing quotes them
+        assert sorted(formula_cells(rows[1:])) == sorted(FORMULAS.values())
 
 
 # ---- logs and headers -----------------------------------------------------------------

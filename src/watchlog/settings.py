@@ -68,7 +68,8 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("WATCHLOG_FAULT_SEED", "", "seed of the fault random source (replayable runs)"),
     ("WATCHLOG_EXTRACT_VISIBILITY_S", "30",
      "seconds before an unacknowledged extraction batch is redelivered"),
-    ("WATCHLOG_STATE_DIR", ".watchlog", "native launcher: state, logs, pids, data"),
+    ("WATCHLOG_STATE_DIR", ".watchlog",
+     "native launcher: state, logs, pids, data; the CLI's credentials and default outputs"),
     ("WATCHLOG_LOG_LEVEL", "INFO", "log level of the services"),
 )
 

@@ -105,13 +105,19 @@ def consumer_spec() -> dict[str, Any]:
                 "application/x-ndjson": {"schema": {"type": "string"}},
                 "text/csv": {"schema": {"type": "string"}}}}),
         "/activity_logs": _get(
-            "The original endpoint, bounded: the most recent logs",
-            [q("limit", "how many (default 100)", {"type": "integer", "minimum": 1})],
-            json_ok({"type": "array", "items": ITEM})),
+            "The seed's list by arrival, oldest first: the latest logs, or what arrived "
+            "after a cursor",
+            [q("limit", "how many (default 100)", {"type": "integer", "minimum": 1}),
+             q("after", "X-Next-Cursor of a previous answer: only what arrived since")],
+            {**json_ok({"type": "array", "items": ITEM}), "headers": {
+                "X-Next-Cursor": {"description": "pass as ?after= to get what arrives next",
+                                  "schema": {"type": "string"}},
+                "Link": {"description": "the same, as a rel=\"next\" link",
+                         "schema": {"type": "string"}}}}),
         **_extractor_paths(),
         **OPS_PATHS,
     }
     paths["/activity_logs"]["get"]["responses"]["404"] = json_ok(  # the seed's own answer
         {"type": "object", "required": ["message"], "properties": {
-            "message": {"type": "string"}}}, "no logs at all")
+            "message": {"type": "string"}}}, "nothing at all is stored")
     return document("watchlog consumer", paths, {"StoredActivity": stored_activity()})
