@@ -418,16 +418,11 @@ class CouldNotCheck(click.ClickException):
 
 def checker_tokens(state_dir: Path, admin: bool) -> dict[str, str]:
     """The ingest, reader (and admin) tokens: the environment, then ``<state>/credentials``."""
-    from watchlog.http import token_for
+    from watchlog.http import NoCredentials, find_state_dir, require_token
 
-    env = dict(os.environ)
-    if not env.get("WATCHLOG_CREDENTIALS_FILE"):
-        env["WATCHLOG_STATE_DIR"] = str(state_dir)
+    state = find_state_dir(state_dir)
     roles = ("ingest", "reader", "admin") if admin else ("ingest", "reader")
-    tokens = {role: token_for(role, env) for role in roles}
-    missing = [role for role, t in tokens.items() if not t]
-    if missing:
-        raise click.ClickException(f"no {', '.join(missing)} token: set WATCHLOG_INGEST_TOKEN, "
-                                   "WATCHLOG_READER_KEY and WATCHLOG_ADMIN_KEY, or point "
-                                   "--state-dir at the directory of `watchlog up`")
-    return {k: v for k, v in tokens.items() if v}
+    try:
+        return {role: require_token(role, state=state) or "" for role in roles}
+    except NoCredentials as e:
+        raise click.ClickException(str(e)) from None
