@@ -462,6 +462,34 @@ def test_chaos_extractor_lag_is_an_error_not_a_low_figure_while_a_master_is_down
     store.close()
 
 
+@pytest.mark.chaos
+def test_chaos_write_whose_wait_answer_is_lost_is_not_acknowledged(replicated: Own) -> None:
+    """An outside tester killed a master between a write's reply and its WAIT's answer, and
+    the write was acknowledged: the replies read before the connection dropped counted as
+    confirmed. Here the replica is frozen, so WAIT blocks, and the master drops the apps'
+    connections meanwhile: the write must end in 503, never in ``created``. (Against the
+    code before the fix, this ingest returned ``[True]``.)
+    """
+    own = replicated
+    nodes = own.nodes()
+    replica = next(p for p, r in nodes.items() if r["role"] == "replica")
+    master = nodes[replica]["replica_of"]
+    store = Store(own.settings(WATCHLOG_WAIT_REPLICAS="1", WATCHLOG_WAIT_TIMEOUT_MS="3000",
+                               WATCHLOG_REDIS_TIMEOUT="5"))
+    events = events_on(store, master, 1)
+    drop = threading.Timer(0.5, lambda: own.cluster.node_client(master).execute_command(
+        "CLIENT", "KILL", "USER", "watchlog"))
+    os.kill(own.cluster.pid(replica) or 0, signal.SIGSTOP)
+    try:
+        drop.start()
+        with pytest.raises(StoreUnavailable):
+            store.ingest(events)
+    finally:
+        drop.cancel()
+        os.kill(own.cluster.pid(replica) or 0, signal.SIGCONT)
+    store.close()
+
+
 # -- 4. live resharding during ingest and reads --------------------------------------------
 
 

@@ -118,6 +118,9 @@ def test_app_user_runs_what_the_apps_use(app: RedisCluster) -> None:
     ("DEL", f"wl:{TAG}:t:1:20261127"), ("UNLINK", f"wl:{TAG}:t:1:20261127"),
     ("RENAME", f"wl:{TAG}:t:1:20261127", f"wl:{TAG}:x"), ("FLUSHALL", "ASYNC"),
     ("GETDEL", f"wl:{TAG}:x"), ("RESTORE", f"wl:{TAG}:x", 0, "x"),
+    # CLIENT PAUSE stalled a master 10 s; KILL dropped replication links; LIST shows peers.
+    ("CLIENT", "PAUSE", 10000, "ALL"), ("CLIENT", "KILL", "TYPE", "replica"),
+    ("CLIENT", "LIST"), ("CLIENT", "UNBLOCK", 1), ("CLIENT", "NO-EVICT", "on"),
 ])
 def test_app_user_is_refused_dangerous_commands(rcluster: LocalCluster, command: tuple) -> None:
     client = redis.Redis(rcluster.host, rcluster.ports[0], username="watchlog",

@@ -42,3 +42,10 @@ def test_settings_secrets_can_come_from_files(tmp_path: Path) -> None:
 def test_settings_reject_a_non_number_with_its_name() -> None:
     with pytest.raises(ValueError, match="WATCHLOG_MAX_BATCH"):
         Settings.from_env({"WATCHLOG_MAX_BATCH": "lots"})
+
+
+@pytest.mark.parametrize("env", [{"WATCHLOG_WAIT_REPLICAS": "one"},
+                                 {"WATCHLOG_WAIT_TIMEOUT_MS": "2000"}])
+def test_settings_reject_replica_waits_that_cannot_work(env: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(env))):
+        Settings.from_env(env)

@@ -57,11 +57,13 @@ mkdir -p "$conf_dir" "$data_dir"
 # - watchlog: the apps. Keys under wl:* only, no pub/sub; reads (no KEYS/SCAN), the few
 #   writes the store's functions and the extraction make, FCALL of the functions
 #   cluster-init loaded, WAIT, and the read-only cluster/introspection calls redis-py makes.
-#   No EVAL/SCRIPT (no code of their own), FUNCTION, DEL/UNLINK/RENAME, FLUSH*, CONFIG.
+#   No EVAL/SCRIPT (no code of their own), FUNCTION, DEL/UNLINK/RENAME, FLUSH*, CONFIG,
+#   CLIENT PAUSE/KILL/LIST (only what a connection says of itself).
 # - exporter: INFO, CLUSTER INFO/NODES, SLOWLOG and LATENCY reads; no keys, and no
 #   CONFIG GET (it would reveal masterauth), hence --config-command=- on redis_exporter.
 app_rules="resetchannels ~wl:* -@all \
-+@read +@connection -keys -scan -randomkey \
++@read -keys -scan -randomkey \
++auth +hello +asking +reset +command +echo +quit +select \
 +fcall +fcall_ro +wait +info +ping +readonly +readwrite \
 +set +expire +expireat +zadd +hset +hincrby +sadd +xadd \
 +xgroup|create +xgroup|destroy +xreadgroup +xautoclaim +xack \

@@ -134,6 +134,10 @@ class Settings:
                 self.wait_replicas.isascii() and self.wait_replicas.isdigit()):
             raise ValueError(f"WATCHLOG_WAIT_REPLICAS={self.wait_replicas!r}: a number of "
                              "replicas (0, 1, ...) or auto")
+        if self.wait_timeout_ms >= self.redis_timeout * 1000:
+            raise ValueError(f"WATCHLOG_WAIT_TIMEOUT_MS={self.wait_timeout_ms} must be below "
+                             f"WATCHLOG_REDIS_TIMEOUT ({self.redis_timeout} s): a longer wait "
+                             "would end as a socket timeout on every write")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

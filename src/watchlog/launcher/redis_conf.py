@@ -21,13 +21,15 @@ EXPORTER_USER = "exporter"
 # KEYS/SCAN), the few writes the store's functions and the extraction make, FCALL of the
 # functions an admin loaded, WAIT, and the introspection redis-py's cluster client runs
 # (slot map, COMMAND, SETINFO). No EVAL or SCRIPT (no code of their own: a busy loop
-# cannot be sent), no FUNCTION (no loading), no DEL/UNLINK/RENAME/FLUSH*/CONFIG. Functions
+# cannot be sent), no FUNCTION (no loading), no DEL/UNLINK/RENAME/FLUSH*/CONFIG, and of
+# CLIENT only what a connection says of itself (no PAUSE, KILL or LIST of the others). Functions
 # run their commands with the caller's permissions, so the writes they make stay allowed:
 # docs/security.md says what the app password still permits. Verified by
 # tests/test_launcher.py.
 APP_RULES = (
     "resetchannels ~wl:* -@all "
-    "+@read +@connection -keys -scan -randomkey "
+    "+@read -keys -scan -randomkey "
+    "+auth +hello +asking +reset +command +echo +quit +select "
     "+fcall +fcall_ro +wait +info +ping +readonly +readwrite "
     "+set +expire +expireat +zadd +hset +hincrby +sadd +xadd "
     "+xgroup|create +xgroup|destroy +xreadgroup +xautoclaim +xack "

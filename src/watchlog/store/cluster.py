@@ -246,6 +246,8 @@ class ScriptRunner:
                     replies.append(e)
         except TRANSIENT as e:  # the connection is closed: nothing more can be read
             replies += [e] * (sent.n - len(replies))
+            if sent.replicas:  # WAIT's answer never came: no write here is confirmed
+                return [r if isinstance(r, Exception) else e for r in replies[: sent.n]]
             return replies[: sent.n]
         except BaseException:
             sent.conn.disconnect()  # replies left unread: never reuse it as it is
