@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date, timedelta
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response
 
 from watchlog import schema
 from watchlog.consumer.export import export_response
@@ -30,6 +30,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.extensions["watchlog_scrape_gauges"] = scrape_gauges(app.extensions["watchlog_store"])
     app.register_blueprint(queries_blueprint())
     app.register_blueprint(extraction_blueprint())
+    from watchlog.web.limits import init_consumer_rate_limit
+
+    init_consumer_rate_limit(app, settings)
     return app
 
 
@@ -73,7 +76,7 @@ def queries_blueprint() -> Blueprint:
         frm, to = params.time_range(s.max_range_days, DAY_MS)
         limit = params.integer("limit", 100, 1, s.max_page)
         bodies, cursor = store().user_page(_user_key(user_id), frm, to, limit,
-                                           request.args.get("cursor") or None,
+                                           params.arg("cursor") or None,
                                            params.activity_type())
         return json_response({"items": schema.bodies_out(bodies), "next_cursor": cursor})
 
@@ -113,10 +116,11 @@ def queries_blueprint() -> Blueprint:
         """Every log of a range, streamed in event-time order (NDJSON or CSV)."""
         s = settings()
         frm, to = params.time_range(s.max_range_days, DAY_MS)
-        fmt = request.args.get("format", "ndjson")
+        fmt = params.arg("format") or "ndjson"
         if fmt not in ("ndjson", "csv"):
             raise InvalidInput("format: ndjson or csv", field="format")
-        return export_response(store().export(frm, to, params.activity_type()), fmt)
+        return export_response(store().export(frm, to, params.activity_type()), fmt,
+                               s.send_timeout)
 
     @bp.get("/activity_logs")
     @requires("reader")

@@ -11,6 +11,7 @@ import msgspec
 from flask import Response, stream_with_context
 
 from watchlog.schema import bodies_out
+from watchlog.web.bodies import send_within
 
 CSV_FIELDS = ("event_id", "user_id", "activity_type", "timestamp", "duration", "distance",
               "heart_rate", "calories_burned", "latitude", "longitude", "device_id",
@@ -54,8 +55,11 @@ def csv_chunks(bodies: Iterable[bytes]) -> Iterator[bytes]:
         yield buf.getvalue().encode()
 
 
-def export_response(bodies: Iterator[bytes], fmt: str) -> Response:
+def export_response(bodies: Iterator[bytes], fmt: str, send_timeout: float = 0) -> Response:
+    """Stream the export; past ``send_timeout`` seconds (a slow reader) the stream is cut."""
     if fmt == "csv":
-        return Response(stream_with_context(csv_chunks(bodies)), mimetype="text/csv",
+        return Response(stream_with_context(send_within(csv_chunks(bodies), send_timeout)),
+                        mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=activities.csv"})
-    return Response(stream_with_context(ndjson_chunks(bodies)), mimetype="application/x-ndjson")
+    return Response(stream_with_context(send_within(ndjson_chunks(bodies), send_timeout)),
+                    mimetype="application/x-ndjson")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import zlib
 from typing import Any
 
@@ -109,11 +110,23 @@ def validate_items(items: list[bytes], device: str | None
             if device is not None and a.device_id != device:
                 raise Forbidden(f"device_id: this token may only write for {device!r}",
                                 field="device_id")
-            events.append(schema.to_event(a))
+            events.append(_in_retention(schema.to_event(a)))
             where.append(i)
         except WatchlogError as e:
             errors[i] = e
     return events, where, errors
+
+
+def _in_retention(e: schema.Event) -> schema.Event:
+    """Refuse a log older than the retention window: it would be stored to expire at once.
+
+    (The future bound, 24 h, is the schema's.) docs/security.md, "Bounds".
+    """
+    days = settings().retention_days
+    if e.ts < time.time() * 1000 - days * 86400_000:
+        raise InvalidInput(f"timestamp: older than the retention of {days} days "
+                           "(WATCHLOG_RETENTION_DAYS)", field="timestamp")
+    return e
 
 
 def ingest_blueprint() -> Blueprint:

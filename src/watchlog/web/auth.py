@@ -37,6 +37,9 @@ def digest(secret: str) -> bytes:
 class Principal:
     role: str  # ingest | reader | admin
     device_id: str | None = None  # set for a per-device token
+    # Who it is, for rate limits: the role and a digest prefix of the credential (never
+    # the header's text, so spacing or the scheme's case make no new identity).
+    key: str = ""
 
 
 class Auth:
@@ -54,8 +57,15 @@ class Auth:
             log.warning("authentication is OFF (WATCHLOG_AUTH=off): anyone can read and write")
 
     def principal(self) -> Principal:
+        """The request's principal, resolved once per request (the limiter asks first)."""
+        p: Principal | None = g.get("principal")
+        if p is None:
+            p = g.principal = self._resolve()
+        return p
+
+    def _resolve(self) -> Principal:
         if not self.enabled:
-            return Principal("admin")
+            return Principal("admin", key="addr:" + (request.remote_addr or "-"))
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -66,10 +76,10 @@ class Auth:
             if hmac.compare_digest(known, d):
                 role = r
         if role is not None:
-            return Principal(role)
+            return Principal(role, key=f"{role}:{d[:8].hex()}")
         device = self.devices.get(d)
         if device is not None:
-            return Principal("ingest", device)
+            return Principal("ingest", device, key="device:" + device)
         raise Unauthorized("invalid credentials")
 
 

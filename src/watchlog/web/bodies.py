@@ -1,0 +1,178 @@
+"""Bounded request bodies and streamed responses: slow clients cannot hold request threads.
+
+Neither WSGI server bounds the time a body takes to arrive: granian's ``wsgi.input.read``
+blocks its request thread inside Rust until the bytes come (it has only a header-read
+timeout), gunicorn's gthread worker reads a blocking socket without a timeout. Eight
+clients sending one byte a second held all four request threads of an API.
+
+So ``wsgi.input`` is wrapped: each read runs on a parked reader thread while the request
+thread waits for it with a deadline, ``WATCHLOG_BODY_TIMEOUT`` for the whole body and, after
+``GRACE_S``, at least ``WATCHLOG_BODY_MIN_RATE`` bytes/s on average. Past it the request
+answers 408 and its thread serves the next request. The reader stays blocked until the
+client sends the rest or goes away (granian gives no way to cut a connection from Python;
+under gunicorn the socket's read side is shut, which frees it at once); readers are cheap
+(no GIL held while blocked) and at most ``MAX_READERS`` per process exist: past that a
+request with a body answers 503 at once instead of waiting. The hand-off costs ~6 µs per
+read (docs/security.md, "Slow clients").
+
+Responses streamed by the consumer (export) stop after ``WATCHLOG_SEND_TIMEOUT``: the
+stream is cut (the client sees a truncated chunked body, never a complete-looking one).
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from watchlog.errors import RequestTimeout, WatchlogError
+
+GRACE_S = 2.0  # a body's first bytes may take this long before the minimum rate applies
+MAX_READERS = 64  # reader threads per process, busy or parked behind a slow client
+
+
+class Busy(WatchlogError):
+    status = 503
+    code = "busy"
+
+
+class _Job:
+    __slots__ = ("fn", "size", "done", "data", "error")
+
+    def __init__(self, fn: Callable[[int], bytes], size: int) -> None:
+        self.fn, self.size = fn, size
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.data: bytes = b""
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.data = self.fn(self.size)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting request thread
+            self.error = e
+        self.done.release()
+
+
+class Readers:
+    """Parked threads that perform blocking body reads for the request threads."""
+
+    def __init__(self, limit: int = MAX_READERS) -> None:
+        self.limit = limit
+        self.idle: deque[queue.SimpleQueue[_Job]] = deque()
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[int], bytes], size: int) -> _Job:
+        job = _Job(fn, size)
+        try:
+            inbox = self.idle.pop()
+        except IndexError:
+            inbox = self._spawn()
+        inbox.put(job)
+        return job
+
+    def _spawn(self) -> queue.SimpleQueue[_Job]:
+        with self._lock:
+            if self.count >= self.limit:
+                raise Busy(f"{self.limit} request bodies are being received; retry",
+                           retry_after=1)
+            self.count += 1
+        inbox: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, args=(inbox,), daemon=True,
+                         name="watchlog-body-reader").start()
+        return inbox
+
+    def _serve(self, inbox: queue.SimpleQueue[_Job]) -> None:
+        while True:
+            inbox.get().run()
+            self.idle.append(inbox)
+
+
+class TimedInput:
+    """``wsgi.input`` whose reads give up at the body's deadline (``RequestTimeout``)."""
+
+    def __init__(self, raw: Any, readers: Readers, timeout: float, min_rate: int,
+                 sock: socket.socket | None = None) -> None:
+        self.raw, self.readers, self.sock = raw, readers, sock
+        self.timeout, self.min_rate = timeout, min_rate
+        self.started = 0.0
+        self.received = 0
+        self.failed = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.failed:
+            raise RequestTimeout("request body: the client was too slow")
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(1 << 16), b""))
+        if not self.started:
+            self.started = time.monotonic()
+        job = self.readers.submit(self.raw.read, size)
+        if not job.done.acquire(timeout=max(0.0, self._deadline(size) - time.monotonic())):
+            self.failed = True
+            self._cut()
+            raise RequestTimeout(
+                f"request body: {self.received} bytes in {time.monotonic() - self.started:.0f}"
+                f" s, under the bounds (WATCHLOG_BODY_TIMEOUT={self.timeout:g} s, "
+                f"WATCHLOG_BODY_MIN_RATE={self.min_rate} bytes/s)")
+        if job.error is not None:
+            raise job.error
+        self.received += len(job.data)
+        return job.data
+
+    def _deadline(self, size: int) -> float:
+        """The latest time this read may end: a client at the minimum rate ends sooner."""
+        end = self.started + self.timeout if self.timeout > 0 else float("inf")
+        if self.min_rate > 0:
+            end = min(end, self.started + GRACE_S + (self.received + size) / self.min_rate)
+        return end
+
+    def _cut(self) -> None:
+        """Unblock the reader now where the server lets us (gunicorn's socket)."""
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def readline(self, size: int | None = -1) -> bytes:  # WSGI asks for it; unused here
+        raise OSError("readline is not supported on request bodies")
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.read(1 << 16), b"")
+
+
+class BoundedBodies:
+    """WSGI middleware installing ``TimedInput`` on every request that carries a body."""
+
+    def __init__(self, wsgi_app: Any, timeout: float, min_rate: int,
+                 readers: Readers | None = None) -> None:
+        self.wsgi_app = wsgi_app
+        self.timeout, self.min_rate = timeout, min_rate
+        self.readers = readers or Readers()
+        self.enabled = timeout > 0 or min_rate > 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if self.enabled and (environ.get("CONTENT_LENGTH") not in (None, "", "0")
+                             or "HTTP_TRANSFER_ENCODING" in environ):
+            environ["wsgi.input"] = TimedInput(
+                environ["wsgi.input"], self.readers, self.timeout, self.min_rate,
+                environ.get("gunicorn.socket"))
+        return self.wsgi_app(environ, start_response)
+
+
+def send_within(chunks: Iterable[bytes], timeout: float) -> Iterator[bytes]:
+    """Yield ``chunks`` until ``timeout`` seconds have passed, then stop (a cut stream)."""
+    if timeout <= 0:
+        yield from chunks
+        return
+    deadline = time.monotonic() + timeout
+    for chunk in chunks:
+        if time.monotonic() > deadline:
+            raise RequestTimeout(f"response: not sent within WATCHLOG_SEND_TIMEOUT="
+                                 f"{timeout:g} s; stream cut")
+        yield chunk
