@@ -33,6 +33,7 @@ from watchlog.errors import RequestTimeout, WatchlogError
 
 GRACE_S = 2.0  # a body's first bytes may take this long before the minimum rate applies
 MAX_READERS = 64  # reader threads per process, busy or parked behind a slow client
+PIECE = 1024  # the first read of a body, bytes
 
 
 class Busy(WatchlogError):
@@ -105,12 +106,28 @@ class TimedInput:
         self.failed = False
 
     def read(self, size: int | None = -1) -> bytes:
+        """Return up to ``size`` bytes (fewer only at the end of the body)."""
         if self.failed:
             raise RequestTimeout("request body: the client was too slow")
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(1 << 16), b""))
         if not self.started:
             self.started = time.monotonic()
+        # The server's read blocks until all of ``size`` has come, and a reader left behind
+        # a 408 stays blocked until its piece is complete: pieces start at 1 KiB (a single
+        # log in one read) and double with what has come, so a slow client's last piece is
+        # small and a fast client's 4 MiB body takes a dozen reads.
+        parts = []
+        while size > 0:
+            want = min(size, max(PIECE, min(self.received, 1 << 16)))
+            got = self._read(want)
+            parts.append(got)
+            size -= len(got)
+            if len(got) < want:
+                break  # the end of the body
+        return b"".join(parts) if len(parts) != 1 else parts[0]
+
+    def _read(self, size: int) -> bytes:
         job = self.readers.submit(self.raw.read, size)
         if not job.done.acquire(timeout=max(0.0, self._deadline(size) - time.monotonic())):
             self.failed = True

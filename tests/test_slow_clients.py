@@ -1,0 +1,144 @@
+"""Issue 13 item 1: clients that send their body (or read a response) slowly cannot starve
+an API. Proved against the API served as `watchlog up` serves it (granian by default, the
+default 2 workers x 2 threads), with more slow clients than request threads.
+
+Negative control: the same attack with the bounds off (WATCHLOG_BODY_TIMEOUT=0,
+WATCHLOG_BODY_MIN_RATE=0) starves the normal requests.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import bearer, serve, service_env
+from payloads import seed_log
+from watchlog.launcher.credentials import Credentials
+from watchlog.launcher.procs import free_redis_ports
+from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.services import Service
+
+SLOW_CLIENTS = 8  # more than the 2 x 2 request threads
+ATTACK_S = 14.0  # how long the slow clients keep trickling
+NORMAL_TIMEOUT_S = 12.0  # a normal client's patience
+
+
+def start(cluster: LocalCluster, credentials: Credentials, tmp: Path, service: str,
+          **settings: str) -> tuple[Service, str]:
+    port = free_redis_ports("127.0.0.1", 1)[0]
+    env = {**service_env(cluster, credentials), "WATCHLOG_WORKERS": "2",
+           "WATCHLOG_THREADS": "2", **settings}
+    svc = serve(service, env, port, tmp, tmp / f"metrics-{service}")
+    return svc, f"http://127.0.0.1:{port}"
+
+
+class SlowSender(threading.Thread):
+    """Send a POST's headers, then its 100000-byte body one byte a second; when answered
+    (or cut), note the answer and start again, until ``stop``."""
+
+    def __init__(self, port: int, path: str, token: str, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.port, self.path, self.token, self.stop = port, path, token, stop
+        self.answers: list[bytes] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with socket.create_connection(("127.0.0.1", self.port)) as s:
+                s.sendall(f"POST {self.path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                          f"Content-Type: application/json\r\nAuthorization: Bearer "
+                          f"{self.token}\r\n\r\n[".encode())
+                s.settimeout(1.0)
+                while not self.stop.is_set():
+                    try:
+                        answer = s.recv(65536)
+                    except TimeoutError:
+                        try:
+                            s.sendall(b" ")
+                        except OSError:
+                            break
+                        continue
+                    except OSError:
+                        break
+                    self.answers.append(answer + rest(s) if answer else b"(closed)")
+                    break
+
+
+def rest(s: socket.socket) -> bytes:
+    """What else the server sends within half a second (the rest of an answer)."""
+    s.settimeout(0.5)
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except OSError:
+        pass
+    return out
+
+
+@pytest.fixture
+def slow_senders() -> Iterator[Any]:
+    stop = threading.Event()
+    started: list[SlowSender] = []
+
+    def launch(port: int, path: str, token: str) -> list[SlowSender]:
+        for _ in range(SLOW_CLIENTS):
+            t = SlowSender(port, path, token, stop)
+            t.start()
+            started.append(t)
+        return started
+
+    yield launch
+    stop.set()
+    for t in started:
+        t.join(5)
+
+
+def normal_posts(url: str, headers: dict[str, str], seconds: float) -> list[str]:
+    """POST one log a second for ``seconds``; return each outcome (status or error)."""
+    outcomes = []
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=NORMAL_TIMEOUT_S) as http:
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            try:
+                r = http.post(url + "/v1/activities", json=seed_log(duration=i), headers=headers)
+                outcomes.append(str(r.status_code))
+            except httpx.TimeoutException:
+                outcomes.append("timeout")
+            time.sleep(1.0)
+    return outcomes
+
+
+@pytest.mark.parametrize("bounded", [True, False], ids=["bounded", "unbounded-control"])
+def test_slow_bodies_cannot_starve_normal_posts(cluster, credentials, tmp_path, slow_senders,
+                                                bounded: bool) -> None:
+    off = {} if bounded else {"WATCHLOG_BODY_TIMEOUT": "0", "WATCHLOG_BODY_MIN_RATE": "0"}
+    svc, url = start(cluster, credentials, tmp_path, "producer", **off)
+    try:
+        senders = slow_senders(int(url.rpartition(":")[2]), "/v1/activities",
+                               credentials.ingest_token)
+        time.sleep(1.5)  # every request thread is now taken by a slow body
+        outcomes = normal_posts(url, bearer(credentials.ingest_token), ATTACK_S)
+    finally:
+        for t in senders:
+            t.stop.set()
+        svc.stop()
+    if not bounded:
+        assert "timeout" in outcomes, outcomes  # the control: starved
+        return
+    assert outcomes and set(outcomes) == {"201"}, outcomes
+    answers = [a for t in senders for a in t.answers]
+    assert answers, "the slow clients were never answered"
+    for a in answers:
+        head, _, body = a.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), a[:200]
+        assert json.loads(body)["error"] == "request_timeout"
