@@ -9,6 +9,7 @@ WATCHLOG_BODY_MIN_RATE=0) starves the normal requests.
 from __future__ import annotations
 
 import json
+import random
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from conftest import bearer, serve, service_env
-from payloads import seed_log
+from payloads import random_logs, seed_log
 from watchlog.launcher.credentials import Credentials
 from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis_cluster import LocalCluster
@@ -29,6 +30,7 @@ from watchlog.launcher.services import Service
 SLOW_CLIENTS = 8  # more than the 2 x 2 request threads
 ATTACK_S = 14.0  # how long the slow clients keep trickling
 NORMAL_TIMEOUT_S = 12.0  # a normal client's patience
+EXPORT_THOUSANDS = 40  # logs in the export, thousands (~12 MB: 3 x what buffers hold)
 
 
 def start(cluster: LocalCluster, credentials: Credentials, tmp: Path, service: str,
@@ -142,3 +144,101 @@ def test_slow_bodies_cannot_starve_normal_posts(cluster, credentials, tmp_path, 
         head, _, body = a.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408"), a[:200]
         assert json.loads(body)["error"] == "request_timeout"
+
+
+class SlowReader(threading.Thread):
+    """Ask for an export with a small receive buffer and read 16 KiB every 1/4 s; once
+    ``fast`` is set, read the rest at full speed, until the server ends the response."""
+
+    def __init__(self, port: int, path: str, token: str, fast: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.port, self.path, self.token, self.fast = port, path, token, fast
+        self.received = 0
+        self.status = b""  # the status line of the answer
+        self.ended = False  # the server ended the response: cut, refused or complete
+        self.tail = b""
+
+    @property
+    def complete(self) -> bool:
+        """The chunked body's last chunk came (nothing says it was cut)."""
+        return self.tail == b"0\r\n\r\n"
+
+    def run(self) -> None:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.connect(("127.0.0.1", self.port))
+        s.sendall(f"GET {self.path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                  f"{self.token}\r\n\r\n".encode())
+        s.settimeout(40.0)  # long enough to wait for a request thread
+        with s:
+            while True:
+                try:
+                    got = s.recv(1 << 20 if self.fast.is_set() else 16384)
+                except OSError:
+                    got = b""
+                self.status = self.status or got.partition(b"\r\n")[0]
+                self.received += len(got)
+                self.tail = (self.tail + got)[-5:]
+                if not got or self.complete or self.status[9:12] == b"503":
+                    self.ended = True
+                    return
+                if not self.fast.is_set():
+                    time.sleep(0.25)
+
+
+def normal_reads(url: str, headers: dict[str, str], seconds: float) -> list[str]:
+    outcomes = []
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=NORMAL_TIMEOUT_S) as http:
+        while time.monotonic() < deadline:
+            try:
+                r = http.get(url + "/v1/users/7/activities", headers=headers)
+                outcomes.append(str(r.status_code))
+            except httpx.TimeoutException:
+                outcomes.append("timeout")
+            time.sleep(1.0)
+    return outcomes
+
+
+@pytest.mark.parametrize("server, bounded", [("granian", True), ("gunicorn", True),
+                                             ("granian", False)],
+                         ids=["granian", "gunicorn", "unbounded-control"])
+def test_slow_export_readers_cannot_starve_other_reads(
+        cluster, credentials, tmp_path, producer, ingest_headers, server: str,
+        bounded: bool) -> None:
+    for k in range(EXPORT_THOUSANDS):  # far more than the buffers on the way hold
+        logs = random_logs(1000, 50, random.Random(k))
+        assert producer.post("/v1/activities", json=logs,
+                             headers=ingest_headers).json["created"] == 1000
+    svc, url = start(cluster, credentials, tmp_path, "consumer", WATCHLOG_SERVER=server,
+                     WATCHLOG_SEND_TIMEOUT="3" if bounded else "0")
+    fast = threading.Event()
+    port = int(url.rpartition(":")[2])
+    readers = [SlowReader(port, "/v1/activities/export", credentials.reader_key, fast)
+               for _ in range(SLOW_CLIENTS)]
+    try:
+        for t in readers:
+            t.start()
+        time.sleep(1.5)  # request threads are now writing to slow readers
+        outcomes = normal_reads(url, bearer(credentials.reader_key), ATTACK_S)
+        fast.set()  # now drain: a cut stream ends short, an uncut one completes
+        for t in readers:
+            t.join(60)
+        full = len(httpx.get(url + "/v1/activities/export", headers=bearer(
+            credentials.reader_key), timeout=60).content)
+    finally:
+        fast.set()
+        svc.stop()
+    codes = sorted({t.status.decode()[9:12] for t in readers})
+    served = [t for t in readers if t.status[9:12] == b"200"]
+    assert served and all(t.ended for t in readers)
+    if not bounded:
+        assert codes == ["200"] and all(t.complete and t.received > full for t in served)
+        assert "timeout" in outcomes, outcomes  # the control: the other reads starved
+        return
+    assert outcomes and set(outcomes) == {"200"}, outcomes
+    # one stream per worker at a time (half its threads): the others were told to retry
+    assert codes == ["200", "503"], codes
+    # and the streams were cut at the send deadline, well short of the whole export (what
+    # the buffers on the way held at the deadline: up to the kernel's 4 MB send buffer)
+    assert all(t.received < full * 0.6 for t in served), ([t.received for t in served], full)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date, timedelta
 
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, current_app
 
 from watchlog import schema
 from watchlog.consumer.export import export_response
@@ -17,6 +17,7 @@ from watchlog.store import Store
 from watchlog.store.reader import merge_aggregates
 from watchlog.web import params
 from watchlog.web.auth import requires
+from watchlog.web.bodies import StreamSlots
 from watchlog.web.common import create_base_app, json_response, settings, store
 
 DAY_MS = 86400_000
@@ -27,6 +28,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     settings = settings or Settings.from_env()
     app = create_base_app("consumer", settings, store)
     app.extensions["watchlog_openapi"] = consumer_spec
+    # with the send bound off (WATCHLOG_SEND_TIMEOUT=0), streams are not capped either
+    app.extensions["watchlog_stream_slots"] = (
+        StreamSlots(settings.threads) if settings.send_timeout > 0 else None)
     app.extensions["watchlog_scrape_gauges"] = scrape_gauges(app.extensions["watchlog_store"])
     app.register_blueprint(queries_blueprint())
     app.register_blueprint(extraction_blueprint())
@@ -120,7 +124,7 @@ def queries_blueprint() -> Blueprint:
         if fmt not in ("ndjson", "csv"):
             raise InvalidInput("format: ndjson or csv", field="format")
         return export_response(store().export(frm, to, params.activity_type()), fmt,
-                               s.send_timeout)
+                               s.send_timeout, current_app.extensions["watchlog_stream_slots"])
 
     @bp.get("/activity_logs")
     @requires("reader")

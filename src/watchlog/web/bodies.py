@@ -27,6 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from typing import Any
 
 from watchlog.errors import RequestTimeout, WatchlogError
@@ -34,6 +35,7 @@ from watchlog.errors import RequestTimeout, WatchlogError
 GRACE_S = 2.0  # a body's first bytes may take this long before the minimum rate applies
 MAX_READERS = 64  # reader threads per process, busy or parked behind a slow client
 PIECE = 1024  # the first read of a body, bytes
+FAST_S = 0.05  # a piece that takes longer is slow: it needs a slow slot to be waited for
 
 
 class Busy(WatchlogError):
@@ -60,10 +62,17 @@ class _Job:
 
 
 class Readers:
-    """Parked threads that perform blocking body reads for the request threads."""
+    """Parked threads that perform blocking body reads for the request threads.
 
-    def __init__(self, limit: int = MAX_READERS) -> None:
+    ``slow`` counts the request threads that may wait for a slow body at once (half of
+    them): the others keep serving requests whose bodies come at once, whatever the
+    number of slow clients.
+    """
+
+    def __init__(self, limit: int = MAX_READERS, slow: int = 1) -> None:
         self.limit = limit
+        self.slow_slots = slow
+        self.slow = threading.BoundedSemaphore(slow)
         self.idle: deque[queue.SimpleQueue[_Job]] = deque()
         self.count = 0
         self._lock = threading.Lock()
@@ -129,7 +138,8 @@ class TimedInput:
 
     def _read(self, size: int) -> bytes:
         job = self.readers.submit(self.raw.read, size)
-        if not job.done.acquire(timeout=max(0.0, self._deadline(size) - time.monotonic())):
+        left = self._deadline(size) - time.monotonic()
+        if not job.done.acquire(timeout=max(0.0, min(FAST_S, left))) and not self._wait(job, size):
             self.failed = True
             self._cut()
             raise RequestTimeout(
@@ -140,6 +150,18 @@ class TimedInput:
             raise job.error
         self.received += len(job.data)
         return job.data
+
+    def _wait(self, job: _Job, size: int) -> bool:
+        """Wait for a slow piece in one of the few slow slots; False past the deadline."""
+        if not self.readers.slow.acquire(blocking=False):
+            self.failed = True
+            self._cut()
+            raise Busy(f"request body slower than {FAST_S:g} s while {self.readers.slow_slots} "
+                       "slow bodies of this process are being received; retry", retry_after=1)
+        try:
+            return job.done.acquire(timeout=max(0.0, self._deadline(size) - time.monotonic()))
+        finally:
+            self.readers.slow.release()
 
     def _deadline(self, size: int) -> float:
         """The latest time this read may end: a client at the minimum rate ends sooner."""
@@ -166,11 +188,10 @@ class TimedInput:
 class BoundedBodies:
     """WSGI middleware installing ``TimedInput`` on every request that carries a body."""
 
-    def __init__(self, wsgi_app: Any, timeout: float, min_rate: int,
-                 readers: Readers | None = None) -> None:
+    def __init__(self, wsgi_app: Any, timeout: float, min_rate: int, threads: int = 2) -> None:
         self.wsgi_app = wsgi_app
         self.timeout, self.min_rate = timeout, min_rate
-        self.readers = readers or Readers()
+        self.readers = Readers(slow=max(1, threads // 2))
         self.enabled = timeout > 0 or min_rate > 0
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -182,14 +203,58 @@ class BoundedBodies:
         return self.wsgi_app(environ, start_response)
 
 
-def send_within(chunks: Iterable[bytes], timeout: float) -> Iterator[bytes]:
-    """Yield ``chunks`` until ``timeout`` seconds have passed, then stop (a cut stream)."""
-    if timeout <= 0:
-        yield from chunks
-        return
-    deadline = time.monotonic() + timeout
-    for chunk in chunks:
-        if time.monotonic() > deadline:
-            raise RequestTimeout(f"response: not sent within WATCHLOG_SEND_TIMEOUT="
-                                 f"{timeout:g} s; stream cut")
-        yield chunk
+SEND_PIECE = 16384  # bytes handed to the server at a time by ``send_within``
+
+
+class StreamSlots:
+    """At most half the request threads of a process stream a response at once.
+
+    A streamed response holds its thread until the client has read nearly all of it, and
+    under granian a slow reader cannot be cut sooner than the buffers on the way drain:
+    the other half of the threads always serves the short requests.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.size = max(1, threads // 2)
+        self.sem = threading.BoundedSemaphore(self.size)
+
+    def take(self) -> Callable[[], None]:
+        """Take a slot (503 ``Busy`` when none is free); return its release."""
+        if not self.sem.acquire(blocking=False):
+            raise Busy(f"{self.size} streamed responses of this process are being sent; retry",
+                       retry_after=1)
+        once = [self.sem.release]
+
+        def release() -> None:  # idempotent: the stream's end and the server's close()
+            with suppress(IndexError):
+                once.pop()()
+
+        return release
+
+
+def send_within(chunks: Iterable[bytes], timeout: float, sock: socket.socket | None = None,
+                done: Callable[[], None] | None = None) -> Iterator[bytes]:
+    """Yield ``chunks`` until ``timeout`` seconds have passed, then cut the stream.
+
+    The chunks go out in ``SEND_PIECE`` slices: granian writes a streamed response on the
+    request thread and asks for the next slice only when the buffers on the way (~0.5 MB)
+    have room, so the deadline is checked at every slice the client makes room for. Under
+    gunicorn (``sock``) each write also carries the time left as its socket timeout: exact.
+    ``done`` is called when the stream ends, however it ends.
+    """
+    deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
+    try:
+        for chunk in chunks:
+            for i in range(0, len(chunk), SEND_PIECE):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RequestTimeout(f"response: not sent within WATCHLOG_SEND_TIMEOUT="
+                                         f"{timeout:g} s; stream cut")
+                if sock is not None and timeout > 0:
+                    sock.settimeout(left)
+                yield chunk[i:i + SEND_PIECE] if len(chunk) > SEND_PIECE else chunk
+    finally:
+        if sock is not None and timeout > 0:
+            sock.settimeout(None)
+        if done is not None:
+            done()

@@ -65,7 +65,7 @@ def create_base_app(service: str, settings: Settings, store: Store | None) -> Fl
     _install_errors(app)
     _install_hooks(app, service, settings)
     app.wsgi_app = SecurityHeaders(BoundedBodies(  # type: ignore[method-assign]
-        app.wsgi_app, settings.body_timeout, settings.body_min_rate))
+        app.wsgi_app, settings.body_timeout, settings.body_min_rate, settings.threads))
     app.register_blueprint(health_blueprint())
     app.register_blueprint(admin_blueprint())
     return app
