@@ -48,6 +48,19 @@ def _decode(raw: bytes, kind: type[Any]) -> Any:
         raise Malformed(f"malformed JSON: {e}") from None
 
 
+_LABELS: set[str] = set()  # extractor names this process has put in a metric label
+
+
+def _label(name: str) -> str:
+    """``name`` as a label value, or ``other`` once this process has used as many names as
+    extractors may exist: names come and go, the label set stays bounded."""
+    if name not in _LABELS:
+        if len(_LABELS) >= settings().max_extractors:
+            return "other"
+        _LABELS.add(name)
+    return name
+
+
 def _create(name: str, start: str, reset: bool) -> None:
     """Create ``name``: 409 when it exists (unless ``reset``) or the cap is reached.
 
@@ -119,7 +132,7 @@ def extraction_blueprint() -> Blueprint:
         # an unknown name is NotFound (404): only PUT creates an extractor
         items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
         if redelivered:
-            metrics.EXTRACTION_REDELIVERED.labels(name).inc(redelivered)
+            metrics.EXTRACTION_REDELIVERED.labels(_label(name)).inc(redelivered)
         docs = msgspec.to_builtins(schema.bodies_out([b for _, b in items]))
         return json_response({
             "items": [{"feed_id": fid, **doc} for (fid, _), doc in zip(items, docs, strict=True)],
