@@ -54,6 +54,10 @@ BATCH_SIZE = Histogram(
 REDIS_DURATION = Histogram(
     "watchlog_redis_command_duration_seconds", "Store operation latency (all round trips)",
     ["operation"], buckets=REDIS_BUCKETS)
+WRITES_REFUSED = Counter(
+    "watchlog_writes_refused",
+    "Writes answered 503 because fewer replicas confirmed them than WATCHLOG_WAIT_REPLICAS",
+    ["reason"])
 EXTRACTION_REDELIVERED = Counter(
     "watchlog_extraction_redelivered", "Extraction entries delivered again", ["extractor"])
 

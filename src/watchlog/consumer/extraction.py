@@ -34,7 +34,7 @@ class CreateBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _name(name: str) -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):  # fullmatch: `$` alone also matches before a final \n
         raise InvalidInput("name: 1-64 of A-Z a-z 0-9 . _ -", field="name")
     return name
 
@@ -127,7 +127,7 @@ def extraction_blueprint() -> Blueprint:
         visibility = params.integer("visibility_timeout", int(settings().extract_visibility_s),
                                     1, 3600)
         consumer = params.arg("consumer") or "default"
-        if not NAME.match(consumer):
+        if not NAME.fullmatch(consumer):
             raise InvalidInput("consumer: 1-64 of A-Z a-z 0-9 . _ -", field="consumer")
         # an unknown name is NotFound (404): only PUT creates an extractor
         items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
@@ -146,10 +146,13 @@ def extraction_blueprint() -> Blueprint:
         if len(body.ids) > 10 * settings().max_page:
             raise InvalidInput(f"ids: at most {10 * settings().max_page}", field="ids")
         name = _name(name)
-        acknowledged = store().extractor_ack(name, body.ids)
-        if not acknowledged:
+        not_acked = store().extractor_ack(name, body.ids)
+        acked = len(body.ids) - len(not_acked)
+        if not acked:
             store().extractor_info(name)  # an unknown extractor acknowledges nothing: 404
-        return json_response({"acknowledged": acknowledged})
+        # Ids not pending (already acknowledged, never delivered, unknown) are named, never
+        # silently counted as done.
+        return json_response({"acknowledged": acked, "acked": acked, "not_acked": not_acked})
 
     return bp
 

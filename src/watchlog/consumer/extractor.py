@@ -141,6 +141,7 @@ class Extractor:
             if resp.status_code == 409:
                 found = self.client.get(path)
                 if found.status_code == 200:
+                    self.ready = True
                     return False
                 raise ExtractError(f"PUT {path}: {error_message(resp)}", transient=False)
         except GaveUp as e:
@@ -149,13 +150,13 @@ class Extractor:
         if resp.status_code >= 400:
             ERRORS.inc()
             raise ExtractError(f"PUT {path}: {error_message(resp)}", transient=False)
+        self.ready = True
         return True
 
     def fetch(self) -> list[dict[str, Any]]:
         """Take the next batch (redeliveries first); the first call creates the extractor."""
         if not self.ready:
             self.ensure()
-            self.ready = True
         doc = self._call(f"/v1/extractors/{self.name}/batches", params=self.params)
         return doc["items"]  # type: ignore[no-any-return]
 
@@ -201,6 +202,8 @@ class Extractor:
             try:
                 got = self.step()
             except ExtractError as e:
+                if stop.is_set():
+                    break  # stopped in a retry wait; an unacknowledged batch comes back later
                 if not (follow and e.transient):
                     raise
                 log.warning("%s; trying again in %.0f s", e, interval)
