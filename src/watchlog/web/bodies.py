@@ -7,16 +7,18 @@ clients sending one byte a second held all four request threads of an API.
 
 So ``wsgi.input`` is wrapped: each read runs on a parked reader thread while the request
 thread waits for it with a deadline, ``WATCHLOG_BODY_TIMEOUT`` for the whole body and, after
-``GRACE_S``, at least ``WATCHLOG_BODY_MIN_RATE`` bytes/s on average. Past it the request
-answers 408 and its thread serves the next request. The reader stays blocked until the
-client sends the rest or goes away (granian gives no way to cut a connection from Python;
-under gunicorn the socket's read side is shut, which frees it at once); readers are cheap
-(no GIL held while blocked) and at most ``MAX_READERS`` per process exist: past that a
-request with a body answers 503 at once instead of waiting. The hand-off costs ~6 µs per
-read (docs/security.md, "Slow clients").
+``GRACE_S``, at least ``WATCHLOG_BODY_MIN_RATE`` bytes/s on average. A piece that has not
+come within ``FAST_S`` is slow: only half the request threads may wait for slow pieces at
+once (503 past that), so the others keep serving requests whose bodies come at once. Past
+the deadline the request answers 408 and its thread serves the next request. The reader
+stays blocked until the client sends its piece or goes (granian gives no way to cut a
+connection from Python; under gunicorn the socket's read side is shut, which frees it at
+once); readers hold no GIL while blocked and at most ``MAX_READERS`` per process exist (503
+past that). The hand-off is the price of a time bound under granian: ~40-80 µs of CPU per
+request on a loaded 2-core VM, ~6 µs on an idle core (docs/security.md, "Slow clients").
 
-Responses streamed by the consumer (export) stop after ``WATCHLOG_SEND_TIMEOUT``: the
-stream is cut (the client sees a truncated chunked body, never a complete-looking one).
+Streamed responses (export): at most half the request threads stream at once
+(``StreamSlots``), and a stream stops after ``WATCHLOG_SEND_TIMEOUT`` (``send_within``).
 """
 
 from __future__ import annotations
