@@ -120,11 +120,13 @@ def normal_posts(url: str, headers: dict[str, str], seconds: float) -> list[str]
     return outcomes
 
 
-@pytest.mark.parametrize("bounded", [True, False], ids=["bounded", "unbounded-control"])
+@pytest.mark.parametrize("server, bounded", [("granian", True), ("gunicorn", True),
+                                             ("granian", False)],
+                         ids=["granian", "gunicorn", "unbounded-control"])
 def test_slow_bodies_cannot_starve_normal_posts(cluster, credentials, tmp_path, slow_senders,
-                                                bounded: bool) -> None:
+                                                server: str, bounded: bool) -> None:
     off = {} if bounded else {"WATCHLOG_BODY_TIMEOUT": "0", "WATCHLOG_BODY_MIN_RATE": "0"}
-    svc, url = start(cluster, credentials, tmp_path, "producer", **off)
+    svc, url = start(cluster, credentials, tmp_path, "producer", WATCHLOG_SERVER=server, **off)
     try:
         senders = slow_senders(int(url.rpartition(":")[2]), "/v1/activities",
                                credentials.ingest_token)
