@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from conftest import bearer, serve, service_env
 from payloads import random_logs, seed_log
@@ -245,3 +246,52 @@ def test_slow_export_readers_cannot_starve_other_reads(
     # and the streams were cut at the send deadline, well short of the whole export (what
     # the buffers on the way held at the deadline: up to the kernel's 4 MB send buffer)
     assert all(t.received < full * 0.6 for t in served), ([t.received for t in served], full)
+
+
+# Every route that reads a body, in both apps: a stalled body (a pipe nobody writes to) gets
+# a JSON 408 at its deadline. Control: with the bounds off the same request stays blocked.
+BODY_ROUTES = [("producer", "POST", "/v1/activities"), ("producer", "POST", "/log_activity"),
+               ("consumer", "POST", "/v1/extractors/e/ack"),
+               ("consumer", "PUT", "/v1/extractors/e"), ("consumer", "PUT", "/admin/faults")]
+
+
+@pytest.mark.parametrize("service, method, path", BODY_ROUTES,
+                         ids=[f"{m} {p}" for _, m, p in BODY_ROUTES])
+@pytest.mark.parametrize("bounded", [True, False], ids=["bounded", "unbounded-control"])
+def test_every_body_route_answers_408_to_a_stalled_body(
+        cluster_settings, store, admin_headers, service: str, method: str, path: str,
+        bounded: bool) -> None:
+    import os
+
+    from watchlog.consumer.app import create_app as consumer_app
+    from watchlog.producer.app import create_app as producer_app
+
+    limits = {"body_timeout": 1.0} if bounded else {"body_timeout": 0.0, "body_min_rate": 0}
+    create = producer_app if service == "producer" else consumer_app
+    app = create(cluster_settings.replace(**limits), store)
+    if service == "consumer":
+        app.test_client().put("/v1/extractors/e?reset=true", json={}, headers=admin_headers)
+    r_fd, w_fd = os.pipe()
+    answers: list[Any] = []
+    with os.fdopen(r_fd, "rb") as stalled, os.fdopen(w_fd, "wb") as writer:
+        environ = EnvironBuilder(path, method=method, content_type="application/json",
+                                 headers=admin_headers).get_environ()
+        environ.update({"wsgi.input": stalled, "CONTENT_LENGTH": "100000"})
+
+        def send() -> None:
+            body, status, headers = run_wsgi_app(app, environ, buffered=True)
+            answers.append((status, headers, b"".join(body)))
+
+        call = threading.Thread(target=send)
+        call.start()
+        call.join(NORMAL_TIMEOUT_S if bounded else 3.0)  # the bound is 1 s
+        if not bounded:
+            assert call.is_alive() and not answers  # the control: still waiting for bytes
+            writer.write(b" " * 100000)  # let it finish
+            writer.flush()
+            call.join(NORMAL_TIMEOUT_S)
+            return
+    status, headers, body = answers[0]
+    doc = json.loads(body)
+    assert status.startswith("408") and doc["error"] == "request_timeout", body
+    assert "WATCHLOG_BODY_TIMEOUT" in doc["message"] and headers["Connection"] == "close"
