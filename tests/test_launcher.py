@@ -394,3 +394,15 @@ def test_make_private_tightens_what_an_older_launcher_left(tmp_path: Path) -> No
     make_private(state)
     assert loose_modes(state) == {}
     assert stat.S_IMODE(outside.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("guard", [0, 1])
+def test_restarted_nodes_keep_the_clusters_replica_guard(tmp_path: Path, guard: int) -> None:
+    """`chaos restart` rebuilds the cluster from its state: the available policy (no
+    min-replicas guard) must not turn into the guarded one on a restarted node."""
+    creds = load_or_create(tmp_path)
+    c = LocalCluster(tmp_path, base_port=None, replicas=1, min_replicas=guard, credentials=creds)
+    c.root.mkdir(parents=True)
+    c._save_layout()
+    again = LocalCluster.from_state(tmp_path, creds)
+    assert again is not None and again.min_replicas == guard

@@ -24,6 +24,7 @@ import redis
 from watchlog import keys
 from watchlog.faults import PRESETS, FaultSpec
 from watchlog.launcher.procs import LauncherError
+from watchlog.launcher.verify import NEMESES
 
 SERVICES = ("producer", "consumer")
 STATUSES = ("500", "502", "503", "504")
@@ -352,3 +353,76 @@ def partition_slots(cluster: Any, source: int, count: int) -> list[int]:
     if not owned:
         raise click.ClickException(f"redis node {source} holds no partition")
     return owned[:count]
+
+
+# -- the checker -------------------------------------------------------------------------
+
+
+@chaos.command()
+@state_dir_option
+@click.option("--producer-url", envvar="WATCHLOG_PRODUCER_URL",
+              default="http://127.0.0.1:5001", show_default=True)
+@click.option("--consumer-url", envvar="WATCHLOG_CONSUMER_URL",
+              default="http://127.0.0.1:5002", show_default=True)
+@click.option("--nemesis", type=click.Choice(NEMESES),
+              default="none", show_default=True, help="The harm done during the writes.")
+@click.option("--count", type=click.IntRange(1, 1_000_000), default=3000, show_default=True,
+              help="Logs to write.")
+@click.option("--writers", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Concurrent client threads.")
+@click.option("--duration", type=click.FloatRange(0), default=None,
+              help="Spread the writes over this many seconds (default: the nemesis's usual "
+                   "length).")
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="UTC day the logs are dated (default: two days ago).")
+@click.option("--seed", type=int, default=None, help="Seed of the workload (replayable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(state_dir: Path, producer_url: str, consumer_url: str, nemesis: str, count: int,
+           writers: int, duration: float | None, day: Any, seed: int | None,
+           as_json: bool) -> None:
+    """Write logs with a ledger, harm the system, read back: lost, duplicated, phantom.
+
+    Exits 1 when an acknowledged log is lost, a log is stored or extracted twice, a log
+    appears that was never sent, a first send is answered `duplicate`, or an aggregate
+    disagrees with the logs; 2 when the check itself could not run (docs/chaos.md).
+    """
+    from watchlog.launcher import verify as v
+
+    opts = v.Options(producer_url.rstrip("/"), consumer_url.rstrip("/"), state_dir,
+                     nemesis=nemesis, count=count, writers=writers, seed=seed,
+                     day=day.date() if day else None, duration=duration)
+    progress = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
+    try:
+        with failures_as_click():
+            try:
+                tokens = checker_tokens(state_dir, admin=nemesis == "faults")
+                result = v.run_checker(opts, tokens, progress=progress)
+            except v.VerifyError as e:
+                raise click.ClickException(str(e)) from e
+    except click.ClickException as e:
+        raise CouldNotCheck(e.message) from e
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for line in v.render(result):
+            click.echo(line)
+    if result["failed"]:
+        raise SystemExit(1)
+
+
+class CouldNotCheck(click.ClickException):
+    """The checker could not run to the end: no verdict (exit 2, not 1)."""
+
+    exit_code = 2
+
+
+def checker_tokens(state_dir: Path, admin: bool) -> dict[str, str]:
+    """The ingest, reader (and admin) tokens: the environment, then ``<state>/credentials``."""
+    from watchlog.http import NoCredentials, find_state_dir, require_token
+
+    state = find_state_dir(state_dir)
+    roles = ("ingest", "reader", "admin") if admin else ("ingest", "reader")
+    try:
+        return {role: require_token(role, state=state) or "" for role in roles}
+    except NoCredentials as e:
+        raise click.ClickException(str(e)) from None

@@ -89,7 +89,7 @@ class LocalCluster:
         saved = json.loads(path.read_text())
         cluster = cls(state_dir, host=saved["host"], base_port=saved["ports"][0],
                       masters=saved["masters"], replicas=saved["replicas"],
-                      credentials=credentials)
+                      credentials=credentials, min_replicas=saved.get("min_replicas"))
         cluster.ports = list(saved["ports"])
         return cluster
 
@@ -208,7 +208,7 @@ class LocalCluster:
 
     def _save_layout(self) -> None:
         layout = {"host": self.host, "ports": self.ports, "masters": self.masters,
-                  "replicas": self.replicas}
+                  "replicas": self.replicas, "min_replicas": self.min_replicas}
         with umask(self.mask):
             (self.root / "cluster.json").write_text(json.dumps(layout, indent=2) + "\n")
 
