@@ -46,8 +46,10 @@ def fuzzed_apps(cluster_settings: Settings, store: Store) -> dict[str, Flask]:
     from watchlog.producer.app import create_app as producer_app
 
     assert cluster_settings.fault_abort_p == 0 and cluster_settings.fault_delay_p == 0
+    # thousands of calls a second: the consumer's rate limit is not what is fuzzed here
+    unlimited = cluster_settings.replace(consumer_rate_limit="1000000/second")
     return {"producer": producer_app(cluster_settings, store),
-            "consumer": consumer_app(cluster_settings, store)}
+            "consumer": consumer_app(unlimited, store)}
 
 
 def call(case: Any, app: Flask, headers: dict[str, str]) -> None:
@@ -264,3 +266,52 @@ def test_extractor_path_parameter_is_a_whole_name_or_refused(
     else:
         assert r.status_code in (404, 422), (name, r.status_code)
         assert r.status_code == 422 or "/" in name or name in ("", ".", "..")
+
+
+# ---- query parameters: strict ASCII (issue 13 item 12) ---------------------------------
+
+@pytest.fixture(scope="module")
+def query_client(cluster_settings: Settings, store: Store) -> Any:
+    from watchlog.consumer.app import create_app
+
+    s = cluster_settings.replace(consumer_rate_limit="1000000/second")
+    return create_app(s, store).test_client()
+
+
+PARAM_TEXT = st.one_of(st.text(max_size=14), st.from_regex(r"\A[0-9]{1,5}\Z"),
+                       st.dates().map(str), st.dates().map(lambda d: f"{d}\n"),
+                       st.text(alphabet="0123456789１２３٣-_ +.", max_size=12))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(value=PARAM_TEXT)
+def test_query_parameters_accept_only_their_ascii_form(query_client, reader_headers,
+                                                       value: str) -> None:
+    """``limit`` passes iff it is ASCII digits in range; a day iff it is YYYY-MM-DD."""
+    import re
+    from datetime import date
+
+    r = query_client.get("/v1/users/7/activities", query_string={"limit": value},
+                         headers=reader_headers)
+    ok = value == "" or (re.fullmatch(r"[0-9]{1,18}", value, re.ASCII) is not None
+                         and 1 <= int(value) <= cluster_settings_max_page(query_client))
+    assert r.status_code == (200 if ok else 422), (value, r.json)
+    if not ok:
+        assert r.json["field"] == "limit"
+
+    r = query_client.get("/v1/users/7/summary", query_string={"to": value, "from": value},
+                         headers=reader_headers)
+    try:
+        day_ok = value == "" or (re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value, re.ASCII)
+                                 is not None and date(1970, 1, 1) <= date.fromisoformat(value)
+                                 <= date(9998, 12, 31))
+    except ValueError:
+        day_ok = False
+    assert (r.status_code == 200) == day_ok, (value, r.json)
+    if not day_ok:
+        assert r.status_code == 422 and r.json["field"] in ("from", "to")
+
+
+def cluster_settings_max_page(client: Any) -> int:
+    return int(client.application.config["SETTINGS"].max_page)

@@ -89,11 +89,13 @@ REQUESTS: dict[str, tuple[str, str, Callable[[], dict[str, Any]], int]] = {
     "queries.export": ("GET", "/v1/activities/export", _none, 200),
     "queries.activity_logs": ("GET", "/activity_logs", _none, 404),  # empty store
     "extraction.list_extractors": ("GET", "/v1/extractors", _none, 200),
-    "extraction.create": ("PUT", "/v1/extractors/m1", lambda: {"json": {}}, 200),
-    "extraction.describe": ("GET", "/v1/extractors/m1", _none, 404),  # none yet
-    "extraction.delete": ("DELETE", "/v1/extractors/m1", _none, 200),
-    "extraction.batch": ("POST", "/v1/extractors/m1/batches", _none, 200),
-    "extraction.ack": ("POST", "/v1/extractors/m1/ack", lambda: {"json": {"ids": []}}, 200),
+    # one extractor, created (then reset) by each allowed identity in turn
+    "extraction.create": ("PUT", "/v1/extractors/m1?reset=true", lambda: {"json": {}}, 200),
+    # none exists yet: only PUT creates one, every other call answers 404 (issue 13 item 9)
+    "extraction.describe": ("GET", "/v1/extractors/m1", _none, 404),
+    "extraction.delete": ("DELETE", "/v1/extractors/m1", _none, 404),
+    "extraction.batch": ("POST", "/v1/extractors/m1/batches", _none, 404),
+    "extraction.ack": ("POST", "/v1/extractors/m1/ack", lambda: {"json": {"ids": []}}, 404),
 }
 PRODUCER_ONLY = {"ingest.post_activities", "ingest.log_activity"}
 

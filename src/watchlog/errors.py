@@ -90,3 +90,17 @@ class InjectedFault(WatchlogError):
     """An error response produced on purpose by fault injection."""
 
     code = "injected_fault"
+
+
+class Conflict(WatchlogError):
+    """The request clashes with the current state (an extractor that exists, a cap reached)."""
+
+    status = 409
+    code = "conflict"
+
+
+class RequestTimeout(WatchlogError):
+    """The client took too long to send its request body."""
+
+    status = 408
+    code = "request_timeout"

@@ -54,6 +54,14 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
      "env file the clients read tokens from (default <state dir>/credentials.env)"),
     ("WATCHLOG_RATE_LIMIT", "2000/second",
      "producer requests per token and worker process (`limits` syntax, e.g. 100/second)"),
+    ("WATCHLOG_CONSUMER_RATE_LIMIT", "50/second",
+     "consumer summaries, reports, exports and extraction per credential and worker process"),
+    ("WATCHLOG_BODY_TIMEOUT", "30",
+     "longest time to receive a request body, seconds (0: unbounded); over it: 408"),
+    ("WATCHLOG_BODY_MIN_RATE", "16384",
+     "slowest accepted request body after its first 2 s, bytes/s (0: no minimum); else 408"),
+    ("WATCHLOG_SEND_TIMEOUT", "300",
+     "longest time to send a streamed response (export), seconds (0: unbounded)"),
     ("WATCHLOG_FAULT_PRESET", "none", "none | seed (uniform 0.5-2 s delay, 20% 500s on reads)"),
     ("WATCHLOG_FAULT_DELAY_P", "0", "probability of an injected delay"),
     ("WATCHLOG_FAULT_DELAY", "uniform:0.5:2",
@@ -68,6 +76,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("WATCHLOG_FAULT_SEED", "", "seed of the fault random source (replayable runs)"),
     ("WATCHLOG_EXTRACT_VISIBILITY_S", "30",
      "seconds before an unacknowledged extraction batch is redelivered"),
+    ("WATCHLOG_MAX_EXTRACTORS", "64", "most extractors at once; creating one more answers 409"),
     ("WATCHLOG_STATE_DIR", ".watchlog",
      "native launcher: state, logs, pids, data; the CLI's credentials and default outputs"),
     ("WATCHLOG_LOG_LEVEL", "INFO", "log level of the services"),
@@ -116,6 +125,10 @@ class Settings:
     admin_key: str = field(default="", repr=False)
     credentials_file: str = ""
     rate_limit: str = "2000/second"
+    consumer_rate_limit: str = "50/second"
+    body_timeout: float = 30.0
+    body_min_rate: int = 16384
+    send_timeout: float = 300.0
     fault_preset: str = "none"
     fault_delay_p: float = 0.0
     fault_delay: str = "uniform:0.5:2"
@@ -126,6 +139,7 @@ class Settings:
     fault_routes: str = ""
     fault_seed: str = ""
     extract_visibility_s: float = 30.0
+    max_extractors: int = 64
     state_dir: str = ".watchlog"
     log_level: str = "INFO"
 

@@ -74,8 +74,10 @@ def granian_server(service: str, settings: Settings, port: int, target: str = ""
         blocking_threads=settings.threads, respawn_failed_workers=True,
         workers_kill_timeout=settings.request_timeout,
         # a client gets 10 s to send its headers (slow-loris bound); bodies are bounded
-        # by WATCHLOG_MAX_BODY_BYTES in the apps
-        http1_settings=HTTP1Settings(header_read_timeout=10_000),
+        # by WATCHLOG_MAX_BODY_BYTES and in time by web/bodies.py in the apps. 64 KiB of
+        # buffer (headers in all; a response's write-ahead, which a slow reader's stream
+        # must drain before its send deadline is checked again: docs/security.md)
+        http1_settings=HTTP1Settings(header_read_timeout=10_000, max_buffer_size=65536),
         log_level=LogLevels(settings.log_level.lower()), log_access=False,
         # granian's own messages go to the root logger, in our JSON format
         log_dictconfig={"loggers": {"_granian": {"handlers": [], "propagate": True}}},

@@ -6,7 +6,7 @@ import re
 from datetime import date, timedelta
 from urllib.parse import urlencode
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, current_app
 
 from watchlog import schema
 from watchlog.consumer import arrivals
@@ -21,6 +21,7 @@ from watchlog.store.cluster import unavailable_as_503
 from watchlog.store.reader import merge_aggregates
 from watchlog.web import params
 from watchlog.web.auth import requires
+from watchlog.web.bodies import StreamSlots
 from watchlog.web.common import create_base_app, json_response, settings, store
 
 DAY_MS = 86400_000
@@ -31,9 +32,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     settings = settings or Settings.from_env()
     app = create_base_app("consumer", settings, store)
     app.extensions["watchlog_openapi"] = consumer_spec
+    # with the send bound off (WATCHLOG_SEND_TIMEOUT=0), streams are not capped either
+    app.extensions["watchlog_stream_slots"] = (
+        StreamSlots(settings.threads) if settings.send_timeout > 0 else None)
     app.extensions["watchlog_scrape_gauges"] = scrape_gauges(app.extensions["watchlog_store"])
     app.register_blueprint(queries_blueprint())
     app.register_blueprint(extraction_blueprint())
+    from watchlog.web.limits import init_consumer_rate_limit
+
+    init_consumer_rate_limit(app, settings)
     return app
 
 
@@ -82,7 +89,7 @@ def queries_blueprint() -> Blueprint:
         frm, to = params.time_range(s.max_range_days, DAY_MS)
         limit = params.integer("limit", 100, 1, s.max_page)
         bodies, cursor = store().user_page(_user_key(user_id), frm, to, limit,
-                                           request.args.get("cursor") or None,
+                                           params.arg("cursor") or None,
                                            params.activity_type())
         return json_response({"items": schema.bodies_out(bodies), "next_cursor": cursor})
 
@@ -122,10 +129,11 @@ def queries_blueprint() -> Blueprint:
         """Every log of a range, streamed in event-time order (NDJSON or CSV)."""
         s = settings()
         frm, to = params.time_range(s.max_range_days, DAY_MS)
-        fmt = request.args.get("format", "ndjson")
+        fmt = params.arg("format") or "ndjson"
         if fmt not in ("ndjson", "csv"):
             raise InvalidInput("format: ndjson or csv", field="format")
-        return export_response(store().export(frm, to, params.activity_type()), fmt)
+        return export_response(store().export(frm, to, params.activity_type()), fmt,
+                               s.send_timeout, current_app.extensions["watchlog_stream_slots"])
 
     @bp.get("/activity_logs")
     @requires("reader")
@@ -133,7 +141,7 @@ def queries_blueprint() -> Blueprint:
         """The seed's list, by arrival, oldest first: the latest ``limit`` logs, or with
         ``after`` what arrived since; the next cursor is in ``X-Next-Cursor``."""
         limit = params.integer("limit", 100, 1, settings().max_page)
-        raw = request.args.get("after")
+        raw = params.arg("after")
         st = store()
         with timed("query"), unavailable_as_503("recent"):
             if raw:

@@ -247,7 +247,7 @@ def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
 
 
 @click.command()
-@click.option("--name", required=True, help="Extractor name (created on first use).")
+@click.option("--name", required=True, help="Extractor name (created if missing, else reused).")
 @click.option("--follow", is_flag=True, help="Keep polling after the feed is drained.")
 @click.option("--interval", type=click.FloatRange(0), default=15.0, show_default=True,
               help="Seconds between polls that found nothing (with --follow).")

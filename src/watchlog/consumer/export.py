@@ -8,9 +8,10 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 
 import msgspec
-from flask import Response, stream_with_context
+from flask import Response, request, stream_with_context
 
 from watchlog.schema import bodies_out
+from watchlog.web.bodies import StreamSlots, send_within
 
 CSV_FIELDS = ("event_id", "user_id", "activity_type", "timestamp", "duration", "distance",
               "heart_rate", "calories_burned", "latitude", "longitude", "device_id",
@@ -54,8 +55,23 @@ def csv_chunks(bodies: Iterable[bytes]) -> Iterator[bytes]:
         yield buf.getvalue().encode()
 
 
-def export_response(bodies: Iterator[bytes], fmt: str) -> Response:
+def export_response(bodies: Iterator[bytes], fmt: str, send_timeout: float = 0,
+                    slots: StreamSlots | None = None) -> Response:
+    """Stream the export; past ``send_timeout`` seconds (a slow reader) the stream is cut.
+
+    With ``slots``, the response holds one of them until the server closes it.
+    """
+    release = slots.take() if slots is not None else None
+    sock = request.environ.get("gunicorn.socket")
     if fmt == "csv":
-        return Response(stream_with_context(csv_chunks(bodies)), mimetype="text/csv",
-                        headers={"Content-Disposition": "attachment; filename=activities.csv"})
-    return Response(stream_with_context(ndjson_chunks(bodies)), mimetype="application/x-ndjson")
+        response = Response(
+            stream_with_context(send_within(csv_chunks(bodies), send_timeout, sock, release)),
+            mimetype="text/csv",
+            headers={"Content-Disposition": "attachment; filename=activities.csv"})
+    else:
+        response = Response(
+            stream_with_context(send_within(ndjson_chunks(bodies), send_timeout, sock, release)),
+            mimetype="application/x-ndjson")
+    if release is not None:
+        response.call_on_close(release)
+    return response

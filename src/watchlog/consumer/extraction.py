@@ -1,4 +1,9 @@
-"""Incremental extraction endpoints: named extractors over the partition feeds."""
+"""Incremental extraction endpoints: named extractors over the partition feeds.
+
+Extractors are made only by ``PUT /v1/extractors/<name>``, at most
+``WATCHLOG_MAX_EXTRACTORS`` of them; every other route answers 404 for an unknown name
+(docs/security.md). The metric labels that carry a name are bounded by that cap.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import msgspec
 from flask import Blueprint, Response, request
 
 from watchlog import keys, metrics, schema
-from watchlog.errors import InvalidInput, Malformed, NotFound
+from watchlog.errors import Conflict, InvalidInput, Malformed
 from watchlog.metrics import ScrapeTimeGauges
 from watchlog.store import Store
 from watchlog.web import params
@@ -43,6 +48,36 @@ def _decode(raw: bytes, kind: type[Any]) -> Any:
         raise Malformed(f"malformed JSON: {e}") from None
 
 
+_LABELS: set[str] = set()  # extractor names this process has put in a metric label
+
+
+def _label(name: str) -> str:
+    """``name`` as a label value, or ``other`` once this process has used as many names as
+    extractors may exist: names come and go, the label set stays bounded."""
+    if name not in _LABELS:
+        if len(_LABELS) >= settings().max_extractors:
+            return "other"
+        _LABELS.add(name)
+    return name
+
+
+def _create(name: str, start: str, reset: bool) -> None:
+    """Create ``name``: 409 when it exists (unless ``reset``) or the cap is reached.
+
+    Two creations racing at the cap may both pass: the cap bounds growth, not to the unit.
+    """
+    existing = store().extractor_infos()
+    if name in existing:
+        if not reset:
+            raise Conflict(f"extractor {name!r} exists; reuse it, or PUT ?reset=true to "
+                           "start it again", field="name")
+        store().extractor_delete(name)
+    elif len(existing) >= settings().max_extractors:
+        raise Conflict(f"{len(existing)} extractors exist, the most allowed "
+                       "(WATCHLOG_MAX_EXTRACTORS); delete one first", field="name")
+    store().extractor_create(name, start)
+
+
 def extraction_blueprint() -> Blueprint:
     bp = Blueprint("extraction", __name__)
 
@@ -56,11 +91,17 @@ def extraction_blueprint() -> Blueprint:
     @bp.put("/v1/extractors/<name>")
     @requires("reader")
     def create(name: str) -> Response:
-        """Create an extractor from the earliest retained log or from now on (idempotent)."""
+        """Create an extractor from the earliest retained log or from now on.
+
+        An existing one answers 409 unless ``?reset=true``: then it is deleted and created
+        again from ``start`` (everything pending or not yet delivered is forgotten).
+        """
+        name = _name(name)
+        reset = params.flag("reset")
         body = _decode(request.get_data(), CreateBody)
         if body.start not in ("earliest", "latest"):
             raise InvalidInput("start: earliest or latest", field="start")
-        store().extractor_create(_name(name), body.start)
+        _create(name, body.start, reset)
         return json_response({"name": name, **store().extractor_info(name)})
 
     @bp.get("/v1/extractors/<name>")
@@ -72,7 +113,9 @@ def extraction_blueprint() -> Blueprint:
     @bp.delete("/v1/extractors/<name>")
     @requires("reader")
     def delete(name: str) -> Response:
-        store().extractor_delete(_name(name))
+        """Delete an extractor and its position (404 when there is none)."""
+        store().extractor_info(_name(name))  # NotFound: 404
+        store().extractor_delete(name)
         return json_response({"name": name, "deleted": True})
 
     @bp.post("/v1/extractors/<name>/batches")
@@ -83,16 +126,13 @@ def extraction_blueprint() -> Blueprint:
         limit = params.integer("max", 500, 1, settings().max_page)
         visibility = params.integer("visibility_timeout", int(settings().extract_visibility_s),
                                     1, 3600)
-        consumer = request.args.get("consumer", "default")
+        consumer = params.arg("consumer") or "default"
         if not NAME.fullmatch(consumer):
             raise InvalidInput("consumer: 1-64 of A-Z a-z 0-9 . _ -", field="consumer")
-        try:
-            items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
-        except NotFound:
-            store().extractor_create(name, "earliest")
-            items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
+        # an unknown name is NotFound (404): only PUT creates an extractor
+        items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
         if redelivered:
-            metrics.EXTRACTION_REDELIVERED.labels(name).inc(redelivered)
+            metrics.EXTRACTION_REDELIVERED.labels(_label(name)).inc(redelivered)
         docs = msgspec.to_builtins(schema.bodies_out([b for _, b in items]))
         return json_response({
             "items": [{"feed_id": fid, **doc} for (fid, _), doc in zip(items, docs, strict=True)],
@@ -105,8 +145,11 @@ def extraction_blueprint() -> Blueprint:
         body = _decode(request.get_data(), AckBody)
         if len(body.ids) > 10 * settings().max_page:
             raise InvalidInput(f"ids: at most {10 * settings().max_page}", field="ids")
-        not_acked = store().extractor_ack(_name(name), body.ids)
+        name = _name(name)
+        not_acked = store().extractor_ack(name, body.ids)
         acked = len(body.ids) - len(not_acked)
+        if not acked:
+            store().extractor_info(name)  # an unknown extractor acknowledges nothing: 404
         # Ids not pending (already acknowledged, never delivered, unknown) are named, never
         # silently counted as done.
         return json_response({"acknowledged": acked, "acked": acked, "not_acked": not_acked})

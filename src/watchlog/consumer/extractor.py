@@ -127,21 +127,36 @@ class Extractor:
         root.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(root)
         self.stats = Stats()
+        self.ready = False  # the extractor is known to exist on the server
 
-    def ensure(self) -> None:
-        """Create the extractor from the earliest log kept, unless it exists (then 409)."""
+    def ensure(self) -> bool:
+        """Create the extractor if it does not exist yet; return True when it was created.
+
+        ``PUT`` creates; 409 means it exists (reused as it stands: its position is kept) or
+        the server holds its most extractors (WATCHLOG_MAX_EXTRACTORS), told apart by a GET.
+        """
         path = f"/v1/extractors/{self.name}"
         try:
             resp = self.client.request("PUT", path, json={"start": "earliest"})
+            if resp.status_code == 409:
+                found = self.client.get(path)
+                if found.status_code == 200:
+                    self.ready = True
+                    return False
+                raise ExtractError(f"PUT {path}: {error_message(resp)}", transient=False)
         except GaveUp as e:
             ERRORS.inc()
             raise ExtractError(str(e), transient=True) from None
-        if resp.status_code >= 400 and resp.status_code != 409:
+        if resp.status_code >= 400:
             ERRORS.inc()
             raise ExtractError(f"PUT {path}: {error_message(resp)}", transient=False)
+        self.ready = True
+        return True
 
     def fetch(self) -> list[dict[str, Any]]:
-        """Take the next batch (redeliveries first)."""
+        """Take the next batch (redeliveries first); the first call creates the extractor."""
+        if not self.ready:
+            self.ensure()
         doc = self._call(f"/v1/extractors/{self.name}/batches", params=self.params)
         return doc["items"]  # type: ignore[no-any-return]
 
@@ -183,7 +198,6 @@ class Extractor:
             stop: threading.Event | None = None) -> Stats:
         """Drain until a batch comes back empty; with ``follow``, poll every ``interval``."""
         stop = stop or threading.Event()
-        self.ensure()
         while not stop.is_set():
             try:
                 got = self.step()

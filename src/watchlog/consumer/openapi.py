@@ -33,6 +33,8 @@ SUMMARY = {"type": "object", "properties": {
 EXTRACTOR = {"type": "object", "properties": {
     "name": {"type": "string"}, "lag": {"type": "integer"}, "pending": {"type": "integer"}}}
 READ_ERRORS = (400, 401, 403, 422, 503)
+LIMITED = (*READ_ERRORS, 429)  # WATCHLOG_CONSUMER_RATE_LIMIT
+BODY = (408, 413)  # a body too slow or too large
 
 
 def _get(summary: str, parameters: list[dict[str, Any]], ok: dict[str, Any],
@@ -45,17 +47,23 @@ def _extractor_paths() -> dict[str, Any]:
     name = path_param("name")
     return {
         "/v1/extractors": _get("Every extractor with its lag", [], json_ok(
-            {"type": "object", "properties": {"items": {"type": "array", "items": EXTRACTOR}}})),
+            {"type": "object", "properties": {"items": {"type": "array", "items": EXTRACTOR}}}),
+            429),
         "/v1/extractors/{name}": {
-            **_get("An extractor's lag and pending count", [name], json_ok(EXTRACTOR), 404),
-            "put": {"summary": "Create an extractor (idempotent)", "parameters": [name],
+            **_get("An extractor's lag and pending count", [name], json_ok(EXTRACTOR), 404,
+                   429),
+            "put": {"summary": "Create an extractor (409 when it exists, unless reset=true; "
+                               "409 past WATCHLOG_MAX_EXTRACTORS)",
+                    "parameters": [name, q("reset", "true: start an existing one again",
+                                           {"type": "string", "enum": ["true", "false"]})],
                     "requestBody": {"required": False, "content": {"application/json": {
                         "schema": {"type": "object", "properties": {"start": {
                             "type": "string", "enum": ["earliest", "latest"]}}}}}},
-                    "responses": {"200": json_ok(EXTRACTOR), **errors(*READ_ERRORS)}},
+                    "responses": {"200": json_ok(EXTRACTOR),
+                                  **errors(*LIMITED, 409, *BODY)}},
             "delete": {"summary": "Delete an extractor", "parameters": [name],
                        "responses": {"200": json_ok({"type": "object"}),
-                                     **errors(*READ_ERRORS)}}},
+                                     **errors(*LIMITED, 404)}}},
         "/v1/extractors/{name}/batches": {"post": {
             "summary": "Next batch: redeliveries past the visibility timeout, then new logs",
             "parameters": [name, q("max", "most logs", {"type": "integer", "minimum": 1}),
@@ -64,7 +72,7 @@ def _extractor_paths() -> dict[str, Any]:
                              {"type": "integer", "minimum": 1, "maximum": 3600})],
             "responses": {"200": json_ok({"type": "object", "properties": {
                 "items": {"type": "array", "items": ITEM},
-                "redelivered": {"type": "integer"}}}), **errors(*READ_ERRORS, 404)}}},
+                "redelivered": {"type": "integer"}}}), **errors(*LIMITED, 404, *BODY)}}},
         "/v1/extractors/{name}/ack": {"post": {
             "summary": "Acknowledge delivered logs by feed_id",
             "parameters": [name],
@@ -76,7 +84,7 @@ def _extractor_paths() -> dict[str, Any]:
                 "not_acked": {"type": "array", "items": {"type": "string"},
                               "description": "ids that were not pending: already "
                                              "acknowledged, never delivered, or unknown"}}}),
-                **errors(*READ_ERRORS, 404)}}},
+                **errors(*LIMITED, 404, *BODY)}}},
     }
 
 
@@ -94,16 +102,17 @@ def consumer_spec() -> dict[str, Any]:
         "/v1/users/{user_id}/summary": _get(
             "A user's totals per day and per activity type",
             [user, q("from", "first day (default: to - 6 days)"),
-             q("to", "last day (default: today)")], json_ok(SUMMARY)),
+             q("to", "last day (default: today)")], json_ok(SUMMARY), 429),
         "/v1/reports/daily": _get("Fleet-wide figures of one UTC day",
-                                  [q("date", "YYYY-MM-DD (default: today)")], json_ok(SUMMARY)),
+                                  [q("date", "YYYY-MM-DD (default: today)")], json_ok(SUMMARY),
+                                  429),
         "/v1/activities/export": _get(
             "Every log of a range in event-time order, streamed",
             [*RANGE, TYPE, q("format", "ndjson or csv", {"type": "string",
                                                           "enum": ["ndjson", "csv"]})],
             {"description": "streamed logs", "content": {
                 "application/x-ndjson": {"schema": {"type": "string"}},
-                "text/csv": {"schema": {"type": "string"}}}}),
+                "text/csv": {"schema": {"type": "string"}}}}, 429),
         "/activity_logs": _get(
             "The seed's list by arrival, oldest first: the latest logs, or what arrived "
             "after a cursor",

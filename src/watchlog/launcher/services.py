@@ -157,10 +157,36 @@ def metrics_dir(state: Path, name: str) -> str:
     return str(path)
 
 
+# Secrets (and the device-token file) a launched process may find in its environment; each
+# gets only those it checks or sends (docs/security.md, "Secrets"). The Redis admin and
+# exporter passwords go to no watchlog process: the launcher uses them itself.
+SCOPED = ("WATCHLOG_INGEST_TOKEN", "WATCHLOG_READER_KEY", "WATCHLOG_ADMIN_KEY",
+          "WATCHLOG_REDIS_PASSWORD", "WATCHLOG_REDIS_ADMIN_PASSWORD",
+          "WATCHLOG_REDIS_EXPORTER_PASSWORD", "WATCHLOG_DEVICE_TOKENS_FILE")
+NEEDS = {
+    "producer": {"WATCHLOG_INGEST_TOKEN", "WATCHLOG_DEVICE_TOKENS_FILE", "WATCHLOG_ADMIN_KEY",
+                 "WATCHLOG_REDIS_PASSWORD"},
+    "consumer": {"WATCHLOG_READER_KEY", "WATCHLOG_ADMIN_KEY", "WATCHLOG_REDIS_PASSWORD"},
+    "simulator": {"WATCHLOG_INGEST_TOKEN"},
+    "extractor": {"WATCHLOG_READER_KEY"},
+}
+
+
+def scoped_env(env: dict[str, str], name: str) -> dict[str, str]:
+    """Return ``env`` without the secrets process ``name`` does not check or send."""
+    keep = NEEDS.get(name, set())
+
+    def drop(var: str) -> bool:
+        base = var.removesuffix("_FILE") if var != "WATCHLOG_DEVICE_TOKENS_FILE" else var
+        return base in SCOPED and base not in keep
+
+    return {k: v for k, v in env.items() if not drop(k)}
+
+
 def watchlog_service(name: str, args: list[str], env: dict[str, str], state: Path,
                      address: str, ready: str) -> Service:
     """Return a ``python -m watchlog …`` service with its own metrics directory."""
-    env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir(state, name)}
+    env = {**scoped_env(env, name), "PROMETHEUS_MULTIPROC_DIR": metrics_dir(state, name)}
     return Service(name, [sys.executable, "-m", "watchlog", *args], address, ready, env)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterator
 from typing import IO, Any
@@ -148,11 +149,23 @@ def validate_items(items: list[bytes], writer: Principal | None
             a = schema.decode(raw)
             if writer is not None:
                 writer.may_write(a.device_id, str(a.user_id))
-            events.append(schema.to_event(a))
+            events.append(_in_retention(schema.to_event(a)))
             where.append(i)
         except WatchlogError as e:
             errors[i] = e
     return events, where, errors
+
+
+def _in_retention(e: schema.Event) -> schema.Event:
+    """Refuse a log older than the retention window: it would be stored to expire at once.
+
+    (The future bound, 24 h, is the schema's.) docs/security.md, "Bounds".
+    """
+    days = settings().retention_days
+    if e.ts < time.time() * 1000 - days * 86400_000:
+        raise InvalidInput(f"timestamp: older than the retention of {days} days "
+                           "(WATCHLOG_RETENTION_DAYS)", field="timestamp")
+    return e
 
 
 def ingest_blueprint() -> Blueprint:

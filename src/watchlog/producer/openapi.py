@@ -35,14 +35,14 @@ def producer_spec() -> dict[str, Any]:
             "requestBody": body,
             "responses": {"201": json_ok(RESULT, "created"), "200": json_ok(
                 {"oneOf": [RESULT, BATCH]}, "duplicate, or a batch's per-item results"),
-                **errors(400, 401, 403, 413, 415, 422, 429, 503)}}},
+                **errors(400, 401, 403, 408, 413, 415, 422, 429, 503)}}},
         "/log_activity": {"post": {
             "summary": "The original endpoint: one log with every field present",
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": ACTIVITY}}},
             "responses": {"200": json_ok({"type": "object", "properties": {
                 "message": {"type": "string"}}}),
-                **errors(401, 403, 413, 422, 429, 503),
+                **errors(401, 403, 408, 413, 422, 429, 503),
                 "400": json_ok(SEED_ERROR, "the seed's own errors: bad JSON, missing fields")}}},
         **OPS_PATHS,
     }

@@ -44,6 +44,9 @@ class Principal:
     role: str  # ingest | reader | admin
     device_id: str | None = None  # set for a per-device token
     user_ids: frozenset[str] | None = None  # users a device may write for; None: any
+    # Who it is, for rate limits: the role and a digest prefix of the credential (never
+    # the header's text, so spacing or the scheme's case make no new identity).
+    key: str = ""
 
     def may_write(self, device_id: str, user_key: str) -> None:
         """Raise ``Forbidden`` unless this principal may store a log of that device and user.
@@ -78,8 +81,15 @@ class Auth:
             log.warning("authentication is OFF (WATCHLOG_AUTH=off): anyone can read and write")
 
     def principal(self) -> Principal:
+        """The request's principal, resolved once per request (the limiter asks first)."""
+        p: Principal | None = g.get("principal")
+        if p is None:
+            p = g.principal = self._resolve()
+        return p
+
+    def _resolve(self) -> Principal:
         if not self.enabled:
-            return Principal("admin")
+            return Principal("admin", key="addr:" + (request.remote_addr or "-"))
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -90,7 +100,7 @@ class Auth:
             if hmac.compare_digest(known, d):
                 role = r
         if role is not None:
-            return Principal(role)
+            return Principal(role, key=f"{role}:{d[:8].hex()}")
         device = self.devices.get(d)
         if device is not None:
             return device
@@ -117,7 +127,8 @@ def _device_tokens(path: str) -> dict[bytes, Principal]:
             raise ValueError(f"{path}:{n}: expected {LINE_FORMAT}") from None
         if users == frozenset():
             unbound.append(n)
-        out[bytes.fromhex(parts[1])] = Principal("ingest", parts[0], users)
+        out[bytes.fromhex(parts[1])] = Principal("ingest", parts[0], users,
+                                                  key="device:" + parts[0])
     if unbound:
         log.warning("%s: device tokens on lines %s name no user_id: their logs are refused "
                     "(403) until the owner's user_id is added", path,

@@ -19,6 +19,7 @@ from watchlog.settings import Settings
 from watchlog.store import Store
 from watchlog.store.cluster import unavailable_as_503
 from watchlog.web.auth import Auth, requires
+from watchlog.web.bodies import BoundedBodies
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.encode
@@ -47,6 +48,8 @@ def error_response(err: WatchlogError) -> Response:
         headers["Retry-After"] = str(retry_after)
     if err.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="watchlog"'
+    if err.status == 408:
+        headers["Connection"] = "close"  # the rest of a slow body is not waited for
     return json_response(err.to_dict(), err.status, headers)
 
 
@@ -61,7 +64,8 @@ def create_base_app(service: str, settings: Settings, store: Store | None) -> Fl
     app.extensions["watchlog_auth"] = Auth(settings)
     _install_errors(app)
     _install_hooks(app, service, settings)
-    app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = SecurityHeaders(BoundedBodies(  # type: ignore[method-assign]
+        app.wsgi_app, settings.body_timeout, settings.body_min_rate, settings.threads))
     app.register_blueprint(health_blueprint())
     app.register_blueprint(admin_blueprint())
     return app

@@ -38,6 +38,8 @@ def stored_activity() -> dict[str, Any]:
 def errors(*statuses: int) -> dict[str, Any]:
     text = {400: "malformed request", 401: "missing or wrong credentials",
             403: "not allowed for these credentials", 404: "not found",
+            408: "request body too slow (WATCHLOG_BODY_TIMEOUT, WATCHLOG_BODY_MIN_RATE)",
+            409: "conflicts with what exists (an extractor, the extractor cap)",
             413: "over a size limit", 415: "unsupported content type",
             422: "invalid fields", 429: "rate limited", 500: "injected fault or bug",
             503: "store unavailable; retry"}

@@ -1,7 +1,13 @@
-"""Query-string parameters: parsed strictly, every error naming the parameter."""
+"""Query-string parameters: parsed strictly, every error naming the parameter.
+
+Strict means ASCII only and the whole value: ``int()`` and ``date.fromisoformat`` would take
+full-width or other Unicode digits, surrounding spaces, ``1_000``, or (sliced) a date with
+trailing text; every parameter here is matched in full against an ASCII pattern first.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, date, datetime
 
@@ -13,17 +19,44 @@ from watchlog.schema import TYPE_CODE
 # Times and days outside these bounds would overflow date arithmetic (a 500): refuse them.
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
 MAX_MS = 253370764800000  # 9999-01-01T00:00:00Z
+_INT = re.compile(r"-?[0-9]{1,18}", re.ASCII)
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+# ISO-8601 as the API documents it: a date, or a date and time with optional fraction and
+# offset (Z or +hh:mm); `T` or a space between them.
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+                   r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+                   r"(Z|[+-][0-9]{2}:?[0-9]{2})?)?", re.ASCII)
+
+
+def arg(name: str) -> str | None:
+    """Return a raw parameter, refusing anything but printable ASCII."""
+    raw = request.args.get(name)
+    if raw is not None and not (raw.isascii() and raw.isprintable()):
+        raise InvalidInput(f"{name}: only printable ASCII is accepted", field=name)
+    return raw
+
+
+def flag(name: str) -> bool:
+    """Parse a boolean parameter: true/false/1/0 (absent: false)."""
+    raw = arg(name)
+    if raw is None or raw in ("", "false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise InvalidInput(f"{name}: true or false", field=name)
 
 
 def time_ms(name: str, default: int) -> int:
     """Parse an ISO-8601 time, a date (its start) or epoch ms; UTC when no offset."""
-    raw = request.args.get(name)
+    raw = arg(name)
     if raw is None or raw == "":
         return default
     try:
-        if raw.isascii() and raw.isdigit():
+        if raw.isdigit():
             ms = int(raw)
         else:
+            if not _TIME.fullmatch(raw):
+                raise ValueError(raw)
             t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
             ms = int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1000)
     except (ValueError, OverflowError):
@@ -35,11 +68,13 @@ def time_ms(name: str, default: int) -> int:
 
 
 def day(name: str, default: date) -> date:
-    raw = request.args.get(name)
+    raw = arg(name)
     if not raw:
         return default
     try:
-        d = date.fromisoformat(raw[:10]) if len(raw) >= 10 else date.fromisoformat(raw)
+        if not _DAY.fullmatch(raw):
+            raise ValueError(raw)
+        d = date.fromisoformat(raw)
     except ValueError:
         raise InvalidInput(f"{name}: {raw!r} is not a date (YYYY-MM-DD)", field=name) from None
     if not FIRST_DAY <= d <= LAST_DAY:
@@ -48,10 +83,12 @@ def day(name: str, default: date) -> date:
 
 
 def integer(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
+    raw = arg(name)
     if raw is None or raw == "":
         return default
     try:
+        if not _INT.fullmatch(raw):
+            raise ValueError(raw)
         v = int(raw)
     except ValueError:
         raise InvalidInput(f"{name}: {raw!r} is not an integer", field=name) from None
@@ -61,7 +98,7 @@ def integer(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def activity_type() -> int | None:
-    raw = request.args.get("activity_type")
+    raw = arg("activity_type")
     if not raw:
         return None
     if raw not in TYPE_CODE:
