@@ -8,6 +8,7 @@ an overloaded server, not for Redis.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -152,6 +153,28 @@ def test_export_rows_match_the_store(env: dict[str, Any], tmp_path: Path, fmt: s
     assert len(lines) == 300 + (fmt == "csv")
     assert summary["bytes"] == target.stat().st_size
     assert not target.with_name(target.name + ".part").exists()
+
+
+def test_export_and_extract_files_are_private_whatever_the_umask(env: dict[str, Any],
+                                                                 tmp_path: Path) -> None:
+    """An outside tester's shell (umask 022) got a 0755 exports folder and a 0644 CSV of
+    coordinates. Negative control: a file this test writes under the same umask is 0644."""
+    simulate(env, "--count", "20", "--batch", "20", "--seed", "9")
+    today = str(datetime.now(UTC).date())
+    old = os.umask(0o022)
+    try:
+        run(env, "export", "--from", today, "--to", today, "--format", "csv",
+            "-o", str(tmp_path / "exports" / "x.csv"), "--json")
+        run(env, "extract", "--name", "private", "-o", str(tmp_path / "extracts"), "--json")
+        (tmp_path / "control.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "control.txt").stat().st_mode & 0o077 == 0o044
+    written = [p for p in (tmp_path / "exports").rglob("*")] + [
+        p for p in (tmp_path / "extracts").rglob("*")] + [tmp_path / "extracts"]
+    assert len(written) > 2
+    for path in written:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
 
 
 def test_report_user_table(env: dict[str, Any]) -> None:

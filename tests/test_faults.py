@@ -312,22 +312,50 @@ def test_faults_admin_get_reads_what_another_worker_just_put(cluster_settings, s
     assert two.get("/admin/faults", headers=admin_headers).json["abort_p"] == 0.4
 
 
-@pytest.mark.parametrize("signed", [False, True], ids=["forged", "signed-control"])
+@pytest.mark.parametrize("kind", ["forged", "replayed", "expired", "fresh-control"])
 def test_faults_spec_written_with_the_redis_password_alone_is_ignored(
-        cluster_settings, store, ingest_headers, signed: bool) -> None:
-    """The apps' Redis password could switch faults on; a spec now needs the admin key's HMAC.
+        cluster_settings, store, ingest_headers, kind: str) -> None:
+    """The apps' Redis password could switch faults on; a spec now needs the admin key's HMAC,
+    a fresh issue time, and to be newer than what the process applied (an old signed spec
+    written back after a reset is a replay).
 
-    Negative control: the same spec, signed as ``PUT /admin/faults`` signs it, applies.
+    Negative control: a spec signed and dated as ``PUT /admin/faults`` does it applies.
     """
+    from watchlog.faults import MAX_SPEC_AGE_S
     from watchlog.producer.app import create_app
 
-    app = create_app(cluster_settings, store)
-    faults = Faults("producer", cluster_settings, lambda: store.rc)
-    payload = msgspec.json.encode(FaultSpec(abort_p=1.0, abort_status=503))
-    forged = payload + b"\n" + (faults._sign(payload) if signed else b"0" * 64)
-    store.rc.set(faults.key, forged)  # the apps' own Redis user, as an attacker holding it
+    client = create_app(cluster_settings, store).test_client()
+    admin = Faults("producer", cluster_settings, lambda: store.rc)
+    spec = FaultSpec(abort_p=1.0, abort_status=503)
+    admin.set(spec)
+    signed_then = store.rc.get(admin.key)
+    admin.set(None)  # the admin's reset, which the app applies
     time.sleep(1.1)  # every worker's refresh period
-    status = app.test_client().post("/v1/activities", json=seed_log(),
-                                    headers=ingest_headers).status_code
-    assert status == (503 if signed else 201)
-    faults.set(None)
+    assert client.post("/v1/activities", json=seed_log(), headers=ingest_headers).status_code == 201
+    payload = msgspec.json.encode(spec)
+    if kind == "forged":
+        raw = payload + b"\n" + str(int(time.time() * 1000)).encode() + b"\n" + b"0" * 64
+    elif kind == "replayed":
+        raw = signed_then  # the admin's own earlier value, written back
+    else:
+        issued = time.time() * 1000 - (MAX_SPEC_AGE_S + 60) * 1000 * (kind == "expired")
+        signed = payload + b"\n" + str(int(issued) + 10**6 * (kind != "expired")).encode()
+        raw = signed + b"\n" + admin._sign(signed)
+    store.rc.set(admin.key, raw)  # the apps' own Redis user, as an attacker holding it
+    time.sleep(1.1)
+    status = client.post("/v1/activities", json=seed_log(duration=5),
+                         headers=ingest_headers).status_code
+    assert status == (503 if kind == "fresh-control" else 201)
+    admin.set(None)
+
+
+def test_faults_cannot_lock_out_their_own_admin_route(producer, admin_headers) -> None:
+    """Naming /admin/faults in routes made every later PUT/DELETE answer 500: refused now."""
+    for routes in (["/admin/faults"], ["/health"], ["nope"], ["/nope"]):
+        r = producer.put("/admin/faults", json={"abort_p": 1.0, "routes": routes},
+                         headers=admin_headers)
+        assert r.status_code == 422 and r.json["field"] == "routes", routes
+    r = producer.put("/admin/faults", json={"preset": "seed", "abort_p": 1e308},
+                     headers=admin_headers)
+    assert r.status_code == 422 and r.json["field"] == "preset"
+    assert producer.delete("/admin/faults", headers=admin_headers).status_code == 200

@@ -28,6 +28,7 @@ from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
+MAX_SPEC_AGE_S = 24 * 3600  # a spec set at run time lapses after a day (replays lapse too)
 EXEMPT = ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/admin/faults")
 
 
@@ -77,6 +78,10 @@ class FaultSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False)
 
     def __post_init__(self) -> None:
         parse_delay(self.delay)
+        for route in self.routes:
+            if not route.startswith("/") or route.startswith(EXEMPT):
+                raise ValueError(f"routes: {route!r} is not a business route (faults never "
+                                 f"apply to {', '.join(EXEMPT)})")
 
 
 PRESETS = {
@@ -109,18 +114,24 @@ def from_settings(s: Settings) -> FaultSpec:
 def decode_spec(raw: bytes) -> FaultSpec:
     """Validate a spec sent to ``PUT /admin/faults`` (or a preset: {"preset": "seed"})."""
     try:
-        preset = msgspec.json.decode(raw, type=dict[str, object]).get("preset")
-        if isinstance(preset, str):
-            if preset not in PRESETS:
+        doc = msgspec.json.decode(raw, type=dict[str, object])
+        preset = doc.get("preset")
+        if preset is not None:
+            if not isinstance(preset, str) or preset not in PRESETS:
                 raise InvalidInput(f"preset: one of {sorted(PRESETS)}", field="preset")
+            if len(doc) > 1:  # {"preset": "seed", "abort_p": 1e308} answered 200 as the preset
+                raise InvalidInput("preset: send a preset alone, or the fields without one",
+                                   field="preset")
             return PRESETS[preset]
         return msgspec.json.decode(raw, type=FaultSpec)
     except msgspec.ValidationError as e:
         from watchlog.schema import invalid
 
         err = invalid(str(e))
-        if err.details.get("field") is None and err.message.startswith("delay "):
-            err.details["field"] = "delay"  # raised by parse_delay in __post_init__
+        if err.details.get("field") is None:  # raised in __post_init__
+            for name in ("delay", "routes"):
+                if err.message.startswith(name + " ") or err.message.startswith(name + ":"):
+                    err.details["field"] = name
         raise err from None
     except msgspec.DecodeError as e:
         raise Malformed(f"malformed JSON: {e}") from None
@@ -146,21 +157,37 @@ class Faults:
         # off and the APIs are open anyway, so specs are signed with an empty key.
         admin = [k.strip() for k in settings.admin_key.split(",") if k.strip()] or [""]
         self._keys = [hashlib.sha256(b"watchlog-faults:" + k.encode()).digest() for k in admin]
-        self._forged_logged = False
+        self._newest = 0  # issue time (ms) of the newest spec this process applied
+        self._ignored: bytes | None = None
 
     def _sign(self, payload: bytes, key: bytes | None = None) -> bytes:
         mac = hmac.new(key or self._keys[0], self.key.encode() + b"\n" + payload, "sha256")
         return mac.hexdigest().encode()
 
     def _verify(self, raw: bytes) -> bytes | None:
-        """Return the signed payload, or None when its signature is not ours."""
-        payload, _, sig = raw.rpartition(b"\n")
-        if any(hmac.compare_digest(sig, self._sign(payload, k)) for k in self._keys):
+        """Return the signed payload when its signature is ours and it is still fresh.
+
+        The signed part is ``<spec or null>\n<issued ms>``. A spec issued before one this
+        process has already seen, or longer than ``MAX_SPEC_AGE_S`` ago, is a replay (an old
+        admin-signed value written back with the Redis password) and is ignored.
+        """
+        signed, _, sig = raw.rpartition(b"\n")
+        payload, _, issued = signed.rpartition(b"\n")
+        problem = None
+        if not any(hmac.compare_digest(sig, self._sign(signed, k)) for k in self._keys):
+            problem = "its signature is not the admin key's"
+        elif not issued.isdigit():
+            problem = "it carries no issue time"
+        elif int(issued) < self._newest:
+            problem = "it is older than a spec this process already applied (a replay)"
+        elif int(issued) < (time.time() - MAX_SPEC_AGE_S) * 1000:
+            problem = f"it was issued more than {MAX_SPEC_AGE_S // 3600} h ago"
+        if problem is None:
+            self._newest = int(issued)
             return payload
-        if not self._forged_logged:
-            log.error("ignoring the fault spec in %s: its signature is not the admin key's",
-                      self.key)
-            self._forged_logged = True
+        if self._ignored != raw:  # once per stored value, not once per refresh
+            log.error("ignoring the fault spec in %s: %s", self.key, problem)
+            self._ignored = raw
         return None
 
     def current(self, fresh: bool = False) -> FaultSpec:
@@ -172,27 +199,32 @@ class Faults:
         try:
             raw = self._rc().get(self.key)  # type: ignore[operator]
             payload = self._verify(raw) if raw else None
-            spec = self.default
-            if payload and payload != b"null":
+            if raw and payload is None:
+                spec = self._cached[1]  # forged, replayed or expired: keep what was applied
+            elif payload and payload != b"null":
                 spec = msgspec.json.decode(payload, type=FaultSpec)
+            else:
+                spec = self.default
         except Exception:  # noqa: BLE001 - faults must never break a request
             spec = self._cached[1]
         self._cached = (now, spec)
         return spec
 
     def set(self, spec: FaultSpec | None) -> FaultSpec:
-        """Store ``spec`` signed (None: back to the settings' spec; the apps cannot DEL)."""
+        """Store ``spec`` signed and dated (None: back to the settings' spec, signed too)."""
         payload = b"null" if spec is None else msgspec.json.encode(spec)
-        self._rc().set(self.key, payload + b"\n" + self._sign(payload))  # type: ignore[operator]
+        issued = max(int(time.time() * 1000), self._newest + 1)
+        signed = payload + b"\n" + str(issued).encode()
+        self._rc().set(self.key, signed + b"\n" + self._sign(signed))  # type: ignore[operator]
+        self._newest = issued
         spec = self.default if spec is None else spec
-        self._forged_logged = False
         self._cached = (time.monotonic(), spec)
         return spec
 
     def applies(self, spec: FaultSpec, route: str) -> bool:
-        if spec.routes:
-            return route in spec.routes
-        return not route.startswith(EXEMPT)
+        if route.startswith(EXEMPT):  # never, even when named: faults must stay removable
+            return False
+        return route in spec.routes if spec.routes else True
 
     def before(self, route: str) -> bool:
         """Maybe sleep, maybe fail now; return True when the abort is due after commit."""

@@ -34,6 +34,7 @@ from watchlog.http import (
     state_dir_option,
     user_state_dir,
 )
+from watchlog.launcher.procs import UMASK, umask
 from watchlog.schema import ACTIVITY_TYPES
 
 log = logging.getLogger(__name__)
@@ -214,11 +215,15 @@ def export(frm: str | None, to: str | None, activity_type: str | None, fmt: str,
     """Stream every log of a time range to a file (written as FILE.part, then renamed)."""
     params = {"from": frm, "to": end_of_day(to), "activity_type": activity_type, "format": fmt}
     params = {k: v for k, v in params.items() if v is not None}
-    if output is None:
-        output = output_root(state) / "exports" / f"logs-{frm or 'last'}-{to or 'now'}.{fmt}"
+    # Exports hold personal data (coordinates): private to their owner, whatever the
+    # shell's umask (0700 folders, 0600 files), like everything under the state dir.
+    with umask(UMASK):
+        if output is None:
+            name = f"logs-{frm or 'last'}-{to or 'now'}.{fmt}"
+            output = output_root(state) / "exports" / name
         output.parent.mkdir(parents=True, exist_ok=True)
-    with client(url, state) as c:
-        rows, size = download(c, params, output, fmt == "csv", quiet=as_json)
+        with client(url, state) as c:
+            rows, size = download(c, params, output, fmt == "csv", quiet=as_json)
     if as_json:
         emit({"rows": rows, "bytes": size, "file": str(output)})
 
@@ -278,7 +283,8 @@ def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_
     stop = threading.Event()
     # A stop signal also cuts short a wait between two retries: `docker stop` gets a clean
     # exit at once, not after the retry budget (up to 30 s).
-    with client(url, state, sleep=sleep_unless(stop)) as c, stop_on_signals(stop):
+    with (umask(UMASK), client(url, state, sleep=sleep_unless(stop)) as c,
+          stop_on_signals(stop)):
         ex = Extractor(c, name, out_dir, max_items, visibility_timeout, drop_rate=drop_rate,
                        seed=seed)
         try:

@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from watchlog import metrics
-from watchlog.errors import InjectedFault, NotFound, WatchlogError
+from watchlog.errors import InjectedFault, InvalidInput, NotFound, WatchlogError
 from watchlog.faults import Faults, decode_spec
 from watchlog.settings import Settings
 from watchlog.store import Store
@@ -250,6 +250,11 @@ def admin_blueprint() -> Blueprint:
     def put_faults() -> Response:
         """Replace the fault spec (or apply a preset) on every worker within a second."""
         spec = decode_spec(request.get_data())
+        known = {rule.rule for rule in current_app.url_map.iter_rules()}
+        unknown = [r for r in spec.routes if r not in known]
+        if unknown:
+            raise InvalidInput(f"routes: {unknown[0]!r} is not a route of this service",
+                               field="routes")
         with unavailable_as_503("faults"):
             return json_response(current_app.extensions["watchlog_faults"].set(spec))
 
