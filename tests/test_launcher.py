@@ -410,3 +410,39 @@ def test_restarted_nodes_keep_the_clusters_replica_guard(tmp_path: Path, guard: 
     c._save_layout()
     again = LocalCluster.from_state(tmp_path, creds)
     assert again is not None and again.min_replicas == guard
+
+
+def test_runaway_function_is_killable_by_the_admin(rcluster: LocalCluster) -> None:
+    """busy-reply-threshold: a function running past 1 s answers others BUSY, and the admin
+    user's FUNCTION KILL stops it (the apps' user may not: FUNCTION is refused to it)."""
+    import threading
+
+    port = rcluster.ports[0]
+    admin = rcluster.node_client(port, timeout=10)
+    admin.execute_command("FUNCTION", "LOAD", "REPLACE", "#!lua name=runaway\n"
+                          "redis.register_function{function_name='spin', flags={'no-writes'},"
+                          " callback=function() while true do end end}")
+    errors: list[Exception] = []
+
+    def spin() -> None:
+        try:
+            rcluster.node_client(port, timeout=30).execute_command("FCALL", "spin", 0)
+        except redis.RedisError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                admin.execute_command("FUNCTION", "KILL")
+                break
+            except redis.exceptions.ResponseError as e:  # NOTBUSY until it runs, BUSY past 1 s
+                assert time.monotonic() < deadline, e
+                time.sleep(0.2)
+    finally:
+        t.join(15)
+        admin.execute_command("FUNCTION", "DELETE", "runaway")
+    assert errors and "killed" in str(errors[0]).lower()
+    assert admin.ping()

@@ -124,6 +124,8 @@ save ""
 # producer answers 503 and the simulator retries). Sized well below the container limit.
 maxmemory $maxmemory
 maxmemory-policy noeviction
+# A function running longer than 1 s: BUSY for others, FUNCTION KILL for the admin user.
+busy-reply-threshold 1000
 
 # Replicas authenticate to their master as the admin user; a fresh replica syncs at once.
 masteruser admin

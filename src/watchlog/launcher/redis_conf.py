@@ -153,6 +153,9 @@ def render_conf(node: NodeConfig, creds: Credentials, version: tuple[int, int]) 
         f"maxmemory {node.maxmemory}",
         # Activity logs are data, not cache: refuse writes when full, never evict.
         "maxmemory-policy noeviction",
+        # A function running longer than 1 s makes the node answer BUSY and accept the admin
+        # user's FUNCTION KILL (the readers; a writer is bounded by its batch instead).
+        "busy-reply-threshold 1000",
     ]
     if node.min_replicas:
         lines += [
