@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -151,6 +152,19 @@ def test_alert_unit_tests_are_what_the_builder_writes() -> None:
         "alerts_test.yml is stale: run python monitoring/prometheus/tests/build_alert_tests.py")
 
 
+ALERTS = {
+    "WatchlogServiceDown", "WatchlogClientDown", "PrometheusNotificationsFailing", "Watchdog",
+    "WatchlogErrorBudgetBurnFast", "WatchlogErrorBudgetBurnSlow", "WatchlogLatencyP99High",
+    "RedisExporterDown", "RedisNodeDown", "RedisClusterStateNotOk", "RedisMemoryNearMax",
+    "RedisMemoryNearSystemLimit", "RedisMasterWithoutReplica", "RedisReplicationLinkDown",
+    "RedisReplicationLag", "RedisPersistenceFailing", "RedisRejectedConnections",
+    "WatchlogExtractionLagGrowing", "WatchlogExtractionStalled", "WatchlogScrapeReadsFailing",
+    "WatchlogSimulatorFailing",
+}
+# The dead man's switch fires always: it has no silent case by design.
+ALWAYS_FIRING = {"Watchdog"}
+
+
 def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
     firing: set[str] = set()
     silent: set[str] = set()
@@ -159,20 +173,40 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
             for check in case.get("alert_rule_test", []):
                 (firing if check.get("exp_alerts") else silent).add(check["alertname"])
     names = {rule["alert"] for rule in alert_rules()}
-    assert names == {
-        "WatchlogServiceDown", "WatchlogErrorBudgetBurnFast", "WatchlogErrorBudgetBurnSlow",
-        "WatchlogLatencyP99High", "RedisNodeDown", "RedisClusterStateNotOk", "RedisMemoryNearMax",
-        "WatchlogExtractionLagGrowing", "WatchlogSimulatorFailing",
-    }
+    assert names == ALERTS
     assert names - firing == set(), "alerts never tested firing"
-    assert names - silent == set(), "alerts never tested silent"
+    assert names - silent - ALWAYS_FIRING == set(), "alerts never tested silent"
 
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
 def test_alert_has_severity_and_annotations(rule: dict[str, Any]) -> None:
-    assert rule["labels"]["severity"] in {"critical", "warning"}
-    for key in ("summary", "description", "runbook"):
+    expected = {"none"} if rule["alert"] in ALWAYS_FIRING else {"critical", "warning"}
+    assert rule["labels"]["severity"] in expected
+    for key in ("summary", "description", "runbook", "runbook_url", "dashboard_url"):
         assert rule["annotations"].get(key), f"{rule['alert']} lacks {key}"
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings (lower case, spaces to dashes)."""
+    out = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            text = line.lstrip("#").strip().lower()
+            out.add("".join(c for c in text.replace(" ", "-") if c.isalnum() or c in "-_"))
+    return out
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
+def test_alert_links_to_its_runbook_section_and_a_dashboard(rule: dict[str, Any]) -> None:
+    runbook = ROOT.parent / "docs" / "runbook.md"
+    path, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+    assert path == "docs/runbook.md" and anchor == rule["alert"].lower()
+    assert anchor in _anchors(runbook.read_text()), f"docs/runbook.md has no section {anchor}"
+    section = runbook.read_text().split(f"## {rule['alert']}\n", 1)[1].split("\n## ", 1)[0]
+    for part in ("**Means**", "**Confirm**", "**Do**"):
+        assert part in section, f"runbook section {rule['alert']} lacks {part}"
+    uid = rule["annotations"]["dashboard_url"].rsplit("/d/", 1)[1].split("?")[0]
+    assert uid in {json.loads(p.read_text())["uid"] for p in DASHBOARDS}
 
 
 def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:
@@ -266,7 +300,16 @@ def test_alertmanager_config_routes_to_defined_receivers() -> None:
     alerts = {rule["alert"] for rule in alert_rules()}
     for rule in doc.get("inhibit_rules", []):
         for matcher in rule["source_matchers"] + rule["target_matchers"]:
-            assert matcher.split("=", 1)[1].strip('"') in alerts, matcher
+            label, op, value = re.match(r'(\w+)(=~|=)"(.*)"$', matcher).groups()  # type: ignore[union-attr]
+            if label != "alertname":
+                continue
+            named = {a for a in alerts if re.fullmatch(value, a)} if op == "=~" else \
+                {value} & alerts
+            assert named, f"{matcher} names no alert"
+            if op == "=~":  # every alternative names a real alert, not a typo matching nothing
+                for alt in value.split("|"):
+                    bare = alt.replace("(", "").replace(")", "")
+                    assert any(bare in a for a in named), f"{matcher}: {alt}"
     # amtool comes with the Debian prometheus-alertmanager package; validate fully when present.
     if shutil.which("amtool"):
         run("amtool", "check-config", path)
