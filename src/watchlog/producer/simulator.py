@@ -23,13 +23,14 @@ from typing import Any, TextIO
 
 import click
 import msgspec
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import Counter, start_http_server
 
 from watchlog.http import Client, GaveUp, error_message, token_for
+from watchlog.metrics import client_registry
 from watchlog.producer.fleet import Deferred, Dispatcher, Fleet, Plan, Unit
 
 log = logging.getLogger(__name__)
-REGISTRY = CollectorRegistry()  # our own: never clashes with the apps' metrics
+REGISTRY = client_registry("simulator")  # our own: never clashes with the apps' metrics
 
 
 def _counter(name: str, doc: str) -> Counter:
@@ -256,6 +257,8 @@ def run(plan: Plan, token: str | None, quiet: bool = True) -> Tally:
 @click.option("--offline-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Chance per log that its watch goes offline, then sends late in a burst.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address /metrics listens on (0.0.0.0 to let another host scrape it).")
 @click.option("--ack-log", type=click.Path(dir_okay=False), default=None,
               help="Append every acknowledged event_id to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
@@ -263,11 +266,12 @@ def run(plan: Plan, token: str | None, quiet: bool = True) -> Tally:
 def simulate(url: str, users: int, rate: float, batch: int, gzip_batches: bool,
              count: int | None, duration: float | None, seed: int | None, concurrency: int,
              drop_rate: float, offline_rate: float, metrics_port: int | None,
-             ack_log: str | None, as_json: bool, quiet: bool) -> None:
+             metrics_host: str, ack_log: str | None, as_json: bool, quiet: bool) -> None:
     """Simulate a fleet of watches sending activity logs to the producer."""
     plan = Plan(url, users, rate, batch, gzip_batches, count, duration, seed, concurrency,
                 drop_rate, offline_rate, ack_log)
-    server = start_http_server(metrics_port, registry=REGISTRY) if metrics_port else None
+    server = (start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
+              if metrics_port else None)
     try:
         tally = run(plan, token_for("ingest"), quiet)
     finally:

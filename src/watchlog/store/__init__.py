@@ -113,6 +113,11 @@ class Store:
         with timed("extract"), unavailable_as_503("extract"):
             return feed.infos(self.rc)
 
+    def extractor_oldest(self) -> dict[str, int]:
+        """Each extractor's oldest unacknowledged entry (ms timestamp); see feed.oldest_waiting."""
+        with timed("extract"), unavailable_as_503("extract"):
+            return feed.oldest_waiting(self.rc)
+
     def extractor_delete(self, name: str) -> None:
         with unavailable_as_503("extract"):
             feed.delete(self.rc, name)
