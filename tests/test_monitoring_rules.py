@@ -328,3 +328,75 @@ def test_compose_file_wires_grafana_to_the_provisioning() -> None:
     assert "WATCHLOG_PROMETHEUS_URL" in env_names
     mounts = " ".join(str(v) for v in grafana.get("volumes", []))
     assert "/var/lib/grafana/dashboards" in mounts
+
+
+# --- alerting and Prometheus flags, compose and native --------------------------------------------
+
+
+def _compose_services() -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT.parent / "docker-compose.yml").read_text())["services"])
+
+
+def test_compose_alertmanager_delivers_to_the_alert_sink_by_default() -> None:
+    services = _compose_services()
+    assert "profiles" not in services["alertmanager"], "Alertmanager must run by default"
+    mounts = " ".join(services["alertmanager"]["volumes"])
+    assert "./monitoring/alertmanager/alertmanager.yml:/etc/alertmanager/alertmanager.yml" in mounts
+    doc = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
+    (receiver,) = [r for r in doc["receivers"] if r["name"] == doc["route"]["receiver"]]
+    url = receiver["webhook_configs"][0]["url"]
+    assert receiver["webhook_configs"][0]["send_resolved"] is True
+    assert url == "http://alert-sink:9095/webhook"
+    sink = services["alert-sink"]
+    assert sink["command"][:2] == ["watchlog", "alert-sink"]
+    assert "0.0.0.0:9095" in sink["command"] and "9095" in sink["expose"]
+    prometheus = compose_prometheus_config()
+    assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == \
+        ["alertmanager:9093"]
+
+
+def test_compose_exporter_has_a_password_for_every_node_and_no_other_target() -> None:
+    """The password map covers each target the redis job can produce; no global password."""
+    services = _compose_services()
+    exporter = services["redis-exporter"]
+    assert "REDIS_PASSWORD" not in (exporter.get("environment") or {})
+    assert not [a for a in exporter["command"] if a.startswith("--redis.password=")]
+    assert "--redis.password-file=/etc/redis-exporter/passwords.json" in exporter["command"]
+    content = yaml.safe_load((ROOT.parent / "docker-compose.yml").read_text())[
+        "configs"]["exporter-passwords"]["content"]
+    keys = set(re.findall(r'"(redis://[^"]+)"', content))
+    assert keys == {f"redis://redis-node-{i}:6379" for i in range(1, 7)}
+
+
+def test_prometheus_keeps_the_slo_window_and_offers_no_lifecycle_api(tmp_path: Path) -> None:
+    """30 days kept (the SLO's window); no --web.enable-lifecycle (POST /-/quit), both modes."""
+    from watchlog.launcher.observability import prometheus_service
+    from watchlog.launcher.services import Ports
+
+    command = " ".join(_compose_services()["prometheus"]["command"])
+    assert "--web.enable-lifecycle" not in command
+    assert "--storage.tsdb.retention.time=${PROMETHEUS_RETENTION:-30d}" in command
+    native = prometheus_service(tmp_path, "127.0.0.1", Ports(), ["127.0.0.1:7000"], set())
+    if isinstance(native, str):
+        pytest.fail(native)
+    assert "--web.enable-lifecycle" not in native.argv
+    assert "--storage.tsdb.retention.time=30d" in native.argv
+    rendered = yaml.safe_load((tmp_path / "prometheus" / "prometheus.yml").read_text())
+    assert rendered["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == \
+        ["127.0.0.1:9093"]
+
+
+def test_native_alertmanager_config_is_valid_and_authenticates_to_the_sink(tmp_path: Path) -> None:
+    from watchlog.monitoring import render_native_alertmanager
+
+    token = tmp_path / "sink.token"
+    token.write_text("x")
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(render_native_alertmanager(sink_url="http://127.0.0.1:9095/webhook",
+                                               token_file=token))
+    hook = yaml.safe_load(path.read_text())["receivers"][0]["webhook_configs"][0]
+    assert hook["url"] == "http://127.0.0.1:9095/webhook"
+    assert hook["http_config"]["authorization"]["credentials_file"] == str(token)
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool not found: apt-get install prometheus-alertmanager"
+    run(amtool, "check-config", path)
