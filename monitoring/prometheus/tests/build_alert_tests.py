@@ -508,7 +508,8 @@ def redis_more_cases() -> list[Case]:
 def pipeline_cases() -> list[Case]:
     age = ('watchlog_extraction_oldest_waiting_seconds'
            '{job="consumer",instance="consumer-app:5002",extractor="%s"}')
-    read_ok = 'watchlog_scrape_read_ok{job="consumer",instance="consumer-app:5002",service="consumer"}'
+    read_ok = ('watchlog_scrape_read_ok'
+               '{job="consumer",instance="consumer-app:5002",service="consumer"}')
     return [{
         "name": "WatchlogExtractionStalled: a log waiting 5 minutes warns; a follower that "
                 "keeps up (its oldest 15 s) does not",
