@@ -400,3 +400,13 @@ def test_native_alertmanager_config_is_valid_and_authenticates_to_the_sink(tmp_p
     amtool = shutil.which("amtool")
     assert amtool, "amtool not found: apt-get install prometheus-alertmanager"
     run(amtool, "check-config", path)
+
+
+def test_every_recording_rule_is_read_by_an_alert_a_dashboard_or_a_test() -> None:
+    """A recorded series nothing reads costs evaluations and storage for nothing."""
+    recorded = [rule["record"] for group in yaml.safe_load(
+        (RULES / "recording.yml").read_text())["groups"] for rule in group["rules"]]
+    readers = (RULES / "alerts.yml").read_text() + "".join(
+        d.read_text() for d in DASHBOARDS)
+    unused = [r for r in recorded if r not in readers]
+    assert not unused, f"recording rules nothing reads: {unused}"
