@@ -216,3 +216,63 @@ def test_client_metrics_listen_on_loopback_unless_widened(tmp_path, command, hos
             assert addresses == {"0100007F"}
     finally:
         svc.stop()
+
+
+# --- scrape-time reads and streamed latency (in process: the app's own registry) -------------
+
+
+def test_scrape_time_gauges_count_failed_reads() -> None:
+    """A read that raises leaves its gauges out, reports read_ok 0 and counts the failure;
+    a read that works (the control) reports read_ok 1 and counts nothing."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from watchlog import metrics
+
+    def broken() -> list:
+        raise ConnectionError("cluster down")
+
+    def healthy() -> list:
+        return [("watchlog_extraction_lag", "lag", {"extractor": "x"}, 3.0)]
+
+    def failures() -> float:
+        return metrics.SCRAPE_READ_FAILURES.labels("consumer")._value.get()
+
+    for read, ok, counted in ((broken, 0.0, 1.0), (healthy, 1.0, 0.0)):
+        before = failures()
+        registry = CollectorRegistry()
+        registry.register(metrics.ScrapeTimeGauges(read))  # type: ignore[arg-type]
+        text = generate_latest(registry).decode()
+        assert f'watchlog_scrape_read_ok{{service="consumer"}} {ok}' in text
+        assert ("watchlog_extraction_lag" in text) is (read is healthy)
+        assert failures() - before == counted
+
+
+def test_export_latency_is_observed_at_the_last_byte(producer, consumer, ingest_headers,
+                                                     reader_headers) -> None:
+    """A streamed export is timed when its body is finished, not when its headers leave;
+    a plain JSON route (the control) is timed before the client reads anything."""
+    from prometheus_client import REGISTRY
+
+    def count(route: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "watchlog_http_request_duration_seconds_count",
+            {"service": "consumer", "route": route, "method": "GET"})
+        return value or 0.0
+
+    docs = [seed_log(event_id=f"x{i}") for i in range(20)]
+    assert producer.post("/v1/activities", json=docs, headers=ingest_headers).status_code \
+        in (200, 201, 207)
+    route = "/v1/activities/export"
+    before = count(route)
+    r = consumer.get(route + "?format=ndjson", headers=reader_headers, buffered=False)
+    assert r.status_code == 200 and r.is_streamed
+    assert count(route) == before  # headers sent, body not yet read: not timed yet
+    body = b"".join(r.response)
+    r.close()
+    assert body.count(b"\n") == 20
+    assert count(route) == before + 1
+    plain = "/v1/users/<user_id>/activities"
+    before = count(plain)
+    r = consumer.get("/v1/users/u1/activities", headers=reader_headers, buffered=False)
+    assert count(plain) == before + 1
+    r.close()
