@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tools import require_tool
 from watchlog.launcher.credentials import Credentials, load_or_create
 from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis_cluster import LocalCluster
@@ -38,6 +39,7 @@ def credentials(state_dir: Path) -> Credentials:
 
 @pytest.fixture(scope="session")
 def cluster(state_dir: Path, credentials: Credentials) -> Iterator[LocalCluster]:
+    require_tool("redis-server")
     c = LocalCluster(state_dir, base_port=None, masters=3, replicas=0, credentials=credentials)
     c.start()
     yield c
@@ -161,6 +163,8 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     from watchlog.launcher.services import Ports
     from watchlog.launcher.stack import Stack
 
+    for name in ("redis-server", "prometheus", "prometheus-redis-exporter"):
+        require_tool(name)  # else the stack leaves that part out and the checks mislead
     state = tmp_path_factory.mktemp("live-stack")
     free = free_redis_ports("127.0.0.1", 9)
     ports = Ports(*free)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -191,13 +192,31 @@ def peer() -> Iterator[str]:
     server.server_close()
 
 
-def test_http_honours_retry_after(peer: str) -> None:
-    Peer.script = [(503, "1"), (429, "0.2")]
-    with Client(peer, "t", seed=1) as c:
+@pytest.mark.parametrize("hint", ["seconds", "http-date"])
+def test_http_honours_retry_after(peer: str, hint: str) -> None:
+    """Each wait is the one the server asked for (recorded, not timed)."""
+    if hint == "seconds":
+        Peer.script = [(503, "1"), (429, "0.2")]
+        expected = [1.0, 0.2]
+    else:
+        when = formatdate(time.time() + 30, usegmt=True)
+        Peer.script = [(503, when)]
+        expected = [pytest.approx(30, abs=2)]
+    waits: list[float] = []
+    with Client(peer, "t", seed=1, sleep=waits.append) as c:
         assert c.get("/x").status_code == 200
-        assert (c.attempts, c.retries) == (3, 2)
-    gaps = [b - a for a, b in zip(Peer.seen, Peer.seen[1:], strict=False)]
-    assert 0.95 <= gaps[0] < 1.5 and 0.15 <= gaps[1] < 0.7
+        assert (c.attempts, c.retries) == (len(expected) + 1, len(expected))
+    assert waits == expected and len(Peer.seen) == len(expected) + 1
+
+
+def test_http_without_retry_after_uses_its_own_backoff(peer: str) -> None:
+    """Negative control: the same check tells a hinted wait from the client's own jitter."""
+    Peer.script = [(503, None), (429, None)]
+    waits: list[float] = []
+    policy = RetryPolicy(base=0.01, cap=0.05)
+    with Client(peer, "t", policy=policy, seed=1, sleep=waits.append) as c:
+        assert c.get("/x").status_code == 200
+    assert len(waits) == 2 and waits != [1.0, 0.2] and all(0 <= w <= 0.05 for w in waits)
 
 
 def test_http_gives_up_within_its_bounds(peer: str) -> None:
@@ -207,10 +226,11 @@ def test_http_gives_up_within_its_bounds(peer: str) -> None:
             c.get("/x")
         assert err.value.response is not None and err.value.response.status_code == 503
     Peer.script = [(503, "30")]  # a wait longer than the time budget: give up at once
-    start = time.monotonic()
-    with Client(peer, policy=RetryPolicy(deadline=2)) as c, pytest.raises(GaveUp):
-        c.get("/x")
-    assert time.monotonic() - start < 1
+    waits: list[float] = []
+    with Client(peer, policy=RetryPolicy(deadline=2), sleep=waits.append) as c:
+        with pytest.raises(GaveUp, match="after 1 attempts"):
+            c.get("/x")
+        assert (c.attempts, waits) == (1, [])  # no wait, no second request
 
 
 def test_http_never_retries_other_client_errors(peer: str) -> None:

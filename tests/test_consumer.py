@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+from datetime import datetime
 
 from payloads import now_ms, random_logs, seed_log
 from watchlog.schema import iso_ms
@@ -56,7 +57,8 @@ def test_consumer_export_streams_ndjson_and_csv_in_order(producer, consumer, ing
     r = consumer.get("/v1/activities/export?format=ndjson", headers=reader_headers)
     rows = [json.loads(line) for line in r.data.splitlines()]
     assert sorted(d["event_id"] for d in rows) == sorted(d["event_id"] for d in docs)
-    assert [d["timestamp"] for d in rows] == sorted(d["timestamp"] for d in rows)
+    times = [datetime.fromisoformat(d["timestamp"]) for d in rows]  # "…15Z" sorts after "…15.6Z"
+    assert times == sorted(times)
     r = consumer.get("/v1/activities/export?format=csv&activity_type=running",
                      headers=reader_headers)
     table = list(csv.DictReader(io.StringIO(r.data.decode())))
@@ -81,10 +83,15 @@ def test_consumer_extraction_acks_and_reports_lag(producer, consumer, ingest_hea
     assert len(b["items"]) == 100 and all("feed_id" in i for i in b["items"])
     ack = consumer.post("/v1/extractors/rep/ack", json={"ids": [i["feed_id"] for i in b["items"]]},
                         headers=reader_headers)
-    assert ack.json["acknowledged"] == 100
+    assert ack.json["acknowledged"] == 100 and ack.json["not_acked"] == []
     info = consumer.get("/v1/extractors/rep", headers=reader_headers).json
     assert (info["lag"], info["pending"]) == (20, 0)
     assert b'watchlog_extraction_lag{extractor="rep"} 20.0' in consumer.get("/metrics").data
+    # An ack that acknowledges fewer than it was sent says which, never a silent count.
+    again = [b["items"][0]["feed_id"], "7-1-0"]
+    ack = consumer.post("/v1/extractors/rep/ack", json={"ids": again}, headers=reader_headers)
+    assert ack.status_code == 200
+    assert (ack.json["acked"], ack.json["not_acked"]) == (0, again)
 
 
 def test_consumer_rejects_bad_parameters_with_named_fields(consumer, reader_headers) -> None:

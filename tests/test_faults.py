@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
@@ -79,11 +80,51 @@ def test_faults_delay_rejects_bad_text(text: str) -> None:
         parse_delay(text)
 
 
+OVERFLOWING = ["fixed:nan", "fixed:inf", "fixed:-inf", "fixed:1e308", "uniform:0:1e12",
+               "uniform:nan:1", "uniform:2:1", "lognormal:1e9:1", "lognormal:0.1:1e9",
+               "lognormal:0.1:inf", "fixed:30.001"]
+
+
+@pytest.mark.parametrize("text", OVERFLOWING)
+def test_faults_delay_rejects_non_finite_and_over_the_cap(text: str) -> None:
+    with pytest.raises(ValueError, match="delay"):
+        parse_delay(text)
+    with pytest.raises(ValueError, match="WATCHLOG_FAULT_"):
+        from_settings(Settings(fault_delay_p=1.0, fault_delay=text))
+    assert parse_delay("fixed:30") == ("fixed", (30.0,))  # the documented cap itself
+
+
+@pytest.mark.parametrize("checked", [True, False])
+def test_faults_overflowing_delay_is_refused_over_http(producer, ingest_headers, admin_headers,
+                                                       monkeypatch, checked: bool) -> None:
+    """``PUT /admin/faults`` refuses each overflowing delay (422, the spec in force kept).
+
+    Negative control: with the bounds check switched off, ``fixed:1e308`` is accepted and
+    every request on the route then answers 500 (time.sleep raises OverflowError).
+    """
+    parse_delay.cache_clear()
+    if not checked:
+        monkeypatch.setattr("watchlog.faults.check_delay_bounds", lambda *a: None)
+    try:
+        for text in OVERFLOWING if checked else ["fixed:1e308"]:
+            r = producer.put("/admin/faults", json={"delay_p": 1.0, "delay": text},
+                             headers=admin_headers)
+            if checked:
+                assert r.status_code == 422 and r.json["field"] == "delay", (text, r.json)
+        if checked:
+            assert producer.get("/admin/faults", headers=admin_headers).json["delay_p"] == 0
+        got = producer.post("/v1/activities", json=seed_log(), headers=ingest_headers)
+        assert got.status_code == (201 if checked else 500)
+    finally:
+        parse_delay.cache_clear()
+
+
 @pytest.mark.parametrize("body, field", [
     ({"abort_status": 418}, "abort_status"),
     ({"abort_p": 1.5}, "abort_p"),
     ({"abort_phase": "during"}, "abort_phase"),
-    ({"delay": "gauss:1:2"}, None),
+    ({"delay": "gauss:1:2"}, "delay"),
+    ({"delay": "fixed:nan"}, "delay"),
     ({"retry_after": -1}, "retry_after"),
     ({"preset": "doom"}, "preset"),
 ])
@@ -269,3 +310,24 @@ def test_faults_admin_get_reads_what_another_worker_just_put(cluster_settings, s
     assert two.get("/admin/faults", headers=admin_headers).json["abort_p"] == 0.0
     put_faults(one, admin_headers, abort_p=0.4)
     assert two.get("/admin/faults", headers=admin_headers).json["abort_p"] == 0.4
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["forged", "signed-control"])
+def test_faults_spec_written_with_the_redis_password_alone_is_ignored(
+        cluster_settings, store, ingest_headers, signed: bool) -> None:
+    """The apps' Redis password could switch faults on; a spec now needs the admin key's HMAC.
+
+    Negative control: the same spec, signed as ``PUT /admin/faults`` signs it, applies.
+    """
+    from watchlog.producer.app import create_app
+
+    app = create_app(cluster_settings, store)
+    faults = Faults("producer", cluster_settings, lambda: store.rc)
+    payload = msgspec.json.encode(FaultSpec(abort_p=1.0, abort_status=503))
+    forged = payload + b"\n" + (faults._sign(payload) if signed else b"0" * 64)
+    store.rc.set(faults.key, forged)  # the apps' own Redis user, as an attacker holding it
+    time.sleep(1.1)  # every worker's refresh period
+    status = app.test_client().post("/v1/activities", json=seed_log(),
+                                    headers=ingest_headers).status_code
+    assert status == (503 if signed else 201)
+    faults.set(None)

@@ -178,7 +178,10 @@ def test_producer_stores_exactly_the_valid_items(ingest_client, cluster, store,
                                    | st.text(max_size=20),
                                    lambda c: st.lists(c, max_size=4)
                                    | st.dictionaries(st.text(max_size=12), c, max_size=5),
-                                   max_leaves=12).map(lambda v: json.dumps(v).encode())),
+                                   max_leaves=12).map(lambda v: json.dumps(v).encode()),
+                      st.integers(1, 3000).map(lambda d: b"[" * d + b"]" * d),  # deep
+                      st.integers(1, 3000).map(lambda d: b'{"x":' + b"[" * d + b"]" * d
+                                               + b"}")),
        path=st.sampled_from(["/v1/activities", "/log_activity"]),
        ctype=st.sampled_from(["application/json", "application/x-ndjson", "text/plain"]),
        encoding=st.sampled_from([None, "gzip", "zstd", "br"]))
@@ -210,3 +213,54 @@ def test_schema_raises_only_its_own_errors(raw: bytes) -> None:
         schema.to_event(schema.decode(raw))
     except InvalidInput as e:
         assert e.status in (400, 422) and e.message
+
+
+# ---- path parameters: an identifier is accepted only when it is all of the path segment --
+
+IDENTIFIER_TEXT = st.one_of(
+    st.text(st.one_of(st.sampled_from("aZ9._@-\n\r\t /%\x00"), st.characters()), max_size=70),
+    # a valid id with something after it: "u\n" passed a `$`-anchored pattern
+    st.tuples(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", fullmatch=True),
+              st.sampled_from(["", "\n", "\n\n", "\r", "\r\n", " ", "\x00"])).map("".join))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(user_id=IDENTIFIER_TEXT, what=st.sampled_from(["activities", "summary"]))
+def test_user_path_parameter_is_a_whole_identifier_or_refused(
+        fuzzed_apps: dict[str, Flask], reader_headers: dict[str, str], user_id: str,
+        what: str) -> None:
+    """``/v1/users/<user_id>/…``: 200 for a whole identifier (echoed unchanged), else 422 or
+    404 (a ``/`` makes another route); never 5xx, never "u\n" taken for a user."""
+    from urllib.parse import quote
+
+    client = fuzzed_apps["consumer"].test_client()
+    r = client.get(f"/v1/users/{quote(user_id, safe='')}/{what}", headers=reader_headers)
+    assert r.is_json
+    if schema.is_safe_id(user_id):
+        assert r.status_code == 200, r.json
+        if what == "summary":
+            assert r.json["user_id"] == user_id
+    else:
+        assert r.status_code in (404, 422), (user_id, r.status_code, r.json)
+        if r.status_code == 422:
+            assert r.json["field"] == "user_id"
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=IDENTIFIER_TEXT)
+def test_extractor_path_parameter_is_a_whole_name_or_refused(
+        fuzzed_apps: dict[str, Flask], reader_headers: dict[str, str], name: str) -> None:
+    from urllib.parse import quote
+
+    from watchlog.consumer.extraction import NAME
+
+    client = fuzzed_apps["consumer"].test_client()
+    r = client.get(f"/v1/extractors/{quote(name, safe='')}", headers=reader_headers)
+    assert r.is_json and r.status_code < 500
+    if NAME.fullmatch(name):
+        assert r.status_code != 422, r.json
+    else:
+        assert r.status_code in (404, 422), (name, r.status_code)
+        assert r.status_code == 422 or "/" in name or name in ("", ".", "..")

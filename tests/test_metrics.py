@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from payloads import seed_log
+from tools import require_tool
 
 N = 200
 
@@ -58,8 +58,7 @@ def test_metrics_business_counters_follow_ingest(live_services, ingest_headers) 
 
 @pytest.mark.parametrize("service", ["producer", "consumer"])
 def test_metrics_pass_promtool_check_metrics(live_services, service) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool missing: apt-get install prometheus"
+    promtool = require_tool("promtool")
     text = httpx.get(live_services[service] + "/metrics", timeout=10).text
     r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                        text=True, timeout=30)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -30,15 +31,20 @@ from watchlog.settings import Settings
 from watchlog.store import Store
 from watchlog.web.auth import Auth
 from watchlog.web.common import SECURITY_HEADERS
+from watchlog.web.openapi import DOCS_CSP
 
-DEVICE, OTHER_DEVICE = "watch_3", "watch_9"  # seed_log() writes for watch_3
+DEVICE, OTHER_DEVICE = "watch_3", "watch_9"  # seed_log() writes for watch_3 and user 7
 TOKENS = {DEVICE: "dev-" + secrets.token_urlsafe(24),
           OTHER_DEVICE: "dev-" + secrets.token_urlsafe(24)}
+# A token of a watch_3 that belongs to user 8: seed_log() is a log of another user for it.
+FOREIGN_USER_TOKEN = "dev-" + secrets.token_urlsafe(24)
+OWNERS = {DEVICE: "7", OTHER_DEVICE: "9"}
 
 # Endpoint -> the least role that may call it (open: no credentials needed).
 ROLES = {
     "health.health": "open", "health.ready": "open", "health.prometheus": "open",
-    "health.openapi": "open", "health.docs": "open",
+    "health.openapi": "open", "health.docs": "open", "health.docs_init": "open",
+    "health.docs_asset": "open",
     "admin.get_faults": "admin", "admin.put_faults": "admin", "admin.reset_faults": "admin",
     "ingest.post_activities": "ingest", "ingest.log_activity": "ingest",
     "queries.user_activities": "reader", "queries.user_summary": "reader",
@@ -51,7 +57,8 @@ ROLES = {
 # Identities that pass each role; "open" lets everyone through.
 ALLOWED = {"ingest": {"ingest", "device", "admin"}, "reader": {"reader", "admin"},
            "admin": {"admin"}}
-IDENTITIES = ("none", "bad", "ingest", "device", "other_device", "reader", "admin")
+IDENTITIES = ("none", "bad", "ingest", "device", "other_device", "foreign_user", "reader",
+              "admin")
 
 
 def _fresh_log() -> dict[str, Any]:
@@ -69,6 +76,8 @@ REQUESTS: dict[str, tuple[str, str, Callable[[], dict[str, Any]], int]] = {
     "health.prometheus": ("GET", "/metrics", _none, 200),
     "health.openapi": ("GET", "/openapi.json", _none, 200),
     "health.docs": ("GET", "/docs", _none, 200),
+    "health.docs_init": ("GET", "/docs/init.js", _none, 200),
+    "health.docs_asset": ("GET", "/docs/static/swagger-ui.css", _none, 200),
     "admin.get_faults": ("GET", "/admin/faults", _none, 200),
     "admin.put_faults": ("PUT", "/admin/faults", lambda: {"json": {}}, 200),
     "admin.reset_faults": ("DELETE", "/admin/faults", _none, 200),
@@ -106,11 +115,16 @@ def services_of(endpoint: str) -> list[str]:
     return ["producer", "consumer"]
 
 
+def sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 @pytest.fixture(scope="module")
 def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("auth") / "device-tokens"
-    lines = ["# device_id sha256(token)"]
-    lines += [f"{d} {hashlib.sha256(t.encode()).hexdigest()}" for d, t in TOKENS.items()]
+    lines = ["# device_id sha256(token) user_id[,user_id...]"]
+    lines += [f"{d} {sha(t)} {OWNERS[d]}" for d, t in TOKENS.items()]
+    lines.append(f"{DEVICE} {sha(FOREIGN_USER_TOKEN)} 8")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -130,7 +144,8 @@ def identities(ingest_headers: dict[str, str], reader_headers: dict[str, str],
                admin_headers: dict[str, str]) -> dict[str, dict[str, str]]:
     return {"none": {}, "bad": bearer("not-a-token-" + secrets.token_hex(4)),
             "ingest": ingest_headers, "device": bearer(TOKENS[DEVICE]),
-            "other_device": bearer(TOKENS[OTHER_DEVICE]), "reader": reader_headers,
+            "other_device": bearer(TOKENS[OTHER_DEVICE]),
+            "foreign_user": bearer(FOREIGN_USER_TOKEN), "reader": reader_headers,
             "admin": admin_headers}
 
 
@@ -157,6 +172,8 @@ def test_access_matrix(secured: dict[str, Flask], identities: dict[str, dict[str
 
 def assert_secure_response(r: Any) -> None:
     for name, value in SECURITY_HEADERS.items():
+        if name == "Content-Security-Policy" and r.request.path.startswith("/docs"):
+            value = DOCS_CSP  # Swagger UI: its scripts and styles, from this origin only
         assert r.headers.get(name) == value, name
     if r.status_code in (401, 403):
         assert r.is_json and set(r.json) >= {"error", "message"}
@@ -187,6 +204,83 @@ def test_device_token_batch_with_a_foreign_item_stores_nothing(secured, store) -
     assert stored(store) == []
 
 
+def test_device_token_batch_with_another_users_item_stores_nothing(secured, store) -> None:
+    client = secured["producer"].test_client()
+    batch = [seed_log(duration=1), seed_log(duration=2, user_id="u-else")]
+    r = client.post("/v1/activities", json=batch, headers=bearer(TOKENS[DEVICE]))
+    assert r.status_code == 403 and r.json["field"] == "user_id"
+    assert r.json["error"] == "forbidden" and "its owner (7)" in r.json["message"]
+    assert stored(store) == []
+
+
+def device_app(settings: Settings, store: Store, path: Path, lines: list[str]) -> Any:
+    from watchlog.producer.app import create_app
+
+    path.write_text("\n".join(lines) + "\n")
+    return create_app(settings.replace(device_tokens_file=str(path)), store).test_client()
+
+
+@pytest.mark.parametrize("route", ["/v1/activities", "/log_activity"])
+@pytest.mark.parametrize("binding", ["owner", "any_user"])
+def test_device_cannot_claim_another_users_event_id(cluster_settings, store, consumer,
+                                                    reader_headers, tmp_path, route: str,
+                                                    binding: str) -> None:
+    """Watch A (user u-a) tries to take an event id of user u-b before u-b's watch sends it.
+
+    The idempotency set is per user-day (keys.user_index), so the only way to claim u-b's
+    id is to write for u-b; the binding refuses that. Negative control: a device line with
+    ``*`` (the binding off) lets the attack through and u-b's real log becomes a duplicate.
+    """
+    token_a, token_b = "a-" + secrets.token_urlsafe(16), "b-" + secrets.token_urlsafe(16)
+    client = device_app(cluster_settings, store, tmp_path / "tokens", [
+        f"watch_a {sha(token_a)} {'u-a' if binding == 'owner' else '*'}",
+        f"watch_b {sha(token_b)} u-b"])
+    eid = "e-" + secrets.token_hex(6)
+    mine = client.post(route, json=seed_log(user_id="u-a", device_id="watch_a", event_id=eid),
+                       headers=bearer(token_a))
+    attack = client.post(route, json=seed_log(user_id="u-b", device_id="watch_a",
+                                              event_id=eid, duration=1),
+                         headers=bearer(token_a))
+    real = client.post("/v1/activities", json=seed_log(user_id="u-b", device_id="watch_b",
+                                                       event_id=eid, duration=2),
+                       headers=bearer(token_b))
+    assert mine.status_code in (200, 201)  # its own user's id: no effect on u-b's scope
+    got = consumer.get("/v1/users/u-b/activities", headers=reader_headers).json["items"]
+    if binding == "owner":
+        assert attack.status_code == 403 and attack.json["field"] == "user_id"
+        assert real.status_code == 201 and real.json["status"] == "created"
+        assert [(i["event_id"], i["device_id"]) for i in got] == [(eid, "watch_b")]
+    else:
+        assert attack.status_code in (200, 201)
+        assert real.status_code == 200 and real.json["status"] == "duplicate"
+        assert [(i["event_id"], i["device_id"]) for i in got] == [(eid, "watch_a")]
+
+
+def test_device_line_without_user_is_refused_and_warned(cluster_settings, store, tmp_path,
+                                                        caplog) -> None:
+    """The older two-field line still loads, but binds the device to nobody (fail closed)."""
+    token = "old-" + secrets.token_urlsafe(16)
+    with caplog.at_level(logging.WARNING):
+        client = device_app(cluster_settings, store, tmp_path / "tokens",
+                            ["# device_id sha256(token)", f"{DEVICE} {sha(token)}"])
+    assert any("lines 2 name no user_id" in r.getMessage() for r in caplog.records)
+    r = client.post("/v1/activities", json=seed_log(), headers=bearer(token))
+    assert r.status_code == 403 and r.json["field"] == "user_id"
+    assert "bound to no user" in r.json["message"]
+    assert stored(store) == []
+
+
+def test_device_bound_to_several_users_writes_for_each_only(cluster_settings, store,
+                                                            tmp_path) -> None:
+    token = "fam-" + secrets.token_urlsafe(16)
+    client = device_app(cluster_settings, store, tmp_path / "tokens",
+                        [f"{DEVICE} {sha(token)} 7,u-kid"])
+    statuses = [client.post("/v1/activities", json=seed_log(user_id=u, duration=i),
+                            headers=bearer(token)).status_code
+                for i, u in enumerate([7, "7", "u-kid", "u-other", 8])]
+    assert statuses == [201, 201, 201, 403, 403]  # 7 and "7" are one user, as stored
+
+
 def stored(store: Store) -> list[bytes]:
     now = now_ms()
     return list(store.export(now - 3 * 86400_000, now + 86400_000, None))
@@ -196,7 +290,8 @@ def test_secrets_are_kept_only_as_digests(cluster_settings: Settings, tokens_fil
     auth = Auth(cluster_settings.replace(device_tokens_file=str(tokens_file)))
     held = repr(vars(auth)) + repr(cluster_settings)
     for secret in (cluster_settings.ingest_token, cluster_settings.reader_key,
-                   cluster_settings.admin_key, cluster_settings.redis_password, *TOKENS.values()):
+                   cluster_settings.admin_key, cluster_settings.redis_password, *TOKENS.values(),
+                   FOREIGN_USER_TOKEN):
         assert secret and secret not in held
 
 
@@ -316,20 +411,63 @@ def test_csv_neutralises_formula_cells(cell: str) -> None:
     assert row[10] == "'" + cell and row[8] == -1.5  # numbers stay numbers
 
 
-def test_csv_export_has_no_formula_cell(producer, consumer, ingest_headers,
-                                        reader_headers) -> None:
-    refused = producer.post("/v1/activities", json=seed_log(device_id="=cmd|'/c calc'!A0"),
+# Text cells a spreadsheet would run, stored below the schema (which refuses them at the
+# door: ids start with [A-Za-z0-9]), so that the export itself is what is under test.
+FORMULAS = {"device_id": "=cmd|' /C calc'!A0", "user_id": "@SUM(A1:A9)",
+            "event_id": "+HYPERLINK(evil)"}
+
+
+def formula_cells(rows: list[list[str]]) -> list[str]:
+    """The cells of CSV data rows that a spreadsheet would run as a formula."""
+    return [cell for row in rows for cell in row
+            if cell.startswith(("=", "+", "@", "\t", "\r"))
+            or (cell.startswith("-") and not _is_number(cell))]
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("neutraliser", ["on", "off"])  # off: the negative control
+def test_csv_export_has_no_formula_cell(producer, consumer, ingest_headers, reader_headers,
+                                        store: Store, monkeypatch: pytest.MonkeyPatch,
+                                        neutraliser: str) -> None:
+    from datetime import UTC, datetime
+
+    from watchlog import schema
+    from watchlog.consumer import export
+
+    refused = producer.post("/v1/activities", json=seed_log(device_id=FORMULAS["device_id"]),
                             headers=ingest_headers)
-    assert refused.status_code == 422  # ids are [A-Za-z0-9] first: no formula gets in
+    assert refused.status_code == 422  # the schema keeps them out of the API...
     producer.post("/v1/activities", json=[seed_log(user_id=f"u{i}", duration=i)
                                           for i in range(5)], headers=ingest_headers)
+    minute = now_ms() // 60_000 * 60_000 - 600_000
+    bad = schema.Activity(  # ...so build the log the store would, skipping validation
+        user_id=FORMULAS["user_id"], activity_type="running", device_id=FORMULAS["device_id"],
+        timestamp=datetime.fromtimestamp(minute / 1000, UTC), duration=60, distance=-1.5,
+        location=schema.Location(latitude=-12.5, longitude=3.0),
+        event_id=FORMULAS["event_id"])
+    assert store.ingest([schema.to_event(bad)]) == [True]
+    raw = consumer.get("/v1/activities/export?format=ndjson", headers=reader_headers)
+    stored = [json.loads(line) for line in raw.data.splitlines()]
+    assert {k: d[k] for d in stored for k in FORMULAS if d["event_id"] == FORMULAS["event_id"]
+            } == FORMULAS  # stored as sent: the raw values start with = @ +
+    if neutraliser == "off":
+        monkeypatch.setattr(export, "neutralize", lambda value: value)
     r = consumer.get("/v1/activities/export?format=csv", headers=reader_headers)
     rows = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
-    assert len(rows) == 6
-    for row in rows[1:]:
-        for cell in row:
-            assert not cell.startswith(("=", "+", "@", "\t", "\r"))
-            assert not cell.startswith("-") or float(cell) < 0
+    assert len(rows) == 7
+    if neutraliser == "on":
+        assert formula_cells(rows[1:]) == []
+        assert {"'" + v for v in FORMULAS.values()} <= {c for row in rows for c in row}
+        assert "-1.5" in rows[[row[0] for row in rows].index("'" + FORMULAS["event_id"])]
+    else:  # the same check catches every dangerous cell once nothing quotes them
+        assert sorted(formula_cells(rows[1:])) == sorted(FORMULAS.values())
 
 
 # ---- logs and headers -----------------------------------------------------------------
@@ -440,7 +578,10 @@ def test_hostile_parameters_are_4xx_never_5xx(consumer, reader_headers, method: 
 
 
 @pytest.mark.parametrize("line", ["watch_1 not-hex", "watch_1", "watch_1 abcd",
-                                  "watch_1 " + "a" * 64 + " extra"])
+                                  "watch_1 " + "a" * 64 + " u1 extra",
+                                  "watch_1 " + "a" * 64 + " u1,,u2",
+                                  "watch_1 " + "a" * 64 + " -u1",
+                                  "-watch " + "a" * 64 + " u1"])
 def test_device_tokens_file_with_a_bad_line_stops_the_start(tmp_path, line: str) -> None:
     path = tmp_path / "tokens"
     path.write_text("# comment\n\nwatch_0 " + "0" * 64 + "\n" + line + "\n")
@@ -461,3 +602,95 @@ def test_key_rotation_accepts_old_and_new_until_the_old_is_removed(cluster_setti
             for k in (old, new)] == [200, 200]
     assert [after.test_client().get(path, headers=bearer(k)).status_code
             for k in (old, new)] == [401, 200]
+
+
+# ---- deeply nested JSON: 400, never a RecursionError and a stack trace ----------------
+
+DEEP = b"[" * 1024 + b"]" * 1024  # 2 KB
+# Where a body is decoded untyped (a batch's items, the seed route, a fault spec's keys). A
+# typed decoder stops at the first level of the wrong type (the extractors' bodies: 422).
+DEEP_BODIES = [
+    ("producer", "POST", "/v1/activities", DEEP, "application/json"),
+    ("producer", "POST", "/v1/activities", b'{"x": ' + DEEP + b"}", "application/json"),
+    ("producer", "POST", "/v1/activities", b'{"x": ' + DEEP + b"}\n", "application/x-ndjson"),
+    ("producer", "POST", "/log_activity", DEEP, "application/json"),
+    ("producer", "POST", "/log_activity", b'{"x": ' + DEEP + b"}", "application/json"),
+    ("producer", "PUT", "/admin/faults", b'{"x": ' + DEEP + b"}", "application/json"),
+    ("consumer", "PUT", "/admin/faults", b'{"routes": ' + DEEP + b"}", "application/json"),
+]
+
+
+@pytest.mark.parametrize("service, method, path, body, ctype", DEEP_BODIES)
+def test_deeply_nested_json_is_400(secured, admin_headers, all_logs, store, service: str,
+                                   method: str, path: str, body: bytes, ctype: str) -> None:
+    r = secured[service].test_client().open(path, method=method, data=body,
+                                             content_type=ctype, headers=admin_headers)
+    if ctype == "application/x-ndjson":  # a batch: the line is rejected, with the same 400
+        assert r.status_code == 200 and r.json["rejected"] == 1
+        error = r.json["items"][0]
+    else:
+        assert r.status_code == 400 and r.is_json, r.data[:200]
+        error = r.json
+    assert "nested too deeply" in error["message"]
+    assert_secure_response(r)
+    assert not [rec for rec in all_logs.records if rec.levelno >= logging.ERROR]
+    assert stored(store) == []
+
+
+@pytest.mark.parametrize("body", [b for _, _, _, b, _ in DEEP_BODIES])
+def test_deeply_nested_json_breaks_the_bare_decoder(body: bytes) -> None:
+    """Negative control: each body above is one that msgspec refuses with RecursionError,
+    the 500 the apps answered before they caught it."""
+    import msgspec
+
+    with pytest.raises(RecursionError):
+        msgspec.json.decode(body.strip())
+
+
+# ---- identifiers end at the end: "u\n" is not "u" -------------------------------------
+
+NEWLINE_IDS = [
+    ("producer", "POST", "/v1/activities", {"json": seed_log(user_id="u\n")}, "user_id"),
+    ("producer", "POST", "/v1/activities", {"json": seed_log(device_id="watch_3\n")},
+     "device_id"),
+    ("producer", "POST", "/v1/activities", {"json": seed_log(event_id="e1\n")}, "event_id"),
+    ("producer", "POST", "/log_activity", {"json": seed_log(user_id="7\n")}, "user_id"),
+    ("consumer", "GET", "/v1/users/u%0A/activities", {}, "user_id"),
+    ("consumer", "GET", "/v1/users/u%0A/summary", {}, "user_id"),
+    ("consumer", "PUT", "/v1/extractors/x%0A", {"json": {}}, "name"),
+    ("consumer", "GET", "/v1/extractors/x%0A", {}, "name"),
+]
+
+
+@pytest.mark.parametrize("service, method, path, kwargs, field", NEWLINE_IDS)
+def test_identifiers_with_a_trailing_newline_are_422(secured, admin_headers, store,
+                                                     service: str, method: str, path: str,
+                                                     kwargs: dict, field: str) -> None:
+    r = secured[service].test_client().open(path, method=method, headers=admin_headers,
+                                            **kwargs)
+    assert r.status_code == 422 and r.json["field"] == field, r.json
+    assert_secure_response(r)
+    assert stored(store) == []
+
+
+@pytest.mark.parametrize("pattern, accepted", [
+    ("schema.SAFE_ID", False),
+    (r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$", True),  # negative control: the old pattern
+])
+def test_identifier_pattern_anchors_at_the_true_end(pattern: str, accepted: bool) -> None:
+    """msgspec checks a pattern with re.search, where `$` matches before a final newline."""
+    from typing import Annotated
+
+    import msgspec
+
+    from watchlog import schema
+
+    regex = schema.SAFE_ID if pattern == "schema.SAFE_ID" else pattern
+    kind = Annotated[str, msgspec.Meta(pattern=regex)]
+    for text, ok in (("u", True), ("u\n", accepted), ("u\n\n", False), ("\nu", False)):
+        try:
+            msgspec.json.decode(msgspec.json.encode(text), type=kind)
+            got = True
+        except msgspec.ValidationError:
+            got = False
+        assert got == ok, text

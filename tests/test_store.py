@@ -229,3 +229,30 @@ def test_store_survives_connections_the_server_closed(store: Store,
     assert store.ingest(second + first) == [True] * len(second) + [False] * len(first)
     assert stored_aggregates(store, first + second) == {
         k: dict(v) for k, v in recompute(first + second).items()}
+
+
+def test_store_retried_write_answers_what_its_first_attempt_did(store: Store) -> None:
+    """A retry of a write whose reply (or WAIT) was lost must not call new logs duplicates."""
+    from watchlog.store import writer
+
+    events = to_events([seed_log(), seed_log(duration=11)])
+    calls, _ = writer.ingest_calls(events, 30)
+    assert store.runner.run(calls, wait=True) == [[1, 1]]
+    # The same attempt again, as the runner retries it: the first attempt's answer.
+    assert store.runner.run([c.again() for c in calls], wait=True) == [[1, 1]]
+    # Negative control: the same call without the retry flag finds its own writes.
+    assert store.runner.run(calls, wait=True) == [[0, 0]]
+    # A new request with the same logs is a real resend: duplicates. Counted once.
+    assert store.ingest(events) == [False, False]
+    assert store.fleet_day(events[0].day)[1]["running"]["n"] == 2
+
+
+def test_store_ingest_script_keeps_answers_as_long_as_keys_say() -> None:
+    """wl_ingest's KEEP is keys.ATTEMPT_TTL_S, and retries stop well before it."""
+    from importlib.resources import files
+
+    from watchlog.store import cluster
+
+    source = files("watchlog.store").joinpath("lua/library.lua").read_text()
+    assert f"local KEEP = {keys.ATTEMPT_TTL_S} " in source
+    assert cluster.RETRY_DEADLINE_S < keys.ATTEMPT_TTL_S / 2

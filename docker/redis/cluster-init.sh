@@ -13,7 +13,8 @@
 #
 # Environment: REDIS_MASTERS and REDIS_REPLICAS (space-separated host[:port]; replicas
 # that do not resolve are skipped, so one service serves the compose `replicas` profile
-# and the default), REDISCLI_AUTH (the admin password), REDIS_INIT_USER (admin).
+# and the default), REDISCLI_AUTH (the admin password), REDIS_INIT_USER (admin),
+# REDIS_FUNCTIONS (the store's function library file, loaded on every master).
 set -eu
 
 masters=${REDIS_MASTERS:?list the master nodes, host[:port] separated by spaces}
@@ -126,3 +127,25 @@ for n in $nodes; do
 done
 first=$(echo "$masters" | awk '{ print $1 }')
 log "cluster ok: $(field "$first" cluster_known_nodes) nodes known, 16384 slots served"
+
+# The store's Redis functions (src/watchlog/store/lua/library.lua), loaded by the admin
+# user on every master: the apps' user may call them but cannot load code. Kept in the AOF
+# and replicated; REPLACE makes a new release's library take over on the next `up`.
+if [ -n "${REDIS_FUNCTIONS:-}" ]; then
+    for n in $nodes; do
+        if cli "$n" ROLE | head -n 1 | grep -qx master; then
+            cli "$n" -x FUNCTION LOAD REPLACE < "$REDIS_FUNCTIONS" >/dev/null
+        fi
+    done
+    log "functions loaded on every master"
+fi
+
+# With replicas, every node refuses writes when no replica has been in sync for 10 s
+# (docs/chaos.md, "Durability"): the server-side guard behind the apps' WAIT. Set on each
+# run of this service, so a node restarted from its old redis.conf gets it back.
+guard=0
+[ -n "$replicas" ] && guard=1
+for n in $nodes; do
+    cli "$n" CONFIG SET min-replicas-to-write "$guard" min-replicas-max-lag 10 >/dev/null
+done
+log "min-replicas-to-write $guard on every node"

@@ -54,21 +54,20 @@ mkdir -p "$conf_dir" "$data_dir"
 #   permissions stay full because Redis 7.0 replays the AOF as the default user: with
 #   -@all every MULTI/EXEC (each Lua write is one) would fail on restart, losing writes.
 # - admin: everything; redis-cli --cluster (cluster-init) and replicas (masteruser) use it.
-# - watchlog: the apps. Keys under wl:* only, no pub/sub; data commands, Lua (whose
-#   redis.call()s are checked against the same key pattern), streams for extraction, and
-#   the read-only cluster/introspection calls redis-py makes. No FLUSHALL, KEYS, SCAN,
-#   CONFIG, FUNCTION, SCRIPT FLUSH/KILL.
+# - watchlog: the apps. Keys under wl:* only, no pub/sub; reads (no KEYS/SCAN), the few
+#   writes the store's functions and the extraction make, FCALL of the functions
+#   cluster-init loaded, WAIT, and the read-only cluster/introspection calls redis-py makes.
+#   No EVAL/SCRIPT (no code of their own), FUNCTION, DEL/UNLINK/RENAME, FLUSH*, CONFIG.
 # - exporter: INFO, CLUSTER INFO/NODES, SLOWLOG and LATENCY reads; no keys, and no
 #   CONFIG GET (it would reveal masterauth), hence --config-command=- on redis_exporter.
 app_rules="resetchannels ~wl:* -@all \
-+@read +@write +@stream +@hash +@sortedset +@set +@string +@connection \
--@dangerous -@admin \
-+eval +evalsha +eval_ro +evalsha_ro +script|load +script|exists \
-+info +wait +readonly +readwrite +ping \
++@read +@connection -keys -scan -randomkey \
++fcall +fcall_ro +wait +info +ping +readonly +readwrite \
++set +expire +expireat +zadd +hset +hincrby +sadd +xadd \
++xgroup|create +xgroup|destroy +xreadgroup +xautoclaim +xack \
 +cluster|slots +cluster|shards +cluster|info +cluster|nodes +cluster|myid \
 +cluster|keyslot +client|setinfo +client|setname +client|getname +client|id \
-+command|docs \
--keys -flushall -flushdb -config -scan -randomkey -function -script|flush -script|kill"
++command|docs"
 exporter_rules="resetchannels resetkeys -@all \
 +info +ping +hello +cluster|info +cluster|nodes +slowlog|get +slowlog|len \
 +latency|latest +latency|histogram +client|setname +client|setinfo -config"

@@ -34,6 +34,16 @@ class Malformed(InvalidInput):
     code = "malformed"
 
 
+def too_deep() -> Malformed:
+    """The error for JSON nested past msgspec's depth limit.
+
+    msgspec stops decoding (and encoding) at the interpreter's recursion limit with a
+    ``RecursionError``, long before the C stack is at risk; every decode of a request body
+    turns that into this 400 instead of an unhandled 500.
+    """
+    return Malformed("malformed JSON: nested too deeply")
+
+
 class PayloadTooLarge(WatchlogError):
     status = 413
     code = "too_large"
@@ -64,6 +74,16 @@ class StoreUnavailable(WatchlogError):
 
     status = 503
     code = "store_unavailable"
+
+
+class ReplicasUnavailable(StoreUnavailable):
+    """Fewer replicas confirmed a write than ``WATCHLOG_WAIT_REPLICAS`` asks: not acknowledged.
+
+    The write may or may not have reached the master (the client's retry is answered
+    ``duplicate`` when it had); it is never answered as stored until a replica has it.
+    """
+
+    code = "replicas_unavailable"
 
 
 class InjectedFault(WatchlogError):

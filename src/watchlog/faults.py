@@ -2,13 +2,18 @@
 
 The active spec of a service lives in Redis (``wl:{admin}:faults:<service>``) so that a
 ``PUT /admin/faults`` reaches every worker process within a second; until one is set, the
-``WATCHLOG_FAULT_*`` settings apply. Decisions come from a seedable ``random.Random``
-(``WATCHLOG_FAULT_SEED``), so a failing run can be replayed.
+``WATCHLOG_FAULT_*`` settings apply. A stored spec carries an HMAC keyed by the admin key,
+which only the APIs hold: someone with the apps' Redis password alone cannot switch
+faults on (a spec that fails the check is ignored and logged). Decisions come from a
+seedable ``random.Random`` (``WATCHLOG_FAULT_SEED``), so a failing run can be replayed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import math
 import random
 import time
 from functools import lru_cache
@@ -18,12 +23,16 @@ import msgspec
 from msgspec import Meta
 
 from watchlog import metrics
-from watchlog.errors import InjectedFault, InvalidInput, Malformed
+from watchlog.errors import InjectedFault, InvalidInput, Malformed, too_deep
 from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
 EXEMPT = ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/admin/faults")
+
+
+MAX_DELAY_S = 30.0  # every injected delay is at most this (docs/chaos.md)
+MAX_SIGMA = 5.0  # lognormal spread; far beyond any real tail, and exp() cannot overflow
 
 
 @lru_cache(maxsize=64)  # called per delayed request with the spec's string
@@ -36,7 +45,23 @@ def parse_delay(text: str) -> tuple[str, tuple[float, ...]]:
     arity = {"fixed": 1, "uniform": 2, "lognormal": 2}
     if arity.get(kind) != len(params) or any(x < 0 for x in params):
         raise ValueError(f"delay {text!r}: use fixed:S, uniform:A:B or lognormal:MEDIAN:SIGMA")
+    check_delay_bounds(text, kind, params)
     return kind, params
+
+
+def check_delay_bounds(text: str, kind: str, params: tuple[float, ...]) -> None:
+    """Refuse NaN, infinities and delays over ``MAX_DELAY_S`` (they would fail every request:
+    ``time.sleep`` raises OverflowError on 1e308, and a NaN or an hour-long sleep is no test).
+    """
+    if not all(math.isfinite(x) for x in params):
+        raise ValueError(f"delay {text!r}: parameters must be finite numbers")
+    seconds = params if kind != "lognormal" else params[:1]
+    if any(x > MAX_DELAY_S for x in seconds):
+        raise ValueError(f"delay {text!r}: at most {MAX_DELAY_S:g} s")
+    if kind == "uniform" and params[0] > params[1]:
+        raise ValueError(f"delay {text!r}: uniform:A:B needs A <= B")
+    if kind == "lognormal" and params[1] > MAX_SIGMA:
+        raise ValueError(f"delay {text!r}: lognormal sigma at most {MAX_SIGMA:g}")
 
 
 class FaultSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
@@ -93,9 +118,14 @@ def decode_spec(raw: bytes) -> FaultSpec:
     except msgspec.ValidationError as e:
         from watchlog.schema import invalid
 
-        raise invalid(str(e)) from None
+        err = invalid(str(e))
+        if err.details.get("field") is None and err.message.startswith("delay "):
+            err.details["field"] = "delay"  # raised by parse_delay in __post_init__
+        raise err from None
     except msgspec.DecodeError as e:
         raise Malformed(f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise too_deep() from None
 
 
 class Faults:
@@ -112,6 +142,26 @@ class Faults:
         self._rc = rc_getter
         self._cached: tuple[float, FaultSpec] = (0.0, self.default)
         self.key = f"wl:{{admin}}:faults:{service}"
+        # Sign with the first admin key, accept any (keys rotate); no admin key: auth is
+        # off and the APIs are open anyway, so specs are signed with an empty key.
+        admin = [k.strip() for k in settings.admin_key.split(",") if k.strip()] or [""]
+        self._keys = [hashlib.sha256(b"watchlog-faults:" + k.encode()).digest() for k in admin]
+        self._forged_logged = False
+
+    def _sign(self, payload: bytes, key: bytes | None = None) -> bytes:
+        mac = hmac.new(key or self._keys[0], self.key.encode() + b"\n" + payload, "sha256")
+        return mac.hexdigest().encode()
+
+    def _verify(self, raw: bytes) -> bytes | None:
+        """Return the signed payload, or None when its signature is not ours."""
+        payload, _, sig = raw.rpartition(b"\n")
+        if any(hmac.compare_digest(sig, self._sign(payload, k)) for k in self._keys):
+            return payload
+        if not self._forged_logged:
+            log.error("ignoring the fault spec in %s: its signature is not the admin key's",
+                      self.key)
+            self._forged_logged = True
+        return None
 
     def current(self, fresh: bool = False) -> FaultSpec:
         """Return the spec in force (re-read at most once a second, or now if ``fresh``)."""
@@ -121,19 +171,21 @@ class Faults:
             return spec
         try:
             raw = self._rc().get(self.key)  # type: ignore[operator]
-            spec = msgspec.json.decode(raw, type=FaultSpec) if raw else self.default
+            payload = self._verify(raw) if raw else None
+            spec = self.default
+            if payload and payload != b"null":
+                spec = msgspec.json.decode(payload, type=FaultSpec)
         except Exception:  # noqa: BLE001 - faults must never break a request
             spec = self._cached[1]
         self._cached = (now, spec)
         return spec
 
     def set(self, spec: FaultSpec | None) -> FaultSpec:
-        rc = self._rc()  # type: ignore[operator]
-        if spec is None:
-            rc.delete(self.key)
-            spec = self.default
-        else:
-            rc.set(self.key, msgspec.json.encode(spec))
+        """Store ``spec`` signed (None: back to the settings' spec; the apps cannot DEL)."""
+        payload = b"null" if spec is None else msgspec.json.encode(spec)
+        self._rc().set(self.key, payload + b"\n" + self._sign(payload))  # type: ignore[operator]
+        spec = self.default if spec is None else spec
+        self._forged_logged = False
         self._cached = (time.monotonic(), spec)
         return spec
 
@@ -173,10 +225,8 @@ class Faults:
             return params[0]
         if kind == "uniform":
             return self.rng.uniform(params[0], params[1])
-        return min(30.0, self.rng.lognormvariate(_ln(params[0]), params[1]))
+        return min(MAX_DELAY_S, self.rng.lognormvariate(_ln(params[0]), params[1]))
 
 
 def _ln(x: float) -> float:
-    import math
-
     return math.log(max(x, 1e-6))

@@ -192,26 +192,114 @@ def error_message(resp: httpx.Response) -> str:
     return f"HTTP {resp.status_code} {resp.reason_phrase}".strip()
 
 
-def credentials_path(env: Mapping[str, str] | None = None) -> Path:
-    """Return where ``watchlog up`` keeps the credentials the clients read."""
+STATE_DIRNAME = ".watchlog"
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Where the CLI found (or would look for) its state, and every place it looked."""
+
+    path: Path | None
+    looked: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "; ".join(self.looked)
+
+
+def user_state_dir() -> Path:
+    """Return the user's state folder of watchlog (``~/.local/state/watchlog`` on Linux)."""
+    import platformdirs
+
+    return platformdirs.user_state_path("watchlog")
+
+
+def find_state_dir(explicit: str | Path | None = None, env: Mapping[str, str] | None = None,
+                   cwd: Path | None = None) -> StateDir:
+    """Find the state directory: ``--state-dir``, ``WATCHLOG_STATE_DIR``, then ``.watchlog``
+    in the current folder or a parent, then the user's state folder.
+
+    An explicit choice (option or variable) is taken as it is; the searched places count
+    only when they hold a credentials file.
+    """
+    env = os.environ if env is None else env
+    if explicit:
+        return StateDir(Path(explicit), (f"--state-dir {explicit}",))
+    if env.get("WATCHLOG_STATE_DIR"):
+        return StateDir(Path(env["WATCHLOG_STATE_DIR"]),
+                        (f"WATCHLOG_STATE_DIR={env['WATCHLOG_STATE_DIR']}",))
+    here = (cwd or Path.cwd()).resolve()
+    places = [d / STATE_DIRNAME for d in (here, *here.parents)] + [user_state_dir()]
+    for place in places:
+        if (place / FILENAME).is_file():
+            return StateDir(place, (str(place),))
+    looked = ("--state-dir (not given)", "WATCHLOG_STATE_DIR (not set)",
+              f"{here / STATE_DIRNAME} and every parent's {STATE_DIRNAME}",
+              str(user_state_dir()))
+    return StateDir(None, looked)
+
+
+def credentials_path(env: Mapping[str, str] | None = None,
+                     state: StateDir | None = None) -> Path | None:
+    """Return the credentials file the clients read (None: none was found)."""
     env = os.environ if env is None else env
     explicit = env.get("WATCHLOG_CREDENTIALS_FILE")
     if explicit:
         return Path(explicit)
-    return Path(env.get("WATCHLOG_STATE_DIR") or ".watchlog") / FILENAME
+    state = state or find_state_dir(env=env)
+    return None if state.path is None else state.path / FILENAME
 
 
-def token_for(role: str, env: Mapping[str, str] | None = None) -> str | None:
+def token_for(role: str, env: Mapping[str, str] | None = None,
+              state: StateDir | None = None) -> str | None:
     """Find the token of a role: the environment first, then the credentials file."""
     env = os.environ if env is None else env
     names = ROLE_VARS[role]
     for name in names:
         if env.get(name):
             return env[name]
-    path = credentials_path(env)
+    path = credentials_path(env, state)
     try:
-        values = read_env_file(path) if path.is_file() else {}
+        values = read_env_file(path) if path is not None and path.is_file() else {}
     except OSError as e:
         log.warning("cannot read credentials file %s: %s", path, e)
         return None
     return next((values[n] for n in names if values.get(n)), None)
+
+
+class NoCredentials(Exception):
+    """No token of the role was found; the message names every place looked."""
+
+
+def require_token(role: str, env: Mapping[str, str] | None = None,
+                  state: StateDir | None = None) -> str | None:
+    """Return the role's token, or raise ``NoCredentials`` naming where the lookup went.
+
+    With ``WATCHLOG_AUTH=off`` (open APIs) a missing token is fine: None is returned.
+    """
+    env = os.environ if env is None else env
+    state = state or find_state_dir(env=env)
+    token = token_for(role, env, state)
+    if token or env.get("WATCHLOG_AUTH", "on").strip().lower() in ("off", "false", "0", "no"):
+        return token
+    names = " or ".join(ROLE_VARS[role])
+    where = env.get("WATCHLOG_CREDENTIALS_FILE") or state.describe()
+    if state.path is not None and not env.get("WATCHLOG_CREDENTIALS_FILE"):
+        where = f"{state.path / FILENAME} (found by {state.describe()})"
+    raise NoCredentials(
+        f"no {role} key found: {names} is not set and no credentials file holds it. "
+        f"Looked in: {where}. Run the command from the folder of `watchlog up` (or below it), "
+        f"or pass --state-dir / set WATCHLOG_STATE_DIR.")
+
+
+def state_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--state-dir``; the command receives the ``StateDir`` found (``state``)."""
+    import click
+
+    def find(_ctx: click.Context, _param: click.Parameter, value: str | None) -> StateDir:
+        return find_state_dir(value)
+
+    return click.option(
+        "--state-dir", "state", type=click.Path(file_okay=False), default=None,
+        callback=find, help="Where `watchlog up` keeps credentials.env (default: "
+        "WATCHLOG_STATE_DIR, then .watchlog in this folder or a parent, then the user's "
+        "state folder).")(f)

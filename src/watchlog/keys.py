@@ -18,6 +18,8 @@ wl:{T}:pa:D                 hash         the partition's daily aggregates per ac
 wl:{T}:pu:D                 set          users active that day
 wl:{T}:feed                 stream       "<score> <user> <event_id>" of what arrived, for
                                          extraction
+wl:{T}:r:N                  string       what write attempt N answered (1 created, 0 dup
+                                         per log), kept ATTEMPT_TTL_S for its retries
 ==========================  ===========  ===================================================
 """
 
@@ -115,6 +117,14 @@ def active_users(p: int, day: str) -> str:
 
 def feed(p: int) -> str:
     return _k(p, "feed")
+
+
+ATTEMPT_TTL_S = 60  # longer than any retry of one write (cluster.RETRY_DEADLINE_S)
+
+
+def attempt(p: int, nonce: str) -> str:
+    """Return the key where one write attempt records its answer (see ``wl_ingest``)."""
+    return _k(p, f"r:{nonce}")
 
 
 def partition_slot(p: int) -> int:

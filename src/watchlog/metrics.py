@@ -61,6 +61,10 @@ BATCH_SIZE = Histogram(
 REDIS_DURATION = Histogram(
     "watchlog_redis_command_duration_seconds", "Store operation latency (all round trips)",
     ["operation"], buckets=REDIS_BUCKETS)
+WRITES_REFUSED = Counter(
+    "watchlog_writes_refused",
+    "Writes answered 503 because fewer replicas confirmed them than WATCHLOG_WAIT_REPLICAS",
+    ["reason"])
 # No extractor label: names are chosen by readers, and a counter keeps every label set it
 # ever saw until the process restarts. The per-extractor view is the bounded scrape-time lag.
 EXTRACTION_REDELIVERED = Counter(

@@ -9,6 +9,7 @@ relabelling and rules are inherited, so the two deployments cannot drift apart.
 from __future__ import annotations
 
 import copy
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,11 @@ _REDIS_JOB = "redis"
 
 
 def monitoring_root() -> Path:
-    """Return the ``monitoring/`` directory of the checkout this package runs from."""
+    """Return the monitoring files: the wheel's package data (``watchlog/_monitoring``,
+    found through importlib.resources), else the checkout's ``monitoring/`` directory."""
+    shipped = files("watchlog").joinpath("_monitoring")
+    if shipped.is_dir():
+        return Path(str(shipped))  # an installed wheel is unpacked: a real directory
     return Path(__file__).resolve().parents[2] / "monitoring"
 
 

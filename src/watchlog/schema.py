@@ -20,7 +20,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from watchlog import keys
-from watchlog.errors import InvalidInput, Malformed
+from watchlog.errors import InvalidInput, Malformed, too_deep
 
 ACTIVITY_TYPES: tuple[str, ...] = (
     "running", "walking", "cycling", "swimming", "hiking", "rowing",
@@ -30,7 +30,17 @@ STATUSES: tuple[str, ...] = ("completed", "paused", "in_progress", "started", "c
 TYPE_CODE = {name: i for i, name in enumerate(ACTIVITY_TYPES)}
 STATUS_CODE = {name: i for i, name in enumerate(STATUSES)}
 
-SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+# Anchored at the true end: msgspec checks a pattern with re.search, and a bare `$` also
+# matches before a final "\n" ("u\n" would be a second user "u"). `$(?!\n)` means the end
+# in Python's dialect and in the ECMA dialect of the OpenAPI/JSON Schema readers alike
+# (where `\Z` does not exist). Python code matching it uses fullmatch as well.
+SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$(?!\n)"
+_SAFE_ID = re.compile(SAFE_ID)
+
+
+def is_safe_id(text: str) -> bool:
+    """Return True when ``text`` is a whole identifier (user, device, event id)."""
+    return _SAFE_ID.fullmatch(text) is not None
 MAX_FUTURE_MS = 24 * 3600 * 1000  # watches' clocks drift; a day ahead is absurd
 MIN_TS_MS = 946_684_800_000  # 2000-01-01: earlier is an unset clock, not an activity
 REQUIRED_SEED_FIELDS = (
@@ -103,6 +113,8 @@ def decode(raw: bytes | str) -> Activity:
         raise invalid(str(e)) from None
     except msgspec.DecodeError as e:
         raise Malformed(f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise too_deep() from None
 
 
 def invalid(message: str) -> InvalidInput:

@@ -21,8 +21,11 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("WATCHLOG_REDIS_TIMEOUT", "2.0", "socket timeout of every Redis call, seconds"),
     ("WATCHLOG_RETENTION_DAYS", "30", "days a log is kept after the end of its UTC day"),
     ("WATCHLOG_WAIT_REPLICAS", "auto",
-     "replicas a write waits for before it is acknowledged (auto: 1 when replicas exist)"),
-    ("WATCHLOG_WAIT_TIMEOUT_MS", "200", "longest wait for those replicas, milliseconds"),
+     "replicas that must confirm a write before it is acknowledged, else 503; 0: acknowledge "
+     "without replicas (loss possible on failover); auto: 1 when the cluster has replicas "
+     "(failed ones count; `watchlog up` sets it explicitly)"),
+    ("WATCHLOG_WAIT_TIMEOUT_MS", "200",
+     "longest wait for those replicas, milliseconds (a write gets two waits, then 503)"),
     ("WATCHLOG_MAX_BATCH", "1000", "most logs in one POST"),
     ("WATCHLOG_MAX_BODY_BYTES", "4194304", "largest request body, bytes (after decompression)"),
     ("WATCHLOG_MAX_PAGE", "1000", "largest page of a query (limit)"),
@@ -43,7 +46,8 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("WATCHLOG_INGEST_TOKEN", "",
      "shared bearer token(s) for watches, comma-separated to rotate (kept hashed in memory)"),
     ("WATCHLOG_DEVICE_TOKENS_FILE", "",
-     "file of `device_id sha256(token)` lines: per-device tokens"),
+     "file of `device_id sha256(token) user_id[,user_id...]` lines: per-device tokens, "
+     "each bound to its owner(s) (docs/security.md)"),
     ("WATCHLOG_READER_KEY", "", "API key(s) with the reader role (queries, reports, extraction)"),
     ("WATCHLOG_ADMIN_KEY", "", "API key(s) with the admin role (also /admin/faults)"),
     ("WATCHLOG_CREDENTIALS_FILE", "",
@@ -64,7 +68,8 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("WATCHLOG_FAULT_SEED", "", "seed of the fault random source (replayable runs)"),
     ("WATCHLOG_EXTRACT_VISIBILITY_S", "30",
      "seconds before an unacknowledged extraction batch is redelivered"),
-    ("WATCHLOG_STATE_DIR", ".watchlog", "native launcher: state, logs, pids, data"),
+    ("WATCHLOG_STATE_DIR", ".watchlog",
+     "native launcher: state, logs, pids, data; the CLI's credentials and default outputs"),
     ("WATCHLOG_LOG_LEVEL", "INFO", "log level of the services"),
 )
 
@@ -123,6 +128,12 @@ class Settings:
     extract_visibility_s: float = 30.0
     state_dir: str = ".watchlog"
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.wait_replicas != "auto" and not (
+                self.wait_replicas.isascii() and self.wait_replicas.isdigit()):
+            raise ValueError(f"WATCHLOG_WAIT_REPLICAS={self.wait_replicas!r}: a number of "
+                             "replicas (0, 1, ...) or auto")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

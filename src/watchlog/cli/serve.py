@@ -107,13 +107,25 @@ def gunicorn_options(settings: Settings, port: int) -> dict[str, Any]:
 @click.command()
 @click.argument("service", type=click.Choice(["producer", "consumer"]))
 @click.option("--port", type=int, default=None, help="Default: WATCHLOG_<SERVICE>_PORT.")
-def serve(service: str, port: int | None) -> None:
+@click.option("--reuse-port", is_flag=True,
+              help="Start even if a server already listens on the port (the kernel then "
+              "shares connections between them, where both allow it).")
+def serve(service: str, port: int | None, reuse_port: bool) -> None:
     """Run the producer or consumer API under granian or gunicorn (WATCHLOG_SERVER)."""
+    from watchlog.launcher.procs import port_free
+
     settings = Settings.from_env()
     configure_logging(settings.log_level, service)
+    port = port or (settings.producer_port if service == "producer" else settings.consumer_port)
+    if not reuse_port and not port_free(settings.host, port):
+        # granian binds with SO_REUSEPORT: without this check a second server would start
+        # silently beside the first and take half its connections.
+        raise click.ClickException(
+            f"port {port} on {settings.host} is already in use (is the stack running? see "
+            f"`watchlog status`); choose another with --port or WATCHLOG_"
+            f"{service.upper()}_PORT, or pass --reuse-port to share it")
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"watchlog-{service}-")
-    port = port or (settings.producer_port if service == "producer" else settings.consumer_port)
     if settings.server not in SERVERS:
         raise click.UsageError(f"WATCHLOG_SERVER={settings.server!r}: one of {', '.join(SERVERS)}")
     logging.getLogger(__name__).info("serving %s on %s:%s with %s", service, settings.host,

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
+from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, request
 
 from watchlog import schema
+from watchlog.consumer import arrivals
 from watchlog.consumer.export import export_response
 from watchlog.consumer.extraction import extraction_blueprint, scrape_gauges
 from watchlog.consumer.openapi import consumer_spec
 from watchlog.errors import InvalidInput
+from watchlog.metrics import timed
 from watchlog.settings import Settings
 from watchlog.store import Store
+from watchlog.store.cluster import unavailable_as_503
 from watchlog.store.reader import merge_aggregates
 from watchlog.web import params
 from watchlog.web.auth import requires
@@ -53,11 +57,16 @@ def summarize(by_type: dict[str, dict[str, int]]) -> dict[str, object]:
     return {"total": totals(total), "by_type": {t: totals(a) for t, a in by_type.items()}}
 
 
-_SAFE = re.compile(schema.SAFE_ID)
+_INTEGER = re.compile(r"^(0|[1-9][0-9]{0,17})$")
+
+
+def as_sent(user_id: str) -> int | str:
+    """Return a path's user id as watches send it: an integer when it is one (7, not "7")."""
+    return int(user_id) if _INTEGER.match(user_id) else user_id
 
 
 def _user_key(user_id: str) -> str:
-    if not _SAFE.match(user_id):
+    if not schema.is_safe_id(user_id):
         raise InvalidInput("user_id: 1-64 of A-Z a-z 0-9 . _ @ -", field="user_id")
     return user_id
 
@@ -91,7 +100,7 @@ def queries_blueprint() -> Blueprint:
             for t, agg in by_type.items():
                 merge_aggregates(whole.setdefault(t, {}), agg)
         return json_response({
-            "user_id": user_id, "from": frm.isoformat(), "to": to.isoformat(),
+            "user_id": as_sent(user_id), "from": frm.isoformat(), "to": to.isoformat(),
             **summarize(whole),
             "days": [{"date": d.isoformat(), **summarize(bt)}
                      for d, bt in zip(days, per_day, strict=True) if bt],
@@ -121,12 +130,24 @@ def queries_blueprint() -> Blueprint:
     @bp.get("/activity_logs")
     @requires("reader")
     def activity_logs() -> Response:
-        """The original endpoint, bounded: the most recent logs of the fleet."""
+        """The seed's list, by arrival, oldest first: the latest ``limit`` logs, or with
+        ``after`` what arrived since; the next cursor is in ``X-Next-Cursor``."""
         limit = params.integer("limit", 100, 1, settings().max_page)
-        bodies = store().recent(limit)
-        if not bodies:
+        raw = request.args.get("after")
+        st = store()
+        with timed("query"), unavailable_as_503("recent"):
+            if raw:
+                entries, cursor = arrivals.after(st.rc, arrivals.decode_cursor(raw), limit)
+                stored = bool(entries) or arrivals.anything_stored(st.rc)
+            else:
+                entries, cursor, stored = arrivals.latest(st.rc, limit)
+            found = arrivals.bodies(st, entries)
+        if not stored:
             return json_response({"message": "No activity logs found"}, 404)
-        return json_response(schema.bodies_out(bodies))
+        nxt = arrivals.encode_cursor(cursor)
+        link = f'</activity_logs?{urlencode({"after": nxt, "limit": limit})}>; rel="next"'
+        return json_response(schema.bodies_out(found),
+                             headers={"X-Next-Cursor": nxt, "Link": link})
 
     return bp
 

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,16 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from watchlog.http import Client, GaveUp, error_message, token_for
+from watchlog.http import (
+    Client,
+    GaveUp,
+    NoCredentials,
+    StateDir,
+    error_message,
+    require_token,
+    state_dir_option,
+    user_state_dir,
+)
 from watchlog.schema import ACTIVITY_TYPES
 
 log = logging.getLogger(__name__)
@@ -40,14 +50,24 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(f)
 
 
-def client(url: str) -> Client:
-    """Return the retrying client with the reader key."""
-    return Client(url, token_for("reader"))
+def client(url: str, state: StateDir | None = None,
+           sleep: Callable[[float], None] | None = None) -> Client:
+    """Return the retrying client with the reader key (fail first if there is none)."""
+    try:
+        return Client(url, require_token("reader", state=state), sleep=sleep or time.sleep)
+    except NoCredentials as e:
+        raise click.ClickException(str(e)) from None
 
 
-def get_json(url: str, path: str, params: dict[str, Any]) -> Any:
+def output_root(state: StateDir) -> Path:
+    """Where files are written by default: the state directory found, else the user's."""
+    return state.path if state.path is not None else user_state_dir()
+
+
+def get_json(url: str, path: str, params: dict[str, Any], state: StateDir | None = None
+             ) -> Any:
     """GET a JSON document, or fail with the server's message."""
-    with client(url) as c:
+    with client(url, state) as c:
         try:
             resp = c.get(path, params={k: v for k, v in params.items() if v is not None})
         except GaveUp as e:
@@ -85,10 +105,11 @@ def report() -> None:
 @report.command("daily")
 @click.option("--date", "day", default=None, help="UTC day, YYYY-MM-DD (default: today).")
 @url_option
+@state_dir_option
 @json_option
-def daily(day: str | None, url: str, as_json: bool) -> None:
+def daily(day: str | None, url: str, state: StateDir, as_json: bool) -> None:
     """Show one UTC day of the fleet: per activity type, and active users."""
-    doc = get_json(url, "/v1/reports/daily", {"date": day})
+    doc = get_json(url, "/v1/reports/daily", {"date": day}, state)
     if as_json:
         return emit(doc)
     table = totals_table(f"Fleet on {doc['date']} (UTC)", doc)
@@ -101,10 +122,13 @@ def daily(day: str | None, url: str, as_json: bool) -> None:
 @click.option("--from", "frm", default=None, help="First day (default: 6 days before --to).")
 @click.option("--to", default=None, help="Last day (default: today, UTC).")
 @url_option
+@state_dir_option
 @json_option
-def user(user_id: str, frm: str | None, to: str | None, url: str, as_json: bool) -> None:
+def user(user_id: str, frm: str | None, to: str | None, url: str, state: StateDir,
+         as_json: bool) -> None:
     """Show a user's totals per day and per activity type."""
-    doc = get_json(url, f"/v1/users/{quote(user_id, safe='')}/summary", {"from": frm, "to": to})
+    doc = get_json(url, f"/v1/users/{quote(user_id, safe='')}/summary", {"from": frm, "to": to},
+                   state)
     if as_json:
         return emit(doc)
     table = Table("day", *COLUMNS, title=f"User {doc['user_id']}, {doc['from']} to {doc['to']}")
@@ -146,7 +170,7 @@ def download(c: Client, params: dict[str, Any], output: Path, csv: bool,
             if resp.status_code >= 400:
                 resp.read()
                 raise click.ClickException(f"export: {error_message(resp)}")
-            lines, size = _save(resp, part, quiet)
+            rows, size = _save(resp, part, quiet, header=csv)
     except GaveUp as e:
         raise click.ClickException(str(e)) from None
     except httpx.HTTPError as e:
@@ -156,10 +180,11 @@ def download(c: Client, params: dict[str, Any], output: Path, csv: bool,
         part.unlink(missing_ok=True)
         raise
     os.replace(part, output)
-    return lines - (1 if csv and lines else 0), size  # a CSV's first line is its header
+    return rows, size
 
 
-def _save(resp: httpx.Response, part: Path, quiet: bool) -> tuple[int, int]:
+def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool) -> tuple[int, int]:
+    """Write the body to ``part``; return its rows (a CSV's header is not one) and bytes."""
     lines = size = 0
     with part.open("wb") as f, progress(quiet) as bar:
         task = bar.add_task(f"export to {part.name[:-5]}", rows=0, total=None)
@@ -167,10 +192,10 @@ def _save(resp: httpx.Response, part: Path, quiet: bool) -> tuple[int, int]:
             f.write(chunk)
             size += len(chunk)
             lines += chunk.count(b"\n")
-            bar.update(task, completed=size, rows=lines)
+            bar.update(task, completed=size, rows=max(lines - header, 0))
         f.flush()
         os.fsync(f.fileno())
-    return lines, size
+    return max(lines - header, 0), size
 
 
 @click.command()
@@ -179,15 +204,20 @@ def _save(resp: httpx.Response, part: Path, quiet: bool) -> tuple[int, int]:
 @click.option("--activity-type", type=click.Choice(ACTIVITY_TYPES), default=None)
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="ndjson",
               show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Default: <state dir>/exports/logs-<from>-<to>.<format>.")
 @url_option
+@state_dir_option
 @json_option
 def export(frm: str | None, to: str | None, activity_type: str | None, fmt: str,
-           output: Path, url: str, as_json: bool) -> None:
+           output: Path | None, url: str, state: StateDir, as_json: bool) -> None:
     """Stream every log of a time range to a file (written as FILE.part, then renamed)."""
     params = {"from": frm, "to": end_of_day(to), "activity_type": activity_type, "format": fmt}
     params = {k: v for k, v in params.items() if v is not None}
-    with client(url) as c:
+    if output is None:
+        output = output_root(state) / "exports" / f"logs-{frm or 'last'}-{to or 'now'}.{fmt}"
+        output.parent.mkdir(parents=True, exist_ok=True)
+    with client(url, state) as c:
         rows, size = download(c, params, output, fmt == "csv", quiet=as_json)
     if as_json:
         emit({"rows": rows, "bytes": size, "file": str(output)})
@@ -207,13 +237,22 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
+def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
+    """A retry wait that gives up as soon as ``stop`` is set."""
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise GaveUp("stopped while waiting to retry")
+
+    return sleep
+
+
 @click.command()
 @click.option("--name", required=True, help="Extractor name (created on first use).")
 @click.option("--follow", is_flag=True, help="Keep polling after the feed is drained.")
 @click.option("--interval", type=click.FloatRange(0), default=15.0, show_default=True,
               help="Seconds between polls that found nothing (with --follow).")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("extracted"), show_default=True)
+              default=None, help="Default: <state dir>/extracts/NAME.")
 @click.option("--max", "max_items", type=click.IntRange(1, 1000), default=500,
               show_default=True, help="Logs per batch.")
 @click.option("--visibility-timeout", type=click.IntRange(1, 3600), default=None,
@@ -225,10 +264,12 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address /metrics listens on (0.0.0.0 to let another host scrape it).")
 @url_option
+@state_dir_option
 @json_option
-def extract(name: str, follow: bool, interval: float, out_dir: Path, max_items: int,
+def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_items: int,
             visibility_timeout: int | None, drop_rate: float, seed: int | None,
-            metrics_port: int | None, metrics_host: str, url: str, as_json: bool) -> None:
+            metrics_port: int | None, metrics_host: str, url: str, state: StateDir,
+            as_json: bool) -> None:
     """Extract logs incrementally into DIR, each exactly once, one NDJSON file per batch."""
     from prometheus_client import start_http_server
 
@@ -236,8 +277,11 @@ def extract(name: str, follow: bool, interval: float, out_dir: Path, max_items: 
 
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
+    out_dir = out_dir or output_root(state) / "extracts" / name
     stop = threading.Event()
-    with client(url) as c, stop_on_signals(stop):
+    # A stop signal also cuts short a wait between two retries: `docker stop` gets a clean
+    # exit at once, not after the retry budget (up to 30 s).
+    with client(url, state, sleep=sleep_unless(stop)) as c, stop_on_signals(stop):
         ex = Extractor(c, name, out_dir, max_items, visibility_timeout, drop_rate=drop_rate,
                        seed=seed)
         try:

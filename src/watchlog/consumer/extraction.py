@@ -29,7 +29,7 @@ class CreateBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _name(name: str) -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):  # fullmatch: `$` alone also matches before a final \n
         raise InvalidInput("name: 1-64 of A-Z a-z 0-9 . _ -", field="name")
     return name
 
@@ -84,7 +84,7 @@ def extraction_blueprint() -> Blueprint:
         visibility = params.integer("visibility_timeout", int(settings().extract_visibility_s),
                                     1, 3600)
         consumer = request.args.get("consumer", "default")
-        if not NAME.match(consumer):
+        if not NAME.fullmatch(consumer):
             raise InvalidInput("consumer: 1-64 of A-Z a-z 0-9 . _ -", field="consumer")
         try:
             items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
@@ -105,7 +105,11 @@ def extraction_blueprint() -> Blueprint:
         body = _decode(request.get_data(), AckBody)
         if len(body.ids) > 10 * settings().max_page:
             raise InvalidInput(f"ids: at most {10 * settings().max_page}", field="ids")
-        return json_response({"acknowledged": store().extractor_ack(_name(name), body.ids)})
+        not_acked = store().extractor_ack(_name(name), body.ids)
+        acked = len(body.ids) - len(not_acked)
+        # Ids not pending (already acknowledged, never delivered, unknown) are named, never
+        # silently counted as done.
+        return json_response({"acknowledged": acked, "acked": acked, "not_acked": not_acked})
 
     return bp
 

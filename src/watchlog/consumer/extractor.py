@@ -129,6 +129,18 @@ class Extractor:
         self.ledger = Ledger(root)
         self.stats = Stats()
 
+    def ensure(self) -> None:
+        """Create the extractor from the earliest log kept, unless it exists (then 409)."""
+        path = f"/v1/extractors/{self.name}"
+        try:
+            resp = self.client.request("PUT", path, json={"start": "earliest"})
+        except GaveUp as e:
+            ERRORS.inc()
+            raise ExtractError(str(e), transient=True) from None
+        if resp.status_code >= 400 and resp.status_code != 409:
+            ERRORS.inc()
+            raise ExtractError(f"PUT {path}: {error_message(resp)}", transient=False)
+
     def fetch(self) -> list[dict[str, Any]]:
         """Take the next batch (redeliveries first)."""
         doc = self._call(f"/v1/extractors/{self.name}/batches", params=self.params)
@@ -172,10 +184,13 @@ class Extractor:
             stop: threading.Event | None = None) -> Stats:
         """Drain until a batch comes back empty; with ``follow``, poll every ``interval``."""
         stop = stop or threading.Event()
+        self.ensure()
         while not stop.is_set():
             try:
                 got = self.step()
             except ExtractError as e:
+                if stop.is_set():
+                    break  # stopped in a retry wait; an unacknowledged batch comes back later
                 if not (follow and e.transient):
                     raise
                 log.warning("%s; trying again in %.0f s", e, interval)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from watchlog.schema import ACTIVITY_TYPES
+from watchlog.schema import ACTIVITY_TYPES, SAFE_ID
 from watchlog.web.openapi import OPS_PATHS, document, errors, json_ok, stored_activity
 
 
@@ -16,7 +16,7 @@ def q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict
 
 def path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True,
-            "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}}
+            "schema": {"type": "string", "pattern": SAFE_ID}}
 
 
 RANGE = [q("from", "ISO-8601 time, date or epoch ms (default: to - 24 h)"),
@@ -72,7 +72,11 @@ def _extractor_paths() -> dict[str, Any]:
                 "type": "object", "required": ["ids"], "properties": {
                     "ids": {"type": "array", "items": {"type": "string"}}}}}}},
             "responses": {"200": json_ok({"type": "object", "properties": {
-                "acknowledged": {"type": "integer"}}}), **errors(*READ_ERRORS, 404)}}},
+                "acknowledged": {"type": "integer"}, "acked": {"type": "integer"},
+                "not_acked": {"type": "array", "items": {"type": "string"},
+                              "description": "ids that were not pending: already "
+                                             "acknowledged, never delivered, or unknown"}}}),
+                **errors(*READ_ERRORS, 404)}}},
     }
 
 
@@ -101,13 +105,19 @@ def consumer_spec() -> dict[str, Any]:
                 "application/x-ndjson": {"schema": {"type": "string"}},
                 "text/csv": {"schema": {"type": "string"}}}}),
         "/activity_logs": _get(
-            "The original endpoint, bounded: the most recent logs",
-            [q("limit", "how many (default 100)", {"type": "integer", "minimum": 1})],
-            json_ok({"type": "array", "items": ITEM})),
+            "The seed's list by arrival, oldest first: the latest logs, or what arrived "
+            "after a cursor",
+            [q("limit", "how many (default 100)", {"type": "integer", "minimum": 1}),
+             q("after", "X-Next-Cursor of a previous answer: only what arrived since")],
+            {**json_ok({"type": "array", "items": ITEM}), "headers": {
+                "X-Next-Cursor": {"description": "pass as ?after= to get what arrives next",
+                                  "schema": {"type": "string"}},
+                "Link": {"description": "the same, as a rel=\"next\" link",
+                         "schema": {"type": "string"}}}}),
         **_extractor_paths(),
         **OPS_PATHS,
     }
     paths["/activity_logs"]["get"]["responses"]["404"] = json_ok(  # the seed's own answer
         {"type": "object", "required": ["message"], "properties": {
-            "message": {"type": "string"}}}, "no logs at all")
+            "message": {"type": "string"}}}, "nothing at all is stored")
     return document("watchlog consumer", paths, {"StoredActivity": stored_activity()})

@@ -66,12 +66,12 @@ def _targets(service: str, producer_url: str, consumer_url: str) -> list[tuple[s
 
 def _admin(url: str) -> Any:
     """Return a retrying client of one API with the admin key (env or credentials file)."""
-    from watchlog.http import Client, RetryPolicy, token_for
+    from watchlog.http import Client, NoCredentials, RetryPolicy, require_token
 
-    token = token_for("admin")
-    if not token:
-        raise click.ClickException("no admin key: set WATCHLOG_ADMIN_KEY, or point "
-                                   "WATCHLOG_STATE_DIR at the directory of `watchlog up`")
+    try:
+        token = require_token("admin")
+    except NoCredentials as e:
+        raise click.ClickException(str(e)) from None
     # Admin calls are never faulted, but the API may be restarting: a short budget.
     return Client(url, token, policy=RetryPolicy(attempts=4, deadline=10.0))
 

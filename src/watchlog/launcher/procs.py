@@ -7,13 +7,45 @@ import os
 import random
 import signal
 import socket
+import stat
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 BUS_OFFSET = 10000  # Redis Cluster's bus listens on port + 10000
 LOWEST_PORT = 10000
+# The state directory holds personal data (Redis AOF/RDB: every log with its coordinates),
+# secrets and logs: its owner's only. Every file and folder the launcher or a process it
+# starts creates there is 0600/0700; Redis alone would make them 0644/0755.
+UMASK = 0o077
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Create files and folders with ``mask`` for the duration (this process)."""
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def make_private(root: Path, mask: int = UMASK) -> None:
+    """Clear the ``mask`` bits of ``root`` and of everything under it (symlinks skipped).
+
+    Applies the umask to what an older version (or a process started without it) left.
+    """
+    if not root.is_dir():
+        return
+    for path in [root, *root.rglob("*")]:
+        try:
+            st = path.lstat()
+            if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & mask:
+                path.chmod(stat.S_IMODE(st.st_mode) & ~mask)
+        except FileNotFoundError:
+            continue  # a temporary file (an AOF rewrite's) gone meanwhile
 
 
 def ephemeral_low() -> int:
@@ -79,13 +111,19 @@ def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in its own session (its own process group), output to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+          cwd: Path | None = None, mask: int = UMASK) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session (its own process group), output to ``log_path``.
+
+    The process runs with the umask ``mask``, and so does the creation of its log.
+    """
+    with umask(mask):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 - closed below, once the child holds it
+    with log:
         return subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+            umask=mask,
         )
 
 

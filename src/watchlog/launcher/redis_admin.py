@@ -154,6 +154,24 @@ def wait_ok(cluster: LocalCluster, deadline: float) -> None:
         reason = problem(cluster)
 
 
+def load_functions(cluster: LocalCluster, deadline: float) -> None:
+    """Load the store's function library on every master, as admin (the apps cannot)."""
+    from watchlog.store.cluster import LIBRARY
+
+    masters = [port for port, e in cluster_view(cluster).items()
+               if "master" in e.flags and "fail" not in e.flags]
+    for port in masters:
+        while True:
+            try:
+                cluster.node_client(port).execute_command("FUNCTION", "LOAD", "REPLACE",
+                                                          LIBRARY)
+                break
+            except redis.ResponseError as e:  # NOREPLICAS: a replica still syncing
+                if "NOREPLICAS" not in str(e) or time.monotonic() > deadline:
+                    raise LauncherError(f"redis node {port}: loading functions: {e}") from e
+                time.sleep(0.1)
+
+
 def cluster_view(cluster: LocalCluster) -> dict[int, NodeEntry]:
     """Return CLUSTER NODES as seen by the first node that answers."""
     for port in cluster.ports:

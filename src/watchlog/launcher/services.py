@@ -20,7 +20,7 @@ from pathlib import Path
 
 import watchlog
 from watchlog.launcher.credentials import Credentials
-from watchlog.launcher.procs import LauncherError, alive, spawn, tcp_open, terminate
+from watchlog.launcher.procs import UMASK, LauncherError, alive, spawn, tcp_open, terminate
 from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,11 @@ BINARIES = {
                      "apt-get install prometheus-alertmanager"),
     "grafana": (("grafana-server", "grafana"), "not packaged in Debian; see grafana.com"),
 }
+
+
+# The extractor `watchlog up` runs; no README example uses this name (an example that
+# shared it would split the running extractor's stream).
+BUILTIN_EXTRACTOR = "archive"
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,9 @@ class Service:
     pid: int | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
-    def start(self, logs: Path) -> None:
-        """Spawn the process, output appended to ``<logs>/<name>.log``."""
-        self._proc = spawn(self.argv, logs / f"{self.name}.log", env=self.env)
+    def start(self, logs: Path, mask: int = UMASK) -> None:
+        """Spawn the process (umask ``mask``), output appended to ``<logs>/<name>.log``."""
+        self._proc = spawn(self.argv, logs / f"{self.name}.log", env=self.env, mask=mask)
         self.pid = self._proc.pid
 
     def is_ready(self) -> bool:
@@ -190,8 +195,9 @@ def client_services(env: dict[str, str], state: Path, host: str,
         "simulator": ("simulate", ["--rate", "5", "--quiet", "--metrics-port",
                                    str(ports.simulator), "--metrics-host", host],
                       ports.simulator),
-        "extractor": ("extract", ["--name", "reports", "--follow", "-o", str(state / "extracts"),
-                                  "--metrics-port", str(ports.extractor), "--metrics-host", host],
+        "extractor": ("extract", ["--name", BUILTIN_EXTRACTOR, "--follow", "-o",
+                                  str(state / "extracts"), "--metrics-port",
+                                  str(ports.extractor), "--metrics-host", host],
                       ports.extractor),
     }
     services, notes = [], []

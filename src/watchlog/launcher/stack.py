@@ -18,7 +18,15 @@ from rich.table import Table
 
 from watchlog.launcher.credentials import FILENAME, Credentials, load_or_create
 from watchlog.launcher.observability import monitoring_services
-from watchlog.launcher.procs import LauncherError, alive, require_free, terminate
+from watchlog.launcher.procs import (
+    UMASK,
+    LauncherError,
+    alive,
+    make_private,
+    require_free,
+    terminate,
+    umask,
+)
 from watchlog.launcher.redis_cluster import LocalCluster
 from watchlog.launcher.services import Ports, Service, app_services, base_env, client_services
 from watchlog.settings import Settings
@@ -34,13 +42,14 @@ class Stack:
     def __init__(self, settings: Settings, state_dir: Path, *, masters: int = 3,
                  replicas: int = 0, simulate: bool = True, monitoring: bool = True,
                  redis_port: int | None = 7000, ports: Ports | None = None,
-                 console: Console | None = None) -> None:
+                 console: Console | None = None, mask: int = UMASK) -> None:
         self.settings, self.state = settings, Path(state_dir).resolve()
         self.masters, self.replicas, self.redis_port = masters, replicas, redis_port
         self.simulate, self.monitoring = simulate, monitoring
         self.ports = ports or Ports(producer=settings.producer_port,
                                     consumer=settings.consumer_port)
         self.console = console or Console()
+        self.mask = mask  # umask of every process started and every file written (0o077)
         self.services: list[Service] = []
         self.cluster: LocalCluster | None = None
 
@@ -49,16 +58,29 @@ class Stack:
         return self.state / "logs"
 
     def up(self, detach: bool = False) -> None:
-        """Start everything; in the foreground, wait for Ctrl-C and stop it all."""
+        """Start everything; in the foreground, wait for Ctrl-C and stop it all.
+
+        Everything under the state directory is private to its owner (``mask``): what is
+        there already is tightened, what the launcher writes and every process it starts
+        (Redis, the APIs, clients, Prometheus, the exporter) create files with that umask.
+        """
+        with umask(self.mask):
+            self._up(detach)
+
+    def _up(self, detach: bool) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
+        make_private(self.state, self.mask)
         running = [e["component"] for e in self._recorded()["services"] if alive(e.get("pid"))]
         if running:
             raise LauncherError(f"{', '.join(running)} already running from {self.state}; "
                                 f"see `watchlog status`, or stop it with `watchlog down`")
         creds = load_or_create(self.state)
         self.console.print(f"credentials: [bold]{self.state / FILENAME}[/] (mode 0600)")
+        # WATCHLOG_WAIT_REPLICAS=0 chooses availability: the masters' guard goes too.
+        guard = 0 if self.settings.wait_replicas == "0" else None
         cluster = LocalCluster(self.state, host=self.settings.host, base_port=self.redis_port,
-                               masters=self.masters, replicas=self.replicas, credentials=creds)
+                               masters=self.masters, replicas=self.replicas, credentials=creds,
+                               min_replicas=guard, mask=self.mask)
         self.cluster = cluster
         apps, clients, notes = self._plan(cluster, creds)
         for note in notes:
@@ -81,6 +103,9 @@ class Stack:
               creds: Credentials) -> tuple[list[Service], list[Service], list[str]]:
         host = self.settings.host
         env = base_env(self.settings, creds, self.state, cluster.seed_urls, self.ports)
+        if self.settings.wait_replicas == "auto":
+            # Durable by default: with replicas, no write is acknowledged before one has it.
+            env["WATCHLOG_WAIT_REPLICAS"] = str(min(1, cluster.replicas))
         apps = app_services(env, self.state, host, self.ports)
         clients: list[Service] = []
         notes: list[str] = []
@@ -104,7 +129,7 @@ class Stack:
     def _start(self, group: list[Service]) -> None:
         """Start a group of services together, then wait until each is ready."""
         for s in group:
-            s.start(self.logs)
+            s.start(self.logs, self.mask)
             self.services.append(s)
         for s in group:
             s.wait_ready(READY_TIMEOUT, self.logs)

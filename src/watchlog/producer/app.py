@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 import msgspec
 from flask import Blueprint, Flask, Response, g, request
@@ -16,15 +17,17 @@ from watchlog.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
     WatchlogError,
+    too_deep,
 )
 from watchlog.producer.openapi import producer_spec
 from watchlog.settings import Settings
 from watchlog.store import Store
-from watchlog.web.auth import requires
+from watchlog.web.auth import Principal, requires
 from watchlog.web.common import create_base_app, json_response, settings, store
 
 JSON_TYPES = ("application/json", "application/x-ndjson", "application/ndjson")
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+PIECE = 64 * 1024  # bytes read or decompressed at a time
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
@@ -40,47 +43,79 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
 
 def read_body(limit: int) -> bytes:
-    """Return the request body, decompressed (gzip or zstd), never more than ``limit``."""
+    """Return the request body, decompressed (gzip or zstd), never more than ``limit``.
+
+    Compressed bodies are read and decompressed a piece at a time, and decompression stops
+    as soon as the output passes ``limit``: a bomb costs at most ``limit`` plus one piece
+    (``test_decompression_bomb_stops_at_the_bound``), never its inflated size.
+    """
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
-    raw = request.get_data(cache=False)
     encoding = (request.headers.get("Content-Encoding") or "identity").lower()
     if encoding == "identity":
-        body = raw
-    elif encoding in ("gzip", "x-gzip"):
-        body = _gunzip(raw, limit)
-    elif encoding == "zstd":
-        body = _unzstd(raw, limit)
-    else:
+        body = request.get_data(cache=False)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
+        return body
+    if encoding not in ("gzip", "x-gzip", "zstd"):
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r}: use gzip, zstd or none")
-    if len(body) > limit:
-        raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
-    return body
+    stream = request.stream
+    try:
+        if encoding == "zstd":
+            return bounded(_unzstd(stream, limit), limit)
+        return bounded(_gunzip(stream), limit)
+    finally:
+        # Read what decompression left unread (at most the body's length, checked above, or
+        # MAX_CONTENT_LENGTH), discarding it: a server that answers before the client has
+        # sent its body, then closes, resets the connection and the 413 is lost.
+        while stream.read(PIECE):
+            pass
 
 
-def _gunzip(raw: bytes, limit: int) -> bytes:
+def bounded(pieces: Iterator[bytes], limit: int) -> bytes:
+    """Join decompressed pieces, stopping (413) at the first byte past ``limit``."""
+    out: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        size += len(piece)
+        if size > limit:
+            raise PayloadTooLarge(f"decompressed body over the limit of {limit} bytes")
+        out.append(piece)
+    return b"".join(out)
+
+
+def _gunzip(stream: IO[bytes]) -> Iterator[bytes]:
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        out = d.decompress(raw, limit + 1)
+        while not d.eof:
+            data = d.unconsumed_tail or stream.read(PIECE)
+            if not data:
+                raise Malformed("body: truncated gzip")
+            yield d.decompress(data, PIECE)
     except zlib.error:
         raise Malformed("body: not valid gzip") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed body over the limit of {limit} bytes")
-    return out
 
 
-def _unzstd(raw: bytes, limit: int) -> bytes:
+def _unzstd(stream: IO[bytes], limit: int) -> Iterator[bytes]:
     import zstandard
 
+    # A frame may ask for a window of up to 2 GiB, allocated before any output: allow no
+    # more than a body under the limit could need.
+    window = 1 << max(20, (limit - 1).bit_length())
+    reader = zstandard.ZstdDecompressor(max_window_size=window).stream_reader(
+        stream, read_size=PIECE, closefd=False)  # the request stream is drained after
     try:
-        with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-            out = reader.read(limit + 1)
-    except zstandard.ZstdError:
+        while piece := reader.read(PIECE):
+            yield piece
+    except zstandard.ZstdError as e:
+        if "too much memory" in str(e):
+            raise PayloadTooLarge(f"zstd window over {window} bytes: compress with a smaller "
+                                  "window (a lower level, or --long at most "
+                                  f"{window.bit_length() - 1})") from None
         raise Malformed("body: not valid zstd") from None
-    if len(out) > limit:
-        raise PayloadTooLarge(f"decompressed body over the limit of {limit} bytes")
-    return out
+    finally:
+        reader.close()
 
 
 def split_items(body: bytes, mimetype: str) -> tuple[list[bytes], bool]:
@@ -94,21 +129,25 @@ def split_items(body: bytes, mimetype: str) -> tuple[list[bytes], bool]:
                 raise Malformed(f"malformed JSON: {e}") from None
             except msgspec.ValidationError:
                 raise Malformed("body: a JSON object or an array of objects") from None
+            except RecursionError:
+                raise too_deep() from None
         return [body], False
     lines = [ln for ln in body.split(b"\n") if ln.strip()]
     return lines, True
 
 
-def validate_items(items: list[bytes], device: str | None
+def validate_items(items: list[bytes], writer: Principal | None
                    ) -> tuple[list[schema.Event], list[int], dict[int, WatchlogError]]:
-    """Validate every item; return the events, their positions and the rejections."""
+    """Validate every item; return the events, their positions and the rejections.
+
+    A device token's item for another device or another user is a ``Forbidden`` rejection.
+    """
     events, where, errors = [], [], {}
     for i, raw in enumerate(items):
         try:
             a = schema.decode(raw)
-            if device is not None and a.device_id != device:
-                raise Forbidden(f"device_id: this token may only write for {device!r}",
-                                field="device_id")
+            if writer is not None:
+                writer.may_write(a.device_id, str(a.user_id))
             events.append(schema.to_event(a))
             where.append(i)
         except WatchlogError as e:
@@ -144,13 +183,23 @@ def ingest_blueprint() -> Blueprint:
         """The seed's endpoint: one log with every seed field present."""
         try:
             doc = msgspec.json.decode(request.get_data(cache=False))
-        except msgspec.DecodeError:
-            return json_response({"error": "Invalid JSON"}, 400)
+        except msgspec.DecodeError as e:  # the seed's error, and a message as everywhere
+            return json_response({"error": "Invalid JSON", "message": f"malformed JSON: {e}"},
+                                 400)
+        except RecursionError:
+            return json_response({"error": "Invalid JSON", "message": too_deep().message}, 400)
         missing = [f for f in schema.REQUIRED_SEED_FIELDS
                    if not isinstance(doc, dict) or f not in doc]
         if missing:
-            return json_response({"error": f"Missing fields: {', '.join(missing)}"}, 400)
-        events, _, errors = validate_items([msgspec.json.encode(doc)], _device())
+            names = ", ".join(missing)
+            return json_response({"error": f"Missing fields: {names}",
+                                  "message": f"missing fields: {names}", "field": missing[0]},
+                                 400)
+        try:
+            raw = msgspec.json.encode(doc)
+        except RecursionError:  # near the limit: decoded, but deeper than encoding allows
+            return json_response({"error": "Invalid JSON", "message": too_deep().message}, 400)
+        events, _, errors = validate_items([raw], _device())
         if errors:
             raise errors[0]
         store().ingest(events)
@@ -161,9 +210,10 @@ def ingest_blueprint() -> Blueprint:
     return bp
 
 
-def _device() -> str | None:
-    p = g.get("principal")
-    return p.device_id if p is not None else None
+def _device() -> Principal | None:
+    """Return the principal when it is a device token (bound to a device and its users)."""
+    p: Principal | None = g.get("principal")
+    return p if p is not None and p.device_id is not None else None
 
 
 def _ingest(items: list[bytes], batch: bool, s: Settings) -> Response:

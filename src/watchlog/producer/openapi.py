@@ -16,8 +16,9 @@ BATCH = {"type": "object", "required": ["created", "duplicate", "rejected", "ite
                         "rejected": {"type": "integer"},
                         "items": {"type": "array", "items": {"type": "object"}}}}
 
-SEED_ERROR = {"type": "object", "required": ["error"], "properties": {
-    "error": {"type": "string"}}}  # {"error": "Missing fields: ..."}, as the seed answered
+SEED_ERROR = {"type": "object", "required": ["error", "message"], "properties": {
+    "error": {"type": "string"}, "message": {"type": "string"},
+    "field": {"type": "string"}}}  # {"error": "Missing fields: ..."} as the seed, + message
 
 
 @lru_cache(maxsize=1)

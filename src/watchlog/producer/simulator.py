@@ -25,7 +25,15 @@ import click
 import msgspec
 from prometheus_client import Counter, start_http_server
 
-from watchlog.http import Client, GaveUp, error_message, token_for
+from watchlog.http import (
+    Client,
+    GaveUp,
+    NoCredentials,
+    StateDir,
+    error_message,
+    require_token,
+    state_dir_option,
+)
 from watchlog.metrics import client_registry
 from watchlog.producer.fleet import Deferred, Dispatcher, Fleet, Plan, Unit
 
@@ -159,42 +167,72 @@ class Sender:
 
 
 class Status:
-    """The live one-line status on stderr (rich), refreshed at most four times a second."""
+    """Progress on stderr: a bar with rate and ETA on a terminal, a line every
+    ``period`` seconds otherwise, the final line at the end; nothing when ``quiet``."""
 
-    def __init__(self, tally: Tally, quiet: bool) -> None:
-        self.tally, self.quiet = tally, quiet
+    def __init__(self, tally: Tally, quiet: bool, total: int | None = None,
+                 period: float = 10.0) -> None:
+        self.tally, self.quiet, self.total, self.period = tally, quiet, total, period
         self.start = self.last = time.monotonic()
-        self.live: Any = None
+        self.bar: Any = None
+        self.console: Any = None
 
     def __enter__(self) -> Status:
         if not self.quiet:
             from rich.console import Console
-            from rich.live import Live
 
             self.console = Console(stderr=True)
             if self.console.is_terminal:
-                self.live = Live(self.line(), console=self.console, auto_refresh=False)
-                self.live.__enter__()
+                self.bar = self._bar()
+                self.bar.__enter__()
+                self.task = self.bar.add_task("simulate", total=self.total, counts="")
         return self
 
+    def _bar(self) -> Any:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        return Progress(TextColumn("sent"), BarColumn(), MofNCompleteColumn(),
+                        TaskProgressColumn(), TextColumn("{task.fields[counts]}"),
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                        console=self.console, auto_refresh=False)
+
     def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.update(self.line(), refresh=True)
-            self.live.__exit__(*exc)
-        elif not self.quiet:
-            self.console.print(self.line())  # not a terminal: the final line only
+        if self.bar is not None:
+            self._refresh()
+            self.bar.__exit__(*exc)
+        elif self.console is not None:
+            self.console.print(self.line(), highlight=False)
 
     def line(self) -> str:
         t, elapsed = self.tally, max(time.monotonic() - self.start, 1e-9)
-        return (f"sent {t.sent} created [green]{t.created}[/] dup {t.duplicate} "
-                f"rejected [yellow]{t.rejected}[/] failed [red]{t.failed}[/] "
-                f"retried {t.retried} {t.sent / elapsed:,.0f}/s")
+        done = f"{t.sent}/{self.total}" if self.total is not None else f"{t.sent}"
+        text = (f"sent {done} created {t.created} dup {t.duplicate} rejected {t.rejected} "
+                f"failed {t.failed} retried {t.retried} {t.sent / elapsed:,.0f}/s")
+        if self.total and t.sent:
+            text += f" ETA {max(self.total - t.sent, 0) * elapsed / t.sent:,.0f} s"
+        return text
+
+    def _refresh(self) -> None:
+        t = self.tally
+        self.bar.update(self.task, completed=t.sent, refresh=True,
+                        counts=f"created {t.created} dup {t.duplicate} failed {t.failed}")
 
     def update(self) -> None:
         now = time.monotonic()
-        if self.live is not None and now - self.last >= 0.25:
+        if self.bar is not None and now - self.last >= 0.25:
             self.last = now
-            self.live.update(self.line(), refresh=True)
+            self._refresh()
+        elif self.bar is None and self.console is not None and now - self.last >= self.period:
+            self.last = now
+            self.console.print(self.line(), highlight=False)
 
 
 @contextmanager
@@ -215,7 +253,7 @@ def stop_on_signals(stop: threading.Event, abort: threading.Event) -> Iterator[N
             signal.signal(s, h)
 
 
-def run(plan: Plan, token: str | None, quiet: bool = True) -> Tally:
+def run(plan: Plan, token: str | None, quiet: bool = True, period: float = 10.0) -> Tally:
     """Run a simulation to its end; return the tally."""
     tally, deferred, stop = Tally(), Deferred[Unit](), threading.Event()
     fleet = Fleet(plan.users, plan.seed, plan.offline_rate)
@@ -229,7 +267,8 @@ def run(plan: Plan, token: str | None, quiet: bool = True) -> Tally:
                    for _ in range(plan.concurrency)]
         for t in threads:
             t.start()
-        with stop_on_signals(stop, sender.abort), Status(tally, quiet) as status:
+        status = Status(tally, quiet, plan.count, period)
+        with stop_on_signals(stop, sender.abort), status:
             Dispatcher(plan, fleet, q, deferred, stop, sender.abort, status.update).run()
             for _ in threads:
                 q.put(None)
@@ -238,12 +277,24 @@ def run(plan: Plan, token: str | None, quiet: bool = True) -> Tally:
     return tally
 
 
+SEED_RATE = 0.1  # logs/s: the seed's client sent one log every 10 s
+
+
+def default_rate(rate: float | None, count: int | None, duration: float | None) -> float:
+    """Return the pace: as given; else as fast as possible when the run has an end
+    (``--count``/``--duration``), else the seed's pace."""
+    if rate is not None:
+        return rate
+    return 0.0 if count is not None or duration is not None else SEED_RATE
+
+
 @click.command()
 @click.option("--url", envvar="WATCHLOG_PRODUCER_URL", default="http://127.0.0.1:5001",
               show_default=True, help="Producer API (env WATCHLOG_PRODUCER_URL).")
 @click.option("--users", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--rate", type=click.FloatRange(0), default=0.1, show_default=True,
-              help="Logs per second (0: as fast as possible); the seed's is one per 10 s.")
+@click.option("--rate", type=click.FloatRange(0), default=None,
+              help="Logs per second (0: as fast as the producer takes them). Default: as fast "
+              f"as possible with --count or --duration, else {SEED_RATE} (the seed's pace).")
 @click.option("--batch", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="Logs per request (1: single JSON objects).")
 @click.option("--gzip/--no-gzip", "gzip_batches", default=True, show_default=True,
@@ -262,18 +313,32 @@ def run(plan: Plan, token: str | None, quiet: bool = True) -> Tally:
 @click.option("--ack-log", type=click.Path(dir_okay=False), default=None,
               help="Append every acknowledged event_id to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-@click.option("--quiet", is_flag=True, help="No live status line.")
-def simulate(url: str, users: int, rate: float, batch: int, gzip_batches: bool,
+@click.option("--progress-every", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds between progress lines when stderr is not a terminal.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@state_dir_option
+def simulate(url: str, users: int, rate: float | None, batch: int, gzip_batches: bool,
              count: int | None, duration: float | None, seed: int | None, concurrency: int,
              drop_rate: float, offline_rate: float, metrics_port: int | None,
-             metrics_host: str, ack_log: str | None, as_json: bool, quiet: bool) -> None:
+             metrics_host: str, ack_log: str | None, as_json: bool, progress_every: float,
+             quiet: bool, state: StateDir) -> None:
     """Simulate a fleet of watches sending activity logs to the producer."""
+    rate = default_rate(rate, count, duration)
+    try:
+        token = require_token("ingest", state=state)
+    except NoCredentials as e:
+        raise click.ClickException(str(e)) from None
     plan = Plan(url, users, rate, batch, gzip_batches, count, duration, seed, concurrency,
                 drop_rate, offline_rate, ack_log)
+    if not quiet:
+        pace = f"{rate:g} logs/s" if rate else "as fast as the producer takes them"
+        goal = f"{count} logs" if count is not None else (
+            f"{duration:g} s" if duration is not None else "until Ctrl-C")
+        click.echo(f"simulate: {goal} to {url}, {pace}", err=True)
     server = (start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
               if metrics_port else None)
     try:
-        tally = run(plan, token_for("ingest"), quiet)
+        tally = run(plan, token, quiet, progress_every)
     finally:
         if isinstance(server, tuple):
             server[0].shutdown()

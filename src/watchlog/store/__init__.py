@@ -100,7 +100,8 @@ class Store:
                 feed.ack(self.rc, name, gone)
         return [(fid, b) for (fid, _), b in zip(refs, found, strict=True) if b], redelivered
 
-    def extractor_ack(self, name: str, ids: list[str]) -> int:
+    def extractor_ack(self, name: str, ids: list[str]) -> list[str]:
+        """Acknowledge feed ids; return those that were not pending (nothing acked)."""
         with timed("ack"), unavailable_as_503("ack"):
             return feed.ack(self.rc, name, ids)
 
@@ -118,9 +119,10 @@ class Store:
         with timed("extract"), unavailable_as_503("extract"):
             return feed.oldest_waiting(self.rc)
 
-    def extractor_delete(self, name: str) -> None:
+    def extractor_delete(self, name: str) -> int:
+        """Delete an extractor; return on how many partitions it existed (0: unknown)."""
         with unavailable_as_503("extract"):
-            feed.delete(self.rc, name)
+            return feed.delete(self.rc, name)
 
     def ready(self) -> tuple[bool, str]:
         """Return whether every master answers and reports ``cluster_state:ok``."""

@@ -1,10 +1,10 @@
-"""The Redis Cluster client, and Lua calls run as one pipeline per master, masters at once.
+"""The Redis Cluster client, and function calls run as one pipeline per master, at once.
 
-redis-py's cluster pipeline refuses EVALSHA, so a batch's script calls are grouped by the
-master that owns each call's slot and written as one pipeline per master, every master's
-before any reply is read. A call that meets MOVED/ASK (slots migrating), NOSCRIPT (a
-failover to a replica that never loaded the script) or a dropped connection is retried
-alone through the cluster client, which refreshes its slot map; the scripts are
+The store's Lua code is one Redis function library (``lua/library.lua``), loaded by an
+admin connection; the apps only call it (FCALL). A batch's calls are grouped by the master
+that owns each call's slot and written as one pipeline per master, every master's before
+any reply is read. A call that meets MOVED/ASK (slots migrating) or a dropped connection
+is retried alone on the master the refreshed slot map names; the functions are
 idempotent, so a retry is safe. Attempts are bounded: when the cluster cannot serve,
 ``StoreUnavailable`` (503).
 """
@@ -25,7 +25,9 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from watchlog.errors import StoreUnavailable
+from watchlog import keys
+from watchlog.errors import ReplicasUnavailable, StoreUnavailable
+from watchlog.metrics import WRITES_REFUSED
 from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,10 @@ TRANSIENT = (
     rx.BusyLoadingError, rx.ReadOnlyError, rx.ClusterError, rx.RedisClusterException,
 )  # fmt: skip
 ATTEMPTS = 6  # with backoff capped at 0.5 s: a few seconds, about one failover
-REPLICA_RECOUNT_S = 5.0  # the slot map is 16,384 entries: count replicas per master rarely
+# A call is retried for at most this long, well inside the time its first answer is kept.
+RETRY_DEADLINE_S = keys.ATTEMPT_TTL_S / 3
+LAG_RETRIES = 1  # a replica late once gets one more WAIT; late twice, the write is refused
+REPLICA_RECOUNT_S = 5.0  # "auto" with no replica yet: look again this often
 
 
 def connect(settings: Settings) -> RedisCluster:
@@ -69,25 +74,53 @@ def unavailable_as_503(operation: str) -> Iterator[None]:
                                retry_after=1) from e
 
 
-class Script:
-    """A Lua script from ``store/lua``, called by SHA."""
+LIBRARY = files("watchlog.store").joinpath("lua/library.lua").read_text()
+
+
+class Function:
+    """A function of the store's Redis library (``store/lua/library.lua``), run by FCALL."""
 
     def __init__(self, name: str) -> None:
-        self.source = files("watchlog.store").joinpath(f"lua/{name}.lua").read_text()
-        from hashlib import sha1
-
-        self.sha = sha1(self.source.encode()).hexdigest()
+        if f"function_name = '{name}'" not in LIBRARY:
+            raise ValueError(f"{name} is not registered in lua/library.lua")
         self.name = name
+
+
+def load_library(admin: RedisCluster) -> None:
+    """Load (or replace) the library on every master: an admin connection's job.
+
+    The applications' Redis user may call the functions but not load code; the library is
+    kept in the AOF and replicated, so restarts and failovers keep it.
+    """
+    admin.execute_command("FUNCTION", "LOAD", "REPLACE", LIBRARY,
+                          target_nodes=RedisCluster.PRIMARIES)
+
+
+def _missing_function(error: Exception) -> bool:
+    return isinstance(error, rx.ResponseError) and "Function not found" in str(error)
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One script call: its slot decides the master it runs on."""
+    """One function call: its slot decides the master it runs on.
 
-    script: Script
+    ``retry_flag``, when set, is the position in ``args`` of a flag that a retry sets to 1:
+    the script then answers what an earlier attempt of the same call answered, if it ran.
+    """
+
+    function: Function
     keys: Sequence[str]
     args: Sequence[Any]
     slot: int
+    retry_flag: int | None = None
+
+    def again(self) -> Call:
+        """Return this call as a retry (its first attempt may have run)."""
+        if self.retry_flag is None:
+            return self
+        args = list(self.args)
+        args[self.retry_flag] = 1
+        return Call(self.function, self.keys, args, self.slot, None)
 
 
 @dataclass(slots=True)
@@ -101,16 +134,37 @@ class _Sent:
     error: Exception | None
 
 
+class ReplicaLag(Exception):
+    """Fewer replicas confirmed a write (WAIT) than the runner requires."""
+
+    def __init__(self, confirmed: int, required: int) -> None:
+        super().__init__(f"{confirmed} of {required} replicas confirmed the write in time")
+        self.confirmed, self.required = confirmed, required
+
+
+def _no_replicas(error: Exception) -> bool:
+    """Return True for a master's own refusal (``min-replicas-to-write``): nothing written."""
+    return isinstance(error, rx.ResponseError) and "NOREPLICAS" in str(error)
+
+
 class ScriptRunner:
-    """Run many script calls: one pipeline per master, the masters at once."""
+    """Run many script calls: one pipeline per master, the masters at once.
+
+    Writes (``wait=True``) are acknowledged only after ``wait_replicas`` replicas confirm
+    them (``WAIT``). That number is configuration, never the replicas the slot map lists
+    right now: a replica flagged as failed leaves the slot map, and a count taken from it
+    would stop waiting exactly when waiting matters. ``"auto"`` means 1 when any master has
+    a replica in the cluster's node table, failed replicas included, and once 1 it stays 1.
+    """
 
     def __init__(self, rc: RedisCluster, wait_replicas: str = "0", wait_ms: int = 200) -> None:
         self.rc = rc
         self._idle: dict[str, list[Any]] = {}  # per master: connections not in use
         self.wait_replicas = wait_replicas
         self.wait_ms = wait_ms
-        self._replica_counts: dict[str, int] | None = None
+        self._auto: int | None = None
         self._counted_at = 0.0
+        self._refusing: dict[str, float] = {}  # master -> since when its writes are refused
 
     def run(self, calls: Sequence[Call], *, wait: bool = False) -> list[Any]:
         """Return each call's result in order; retry redirected or failed calls alone."""
@@ -144,24 +198,25 @@ class ScriptRunner:
             self.rc.nodes_manager.initialize()
             return self.rc.nodes_manager.get_node_from_slot(slot)
 
-    def _replicas_to_wait(self, node: Any) -> int:
-        """Return how many replicas a write on ``node`` waits for (cached, see ``_refresh``)."""
+    def replicas_to_wait(self) -> int:
+        """Return how many replicas must confirm a write before it is acknowledged."""
         if self.wait_replicas != "auto":
             return int(self.wait_replicas or 0)
         now = time.monotonic()
-        if self._replica_counts is None or now - self._counted_at > REPLICA_RECOUNT_S:
-            counts: dict[str, int] = {}
-            for nodes in self.rc.nodes_manager.slots_cache.values():
-                if nodes:
-                    counts[nodes[0].name] = len(nodes) - 1
-            self._replica_counts, self._counted_at = counts, now
-        return min(1, self._replica_counts.get(node.name, 0))
+        if self._auto is None or (not self._auto and now - self._counted_at > REPLICA_RECOUNT_S):
+            self._counted_at = now
+            try:
+                found = min(1, _most_replicas(self.rc.cluster_nodes()))
+            except TRANSIENT:
+                found = 0
+            self._auto = max(self._auto or 0, found)
+        return self._auto
 
     def _send(self, node: Any, calls: list[Call], wait: bool) -> _Sent:
         """Write one master's script calls (and a WAIT) on a connection of our own."""
-        replicas = self._replicas_to_wait(node) if wait else 0
+        replicas = self.replicas_to_wait() if wait else 0
         commands: list[tuple[Any, ...]] = [
-            ("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in calls]
+            ("FCALL", c.function.name, len(c.keys), *c.keys, *c.args) for c in calls]
         if replicas:
             commands.append(("WAIT", replicas, self.wait_ms))
         idle = self._idle.setdefault(node.name, [])
@@ -197,35 +252,85 @@ class ScriptRunner:
             raise
         finally:
             self._idle[sent.node].append(sent.conn)
-        if sent.replicas and not (isinstance(replies[-1], int) and replies[-1] >= sent.replicas):
-            lag = rx.TimeoutError("write not acknowledged by a replica in time")
-            return [lag] * sent.n
+        if sent.replicas:
+            confirmed = replies[-1] if isinstance(replies[-1], int) else 0
+            if confirmed < sent.replicas:
+                lag = ReplicaLag(confirmed, sent.replicas)
+                return [r if isinstance(r, Exception) else lag for r in replies[: sent.n]]
+            since = self._refusing.pop(sent.node, None) if self._refusing else None
+            if since is not None:
+                log.warning("replicas of %s confirm writes again, after %.1f s of refusals",
+                            sent.node, time.monotonic() - since)
         return replies[: sent.n]
 
     def _pipeline(self, node: Any, calls: list[Call], wait: bool) -> list[Any]:
         return self._receive(self._send(node, calls, wait))
 
     def _retry(self, call: Call, error: Exception, wait: bool) -> Any:
-        """Run one call through the cluster client, which follows redirects."""
+        """Run one call again, alone, through the cluster client, which follows redirects.
+
+        The retry is ``call.again()``: when the first attempt did run (its reply or its WAIT
+        was lost), the script answers what that attempt answered, so a new log is never
+        called a duplicate of itself. Retries stop before that answer expires.
+        """
+        retry = call.again()
+        deadline = time.monotonic() + RETRY_DEADLINE_S
+        lagged = 0
         for attempt in range(ATTEMPTS):
-            if isinstance(error, rx.NoScriptError):
-                self._load(call.script)
+            if isinstance(error, ReplicaLag):
+                lagged += 1
+                if lagged > LAG_RETRIES:
+                    raise self._refuse(call, error, "replica_timeout")
+            elif _no_replicas(error):
+                raise self._refuse(call, error, "no_replica")
+            elif _missing_function(error):
+                raise self._unloaded(call, error)
             elif not isinstance(error, TRANSIENT):
                 raise error
             elif attempt:
                 time.sleep(min(0.5, 0.05 * 2**attempt))
+            if time.monotonic() > deadline:
+                break
             try:
-                return self._single(call, wait)
-            except (rx.NoScriptError, *TRANSIENT) as e:
+                return self._single(retry, wait)
+            except (ReplicaLag, rx.ResponseError, *TRANSIENT) as e:
+                if isinstance(e, rx.ResponseError) and not isinstance(e, TRANSIENT) and not (
+                        _no_replicas(e) or _missing_function(e)):
+                    raise
                 error = e
                 if isinstance(e, TRANSIENT):
                     self._refresh()
         raise StoreUnavailable(f"the store is unavailable ({type(error).__name__}); retry later",
                                retry_after=1) from error
 
+    def _refuse(self, call: Call, error: Exception, reason: str) -> ReplicasUnavailable:
+        """Count a write refused for want of replicas; log once per incident, not per write.
+
+        An incident is one master refusing, from its first refusal to its next write that
+        replicas confirm.
+        """
+        WRITES_REFUSED.labels(reason).inc()
+        try:
+            node = self._primary(call.slot).name
+        except TRANSIENT:
+            node = f"slot {call.slot}"
+        if node not in self._refusing:
+            self._refusing[node] = time.monotonic()
+            log.error("refusing writes on %s (503) until its replicas confirm them: %s "
+                      "(WATCHLOG_WAIT_REPLICAS=%s)", node, str(error).split(" script:")[0],
+                      self.wait_replicas)
+        return ReplicasUnavailable(
+            "not enough replicas confirmed the write, so it is not acknowledged; retry later "
+            "(a retry is answered duplicate if this attempt was stored)", retry_after=1)
+
+    def _unloaded(self, call: Call, error: Exception) -> StoreUnavailable:
+        log.error("redis function %s is not loaded on the master of slot %d: the library is "
+                  "loaded by `watchlog up` or compose's redis-cluster-init (%s)",
+                  call.function.name, call.slot, error)
+        return StoreUnavailable("the store's functions are not loaded on every master; "
+                                "retry later", retry_after=5)
+
     def _single(self, call: Call, wait: bool) -> Any:
-        if not wait:
-            return self.rc.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         reply = self._pipeline(self._primary(call.slot), [call], wait)[0]
         if isinstance(reply, Exception):
             raise reply
@@ -233,11 +338,17 @@ class ScriptRunner:
 
     def _refresh(self) -> None:
         """Re-read the slot map (after a failover or a moved slot); best effort."""
-        self._replica_counts = None
         try:
             self.rc.nodes_manager.initialize()
         except TRANSIENT:
             pass
 
-    def _load(self, script: Script) -> None:
-        self.rc.script_load(script.source)
+
+def _most_replicas(nodes: Any) -> int:
+    """Return the most replicas any master has in ``CLUSTER NODES``, failed ones included."""
+    per_master: dict[str, int] = {}
+    for info in (nodes or {}).values():
+        master = info.get("master_id") or "-"
+        if master != "-" and "slave" in str(info.get("flags", "")):
+            per_master[master] = per_master.get(master, 0) + 1
+    return max(per_master.values(), default=0)

@@ -18,10 +18,10 @@ from redis import exceptions as rx
 
 from watchlog import keys
 from watchlog.errors import InvalidInput, NotFound
-from watchlog.store.cluster import Call, Script
+from watchlog.store.cluster import Call, Function
 
 P = keys.PARTITIONS
-BODIES = Script("bodies")
+BODIES = Function("wl_bodies")
 
 
 def create(rc: Any, name: str, start: str = "earliest") -> None:
@@ -130,18 +130,24 @@ def _check(replies: list[Any], name: str) -> list[Any]:
     return replies
 
 
-def ack(rc: Any, name: str, feed_ids: list[str]) -> int:
-    """Acknowledge delivered entries; return how many were pending."""
-    by_p: dict[int, list[str]] = {}
+def ack(rc: Any, name: str, feed_ids: list[str]) -> list[str]:
+    """Acknowledge delivered entries; return the ids that were not pending (none acked).
+
+    One ``XACK`` per id, so the answer can name each id it did not acknowledge: already
+    acknowledged, never delivered, or unknown. A partition that cannot answer raises (the
+    API says 503; acknowledging is idempotent, so the client resends the same ids).
+    """
+    parsed: list[tuple[int, str]] = []
     for fid in feed_ids:
         head, _, sid = fid.partition("-")
-        if not head.isdigit() or int(head) >= P or not sid:
+        if not (head.isascii() and head.isdigit()) or int(head) >= P or not sid:
             raise InvalidInput(f"ids: {fid!r} is not a feed id of this API", field="ids")
-        by_p.setdefault(int(head), []).append(sid)
+        parsed.append((int(head), sid))
     pipe = rc.pipeline(transaction=False)
-    for p, sids in by_p.items():
-        pipe.xack(keys.feed(p), name, *sids)
-    return sum(r for r in pipe.execute(raise_on_error=False) if isinstance(r, int))
+    for p, sid in parsed:
+        pipe.xack(keys.feed(p), name, sid)
+    replies = _check(pipe.execute(raise_on_error=False), name)
+    return [fid for fid, r in zip(feed_ids, replies, strict=True) if r != 1]
 
 
 LAG_SCAN = 1000  # entries counted per partition when Redis cannot tell the lag
@@ -150,6 +156,8 @@ LAG_SCAN = 1000  # entries counted per partition when Redis cannot tell the lag
 def infos(rc: Any) -> dict[str, dict[str, int]]:
     """Return every extractor's lag (not yet delivered) and pending (not acknowledged).
 
+    A partition that cannot answer (a failover) raises rather than being left out: a lag
+    summed over the partitions that did answer would look small exactly when it is not.
     One ``XINFO GROUPS`` per partition serves all extractors. Redis 7.0 does not restore a
     group's read counter from the AOF, so after a restart ``XINFO GROUPS`` says lag nil until
     the group catches up; those partitions' lag is then counted from the stream (at most
@@ -160,9 +168,8 @@ def infos(rc: Any) -> dict[str, dict[str, int]]:
         pipe.xinfo_groups(keys.feed(p))
     out: dict[str, dict[str, int]] = {}
     unknown: dict[str, dict[int, bytes]] = {}
-    for p, reply in enumerate(pipe.execute(raise_on_error=False)):
-        if isinstance(reply, Exception):
-            continue
+    replies = _absent_as(pipe.execute(raise_on_error=False), [])
+    for p, reply in enumerate(_check(replies, "*")):
         for g in reply:
             name = g["name"].decode()
             acc = out.setdefault(name, {"lag": 0, "pending": 0, "partitions": 0})
@@ -190,14 +197,22 @@ def _count_after(rc: Any, last_ids: dict[int, bytes]) -> int:
     for p, last in last_ids.items():
         start = last.decode() if isinstance(last, bytes) else str(last)
         pipe.xrange(keys.feed(p), min="(" + start, count=LAG_SCAN)
-    return sum(len(r) for r in pipe.execute(raise_on_error=False) if isinstance(r, list))
+    return sum(len(r) for r in _check(pipe.execute(raise_on_error=False), "*"))
 
 
-def delete(rc: Any, name: str) -> None:
+def delete(rc: Any, name: str) -> int:
+    """Destroy the extractor's group on every feed; return on how many it existed."""
     pipe = rc.pipeline(transaction=False)
     for p in range(P):
         pipe.xgroup_destroy(keys.feed(p), name)
-    pipe.execute(raise_on_error=False)
+    return sum(_check(_absent_as(pipe.execute(raise_on_error=False), 0), name))
+
+
+def _absent_as(replies: list[Any], value: Any) -> list[Any]:
+    """Replace the errors that only say a feed was never written with ``value``."""
+    return [value if isinstance(r, rx.ResponseError) and (
+        "no such key" in str(r) or "requires the key to exist" in str(r)) else r
+        for r in replies]
 
 
 def oldest_waiting(rc: Any) -> dict[str, int]:
@@ -213,9 +228,10 @@ def oldest_waiting(rc: Any) -> dict[str, int]:
         pipe.xinfo_groups(keys.feed(p))
     asks: list[str] = []
     pipe2 = rc.pipeline(transaction=False)
-    for p, reply in enumerate(pipe.execute(raise_on_error=False)):
-        if isinstance(reply, Exception):
-            continue  # no stream for this partition yet
+    # As ``infos``: a partition that cannot answer raises (the scrape counts a failed read)
+    # rather than leaving its entries out of the age.
+    replies = _absent_as(pipe.execute(raise_on_error=False), [])
+    for p, reply in enumerate(_check(replies, "*")):
         for g in reply:
             name = g["name"].decode()
             if g["pending"]:
@@ -227,7 +243,8 @@ def oldest_waiting(rc: Any) -> dict[str, int]:
                 pipe2.xrange(keys.feed(p), min="(" + start, count=1)
                 asks.append(name)
     out: dict[str, int] = {}
-    for name, reply in zip(asks, pipe2.execute(raise_on_error=False), strict=True):
+    for name, reply in zip(asks, _check(pipe2.execute(raise_on_error=False), "*"),
+                           strict=True):
         if isinstance(reply, dict):
             first = reply.get("min")
         elif isinstance(reply, list) and reply:

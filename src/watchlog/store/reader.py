@@ -12,9 +12,9 @@ import msgspec
 from watchlog import keys
 from watchlog.errors import InvalidInput
 from watchlog.schema import ACTIVITY_TYPES, body_ts
-from watchlog.store.cluster import Call, Script, ScriptRunner
+from watchlog.store.cluster import Call, Function, ScriptRunner
 
-PAGE = Script("page")
+PAGE = Function("wl_page")
 EXPORT_CHUNK = 2000
 
 

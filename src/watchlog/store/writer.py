@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -10,9 +11,11 @@ from functools import lru_cache
 
 from watchlog import keys
 from watchlog.schema import Event
-from watchlog.store.cluster import Call, Script
+from watchlog.store.cluster import Call, Function
 
-INGEST = Script("ingest")
+INGEST = Function("wl_ingest")
+# ARGV[4] of wl_ingest (lua/library.lua): 1 when an earlier attempt of the call may have run.
+RETRY_FLAG = 3
 
 
 @lru_cache(maxsize=512)
@@ -37,7 +40,7 @@ def ingest_calls(events: Sequence[Event], retention_days: int,
 
 
 def _call(p: int, evs: list[Event], retention_days: int, minid: int, keep_until: int) -> Call:
-    key_list = [keys.feed(p)]
+    key_list = [keys.feed(p), keys.attempt(p, secrets.token_hex(8))]
     index: dict[str, int] = {}
     expires: dict[int, int] = {}
 
@@ -63,5 +66,5 @@ def _call(p: int, evs: list[Event], retention_days: int, minid: int, keep_until:
             "" if e.heart_rate is None else e.heart_rate, e.decikcal, u, e.body,
         )
     pairs = [x for kv in expires.items() for x in kv]
-    args = [minid, len(evs), len(expires), *pairs, *per_event]
-    return Call(INGEST, key_list, args, keys.partition_slot(p))
+    args = [minid, len(evs), len(expires), 0, *pairs, *per_event]
+    return Call(INGEST, key_list, args, keys.partition_slot(p), retry_flag=RETRY_FLAG)

@@ -1,9 +1,13 @@
 """Who may do what: bearer tokens for watches, API keys with a role for internal users.
 
 Secrets are kept only as SHA-256 digests and compared with ``hmac.compare_digest``.
-Per-device tokens come from a file of ``device_id <sha256 hex>`` lines and are found by
-their digest (a timing difference there reveals nothing about a token, only about a
-digest nobody can invert). Nothing here logs a token.
+Per-device tokens come from a file of ``device_id <sha256 hex> user_id[,user_id...]`` lines
+and are found by their digest (a timing difference there reveals nothing about a token,
+only about a digest nobody can invert). Nothing here logs a token.
+
+A device token writes only for its own ``device_id`` and for the users its line names; a
+line of the older two-field form binds the device to no user (its logs get 403) and ``*``
+lets it write for any user, like the shared ingest token of a trusted gateway.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 
 from watchlog.errors import Forbidden, Unauthorized
+from watchlog.schema import is_safe_id
 from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 RANK = {"ingest": 0, "reader": 1, "admin": 2}
-_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+ANY_USER = "*"
 
 
 def digest(secret: str) -> bytes:
@@ -37,6 +43,24 @@ def digest(secret: str) -> bytes:
 class Principal:
     role: str  # ingest | reader | admin
     device_id: str | None = None  # set for a per-device token
+    user_ids: frozenset[str] | None = None  # users a device may write for; None: any
+
+    def may_write(self, device_id: str, user_key: str) -> None:
+        """Raise ``Forbidden`` unless this principal may store a log of that device and user.
+
+        ``user_key`` is ``str(user_id)``, the key the store files the log under (so the
+        user 7 and "7" are one user, as in the store).
+        """
+        if self.device_id is not None and device_id != self.device_id:
+            raise Forbidden(f"device_id: this token may only write for {self.device_id!r}",
+                            field="device_id")
+        if self.user_ids is not None and user_key not in self.user_ids:
+            if not self.user_ids:
+                raise Forbidden("user_id: this device token is bound to no user; give its "
+                                "line in WATCHLOG_DEVICE_TOKENS_FILE the owner's user_id",
+                                field="user_id")
+            raise Forbidden("user_id: this device token may only write for its owner "
+                            f"({', '.join(sorted(self.user_ids))})", field="user_id")
 
 
 class Auth:
@@ -69,24 +93,51 @@ class Auth:
             return Principal(role)
         device = self.devices.get(d)
         if device is not None:
-            return Principal("ingest", device)
+            return device
         raise Unauthorized("invalid credentials")
 
 
-def _device_tokens(path: str) -> dict[bytes, str]:
-    """Read ``device_id <sha256 hex>`` lines; a malformed line stops the start-up."""
-    out: dict[bytes, str] = {}
+LINE_FORMAT = "'device_id <64 hex digits of sha256(token)> user_id[,user_id...]' (or '*')"
+
+
+def _device_tokens(path: str) -> dict[bytes, Principal]:
+    """Read ``device_id <sha256 hex> [users]`` lines; a malformed line stops the start-up."""
+    out: dict[bytes, Principal] = {}
     if not path:
         return out
+    unbound = []
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         parts = line.split("#", 1)[0].split()
         if not parts:
             continue
-        if len(parts) != 2 or not _SHA256_HEX.match(parts[1]):
+        try:
+            users = _users(parts)
+        except ValueError:
             # Name the line, never echo it: it may hold a token pasted in clear.
-            raise ValueError(f"{path}:{n}: expected 'device_id <64 hex digits of sha256(token)>'")
-        out[bytes.fromhex(parts[1])] = parts[0]
+            raise ValueError(f"{path}:{n}: expected {LINE_FORMAT}") from None
+        if users == frozenset():
+            unbound.append(n)
+        out[bytes.fromhex(parts[1])] = Principal("ingest", parts[0], users)
+    if unbound:
+        log.warning("%s: device tokens on lines %s name no user_id: their logs are refused "
+                    "(403) until the owner's user_id is added", path,
+                    ", ".join(map(str, unbound)))
     return out
+
+
+def _users(parts: list[str]) -> frozenset[str] | None:
+    """Check a line's fields; return its users: none (two fields), some, or None (``*``)."""
+    if (len(parts) not in (2, 3) or not is_safe_id(parts[0])
+            or not _SHA256_HEX.fullmatch(parts[1])):
+        raise ValueError("malformed line")
+    if len(parts) == 2:
+        return frozenset()  # the older form: bound to no user, refused (fail closed)
+    if parts[2] == ANY_USER:
+        return None
+    users = frozenset(parts[2].split(","))
+    if not all(is_safe_id(u) for u in users):
+        raise ValueError("malformed user_id")
+    return users
 
 
 def requires(role: str) -> Callable[[F], F]:

@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from watchlog import metrics
-from watchlog.errors import InjectedFault, WatchlogError
+from watchlog.errors import InjectedFault, NotFound, WatchlogError
 from watchlog.faults import Faults, decode_spec
 from watchlog.settings import Settings
 from watchlog.store import Store
@@ -206,11 +206,30 @@ def health_blueprint() -> Blueprint:
 
     @bp.get("/docs")
     def docs() -> Response:
-        """A readable page of the OpenAPI description (no external assets)."""
-        from watchlog.web.openapi import render_docs
+        """An interactive page of the OpenAPI description (Swagger UI, served offline)."""
+        from watchlog.web.openapi import DOCS_CSP, render_docs
 
         spec = current_app.extensions["watchlog_openapi"]()
-        return Response(render_docs(spec), mimetype="text/html")
+        return Response(render_docs(spec), mimetype="text/html",
+                        headers={"Content-Security-Policy": DOCS_CSP})
+
+    @bp.get("/docs/init.js")
+    def docs_init() -> Response:
+        from watchlog.web.openapi import DOCS_CSP, DOCS_INIT
+
+        return Response(DOCS_INIT, mimetype="text/javascript",
+                        headers={"Content-Security-Policy": DOCS_CSP})
+
+    @bp.get("/docs/static/<name>")
+    def docs_asset(name: str) -> Response:
+        """Swagger UI's own files, from the swagger-ui-py package."""
+        from watchlog.web.openapi import DOCS_CSP, UI_ASSETS, ui_asset
+
+        data = ui_asset(name)
+        if data is None:
+            raise NotFound(f"no such file: {name}")
+        return Response(data, mimetype=UI_ASSETS[name],
+                        headers={"Content-Security-Policy": DOCS_CSP})
 
     return bp
 

@@ -85,8 +85,32 @@ OPS_PATHS: dict[str, Any] = {
 }
 
 
-def render_docs(spec: dict[str, Any]) -> str:
-    """Return a self-contained HTML page listing every operation of a spec."""
+# Swagger UI, from the swagger-ui-py package's files: /docs needs no network. Only these
+# assets are served; the page's script is a file too, so the CSP can forbid inline scripts.
+UI_ASSETS = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascript",
+             "favicon-32x32.png": "image/png"}
+DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'")
+DOCS_INIT = """window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+    persistAuthorization: false, displayRequestDuration: true, tryItOutEnabled: false
+  });
+};
+"""
+
+
+def ui_asset(name: str) -> bytes | None:
+    """Return one of Swagger UI's files from the installed package, or None."""
+    if name not in UI_ASSETS:
+        return None
+    from importlib.resources import files
+
+    return files("swagger_ui").joinpath("static", name).read_bytes()
+
+
+def _table(spec: dict[str, Any]) -> str:
+    """Return every operation of a spec as an HTML table (the page without JavaScript)."""
     rows = []
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
@@ -95,10 +119,17 @@ def render_docs(spec: dict[str, Any]) -> str:
             rows.append(f"<tr><td><code>{method.upper()}</code></td><td><code>"
                         f"{html.escape(path)}</code></td><td>{html.escape(op.get('summary', ''))}"
                         f"</td><td>{html.escape(params)}</td><td>{codes}</td></tr>")
+    return ("<table><tr><th>method</th><th>path</th><th>what</th><th>parameters</th>"
+            "<th>statuses</th></tr>" + "".join(rows) + "</table>")
+
+
+def render_docs(spec: dict[str, Any]) -> str:
+    """Return the interactive page of a spec (Swagger UI: request bodies, bearer auth)."""
     title = html.escape(spec["info"]["title"])
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>{title}</title><style>"
-            "body{font:14px system-ui;margin:2em}td,th{padding:4px 8px;border-bottom:1px solid"
-            f" #ddd;text-align:left}}</style></head><body><h1>{title}</h1><p>Machine-readable: "
-            "<a href=/openapi.json>/openapi.json</a></p><table><tr><th>method</th><th>path</th>"
-            "<th>what</th><th>parameters</th><th>statuses</th></tr>" + "".join(rows)
-            + "</table></body></html>")
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
+            "<link rel=stylesheet href=/docs/static/swagger-ui.css>"
+            "<link rel=icon type=image/png href=/docs/static/favicon-32x32.png></head><body>"
+            f"<noscript><h1>{title}</h1><p>Machine-readable: <a href=/openapi.json>"
+            f"/openapi.json</a></p>{_table(spec)}</noscript><div id=swagger-ui></div>"
+            "<script src=/docs/static/swagger-ui-bundle.js></script>"
+            "<script src=/docs/init.js></script></body></html>")
