@@ -344,6 +344,12 @@ def test_compose_alertmanager_delivers_to_the_alert_sink_by_default() -> None:
     sink = services["alert-sink"]
     assert sink["command"][:2] == ["watchlog", "alert-sink"]
     assert "0.0.0.0:9095" in sink["command"] and "9095" in sink["expose"]
+    from watchlog.alerts import alert_sink
+
+    options = {o for p in alert_sink.params for o in p.opts}
+    assert {a for a in sink["command"][2:] if a.startswith("-")} <= options
+    assert sink["healthcheck"]["test"] == ["CMD", "watchlog", "healthcheck",
+                                           "http://127.0.0.1:9095/-/ready"]
     prometheus = compose_prometheus_config()
     assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == \
         ["alertmanager:9093"]
