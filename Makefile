@@ -2,11 +2,12 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages: Redis 7 (the cluster), Prometheus + promtool and redis_exporter (the
-# monitoring), wrk (the benchmark load generator).
-SYSTEM_PACKAGES := redis-server redis-tools prometheus prometheus-redis-exporter wrk
-# The tests also lint shell scripts and check the Alertmanager config (amtool).
-TEST_PACKAGES := $(SYSTEM_PACKAGES) shellcheck prometheus-alertmanager
+# Debian packages: Redis 7 (the cluster), Prometheus + promtool, Alertmanager (+ amtool) and
+# redis_exporter (the monitoring), wrk (the benchmark load generator).
+SYSTEM_PACKAGES := redis-server redis-tools prometheus prometheus-alertmanager \
+	prometheus-redis-exporter wrk
+# The tests also lint shell scripts.
+TEST_PACKAGES := $(SYSTEM_PACKAGES) shellcheck
 
 .PHONY: help venv system-deps install install-dev run test lint bench bench-quick clean
 

@@ -166,7 +166,7 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     for name in ("redis-server", "prometheus", "prometheus-redis-exporter"):
         require_tool(name)  # else the stack leaves that part out and the checks mislead
     state = tmp_path_factory.mktemp("live-stack")
-    free = free_redis_ports("127.0.0.1", 7)
+    free = free_redis_ports("127.0.0.1", 9)
     ports = Ports(*free)
     settings = Settings.from_env({"WATCHLOG_PRODUCER_PORT": str(free[0]),
                                   "WATCHLOG_CONSUMER_PORT": str(free[1])})
@@ -176,6 +176,8 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     urls = {"producer": f"http://127.0.0.1:{ports.producer}",
             "consumer": f"http://127.0.0.1:{ports.consumer}",
             "prometheus": f"http://127.0.0.1:{ports.prometheus}",
+            "alertmanager": f"http://127.0.0.1:{ports.alertmanager}",
+            "alert_sink": f"http://127.0.0.1:{ports.alert_sink}",
             "state_dir": str(state)}
     try:
         drive_load(urls, load_or_create(state), seconds=40)

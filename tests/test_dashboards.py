@@ -12,6 +12,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,107 @@ def test_live_prometheus_scrapes_every_target_of_the_native_stack(
         assert json.load(r)["status"] == "ready"
     redis_nodes = {inst for job, inst in health if job == "redis"}
     assert len(redis_nodes) == 3
+    # The exporter's per-command latency series are dropped at scrape (nothing reads them).
+    dropped = _get(live_prometheus_url, "/api/v1/query",
+                   query='count({__name__=~"redis_latency_percentiles_usec.*"})')
+    assert dropped["data"]["result"] == []
+    kept = _get(live_prometheus_url, "/api/v1/query", query="count(redis_commands_total)")
+    assert kept["data"]["result"]
+
+
+@pytest.mark.slow
+def test_watchlog_up_wires_alertmanager_and_the_sink(live_prometheus_url: str,
+                                                     live_stack: dict[str, str]) -> None:
+    """Prometheus → Alertmanager → alert sink → `watchlog alerts`, as `watchlog up` runs them."""
+    import time
+
+    from click.testing import CliRunner
+
+    from watchlog.alerts import alerts
+
+    managers = _get(live_prometheus_url, "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+    assert [m["url"] for m in managers] == [live_stack["alertmanager"] + "/api/v2/alerts"]
+    deadline = time.monotonic() + 90
+    while True:  # the Watchdog is sent at once (group_wait 0s), then every minute
+        result = CliRunner().invoke(alerts, ["--state-dir", live_stack["state_dir"], "--json"])
+        assert result.exit_code == 0, result.output
+        if json.loads(result.output)["heartbeat"] is not None:
+            break
+        assert time.monotonic() < deadline, "no Watchdog heartbeat reached the sink"
+        time.sleep(2)
+    shown = CliRunner().invoke(alerts, ["--state-dir", live_stack["state_dir"]])
+    assert "heartbeat: last" in shown.output and "LATE" not in shown.output
+
+
+def _fault(live_stack: dict[str, str], fault: str) -> tuple[Callable[[], None], str]:
+    """Inject ``fault`` into the live stack; return how to undo it and the job it takes down."""
+    import os
+    import signal
+
+    from watchlog.launcher.credentials import load_or_create
+    from watchlog.launcher.redis_cluster import LocalCluster
+
+    state = Path(live_stack["state_dir"])
+    pids = {e["component"]: e["pid"]
+            for e in json.loads((state / "pids.json").read_text())["services"]}
+    if fault in ("exporter hung", "extractor stopped"):
+        pid = pids["redis-exporter" if fault == "exporter hung" else "extractor"]
+        os.kill(pid, signal.SIGSTOP)
+        return (lambda: os.kill(pid, signal.SIGCONT)), \
+            "redis_exporter" if fault == "exporter hung" else "extractor"
+    cluster = LocalCluster.from_state(state, load_or_create(state))
+    assert cluster is not None
+    victim = cluster.ports[-1]
+    cluster.kill(victim)
+    return (lambda: cluster.start_node(victim)), "redis"
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["node killed", "exporter hung", "extractor stopped"])
+def test_dashboards_show_state_not_no_data_under_faults(live_prometheus_url: str,
+                                                        live_stack: dict[str, str],
+                                                        fault: str) -> None:
+    """Every panel still returns a value while a job is down: DOWN, not "No data"."""
+    base = live_prometheus_url
+
+    def down(job: str) -> bool:
+        result = _get(base, "/api/v1/query", query=f'min(up{{job="{job}"}})')["data"]["result"]
+        if job == "redis":  # a killed node reads redis_up 0 through a healthy exporter
+            result = _get(base, "/api/v1/query",
+                          query='min(redis_up{job="redis"})')["data"]["result"]
+        return bool(result) and result[0]["value"][1] == "0"
+
+    def read_failures() -> float:
+        got = _get(base, "/api/v1/query",
+                   query="sum(watchlog_scrape_read_failures_total)")["data"]["result"]
+        return float(got[0]["value"][1]) if got else 0.0
+
+    failures = read_failures()
+    undo, job = _fault(live_stack, fault)
+    try:
+        _wait_until(lambda: down(job), f"Prometheus to see {job} down")
+        if fault == "node killed":  # the consumer's scrape-time reads fail, and say so
+            _wait_until(lambda: read_failures() > failures, "failed scrape-time reads counted")
+        # A minute of the fault inside the range queries' window, as a dashboard would show.
+        import time
+        time.sleep(20)
+        broken = []
+        for path in DASHBOARDS:
+            for title, expr in panel_queries(json.loads(path.read_text())):
+                problem = _problem(base, expr)
+                if problem:
+                    broken.append(f"{path.name} / {title}: {problem}\n    {expr}")
+        assert not broken, f"with the {fault}, broken panels:\n" + "\n".join(broken)
+    finally:
+        undo()
+    _wait_until(lambda: not down(job), f"{job} back up")

@@ -148,7 +148,8 @@ def test_env_example_placeholders_are_refused_by_redis(tmp_path: Path) -> None:
 
 def test_every_profile_service_is_expected(model: dict[str, Any]) -> None:
     expected = {f"redis-node-{i}" for i in range(1, 7)} | {
-        "redis-cluster-init", *ROLES, "redis-exporter", "prometheus", "grafana", "alertmanager"}
+        "redis-cluster-init", *ROLES, "redis-exporter", "prometheus", "grafana", "alertmanager",
+        "alert-sink"}
     assert set(model["services"]) == expected
 
 

@@ -109,3 +109,169 @@ def test_metrics_forget_a_killed_workers_live_gauges(cluster, credentials, tmp_p
         assert httpx.get(url + "/ready", timeout=5).status_code == 200
     finally:
         svc.stop()
+
+
+# --- what every component exposes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["producer", "consumer"])
+def test_apis_expose_build_info_and_process_metrics_of_all_workers(live_services,
+                                                                   service) -> None:
+    got = samples(live_services[service])
+    info = [labels for (name, labels) in got if name == "watchlog_build_info"]
+    assert info and dict(info[0])["service"] == service
+    assert got[("process_resident_memory_bytes", ())] > 0
+    assert got[("process_cpu_seconds_total", ())] > 0
+    assert got[("process_start_time_seconds", ())] > 0
+
+
+def test_redis_latency_buckets_reach_past_the_socket_timeout() -> None:
+    from watchlog import metrics
+
+    # The client gives up after 2 s (plus retries in a failover): buckets must see that.
+    assert max(metrics.REDIS_BUCKETS) >= 10
+
+
+def test_consumer_metrics_name_a_bounded_set_of_extractors(live_services, reader_headers) -> None:
+    """Reader-chosen names: at most MAX_LABELLED_EXTRACTORS labelled, the rest as _other."""
+    from watchlog import metrics
+
+    url = live_services["consumer"]
+    names = [f"bound-{i:02d}" for i in range(metrics.MAX_LABELLED_EXTRACTORS + 5)]
+    try:
+        for name in names:
+            r = httpx.put(f"{url}/v1/extractors/{name}", json={}, headers=reader_headers)
+            assert r.status_code in (200, 201), r.text
+        labelled = {dict(labels).get("extractor") for (n, labels) in samples(url)
+                    if n == "watchlog_extraction_lag"}
+        assert len(labelled) <= metrics.MAX_LABELLED_EXTRACTORS + 1
+        assert "_other" in labelled
+        assert ("watchlog_scrape_read_ok", (("service", "consumer"),)) in samples(url)
+        ages = [v for (n, _), v in samples(url).items()
+                if n == "watchlog_extraction_oldest_waiting_seconds"]
+        assert ages and all(a >= 0 for a in ages)
+    finally:
+        for name in names:
+            httpx.delete(f"{url}/v1/extractors/{name}", headers=reader_headers)
+
+
+def test_unauthenticated_metrics_carry_no_health_figures(live_services, ingest_headers) -> None:
+    """docs/security.md: /metrics has operational counts only, never a heart rate."""
+    docs = [seed_log(activity_type="running", event_id=f"hr{i}") for i in range(5)]
+    r = httpx.post(live_services["producer"] + "/v1/activities", json=docs,
+                   headers=ingest_headers, timeout=10)
+    assert r.status_code in (200, 201, 207), r.text
+    text = httpx.get(live_services["consumer"] + "/metrics", timeout=10).text
+    assert "watchlog_fleet_logs_today" in text  # the fleet gauges were read
+    assert "heart" not in text.lower()
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses (hex, as /proc/net/tcp writes them) listening on ``port``."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]  # noqa: SIM115
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, _, hexport = local.rpartition(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                out.add(addr)
+    return out
+
+
+@pytest.mark.parametrize("command", ["simulate", "extract"])
+@pytest.mark.parametrize("host", [None, "0.0.0.0"])
+def test_client_metrics_listen_on_loopback_unless_widened(tmp_path, command, host) -> None:
+    """--metrics-port alone binds 127.0.0.1; --metrics-host 0.0.0.0 (the control) widens it."""
+    import os
+    import sys
+    import time
+
+    from watchlog.launcher.procs import free_redis_ports
+    from watchlog.launcher.services import Service
+
+    port = free_redis_ports("127.0.0.1", 1)[0]
+    args = {"simulate": ["simulate", "--url", "http://127.0.0.1:9", "--rate", "1", "--quiet",
+                         "--duration", "60"],
+            "extract": ["extract", "--name", "probe", "--follow", "--url",
+                        "http://127.0.0.1:9", "-o", str(tmp_path / "out")]}[command]
+    args += ["--metrics-port", str(port)] + (["--metrics-host", host] if host else [])
+    env = {**os.environ, "WATCHLOG_INGEST_TOKEN": "t", "WATCHLOG_READER_KEY": "k"}
+    svc = Service(command, [sys.executable, "-m", "watchlog", *args], f"127.0.0.1:{port}",
+                  "tcp", env)
+    svc.start(tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        addresses = _listening(port)
+        assert addresses, (tmp_path / f"{command}.log").read_text()
+        wide = {"00000000", "00000000000000000000000000000000"}
+        assert bool(addresses & wide) is (host == "0.0.0.0"), addresses
+        if host is None:
+            assert addresses == {"0100007F"}
+    finally:
+        svc.stop()
+
+
+# --- scrape-time reads and streamed latency (in process: the app's own registry) -------------
+
+
+def test_scrape_time_gauges_count_failed_reads() -> None:
+    """A read that raises leaves its gauges out, reports read_ok 0 and counts the failure;
+    a read that works (the control) reports read_ok 1 and counts nothing."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from watchlog import metrics
+
+    def broken() -> list:
+        raise ConnectionError("cluster down")
+
+    def healthy() -> list:
+        return [("watchlog_extraction_lag", "lag", {"extractor": "x"}, 3.0)]
+
+    def failures() -> float:
+        return metrics.SCRAPE_READ_FAILURES.labels("consumer")._value.get()
+
+    for read, ok, counted in ((broken, 0.0, 1.0), (healthy, 1.0, 0.0)):
+        before = failures()
+        registry = CollectorRegistry()
+        registry.register(metrics.ScrapeTimeGauges(read))  # type: ignore[arg-type]
+        text = generate_latest(registry).decode()
+        assert f'watchlog_scrape_read_ok{{service="consumer"}} {ok}' in text
+        assert ("watchlog_extraction_lag" in text) is (read is healthy)
+        assert failures() - before == counted
+
+
+def test_export_latency_is_observed_at_the_last_byte(producer, consumer, ingest_headers,
+                                                     reader_headers) -> None:
+    """A streamed export is timed when its body is finished, not when its headers leave;
+    a plain JSON route (the control) is timed before the client reads anything."""
+    from prometheus_client import REGISTRY
+
+    def count(route: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "watchlog_http_request_duration_seconds_count",
+            {"service": "consumer", "route": route, "method": "GET"})
+        return value or 0.0
+
+    docs = [seed_log(event_id=f"x{i}") for i in range(20)]
+    assert producer.post("/v1/activities", json=docs, headers=ingest_headers).status_code \
+        in (200, 201, 207)
+    route = "/v1/activities/export"
+    before = count(route)
+    r = consumer.get(route + "?format=ndjson", headers=reader_headers, buffered=False)
+    assert r.status_code == 200 and r.is_streamed
+    assert count(route) == before  # headers sent, body not yet read: not timed yet
+    body = b"".join(r.response)
+    r.close()
+    assert body.count(b"\n") == 20
+    assert count(route) == before + 1
+    plain = "/v1/users/<user_id>/activities"
+    before = count(plain)
+    r = consumer.get("/v1/users/u1/activities", headers=reader_headers, buffered=False)
+    assert count(plain) == before + 1
+    r.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -148,6 +150,19 @@ def test_alert_unit_tests_are_what_the_builder_writes() -> None:
         "alerts_test.yml is stale: run python monitoring/prometheus/tests/build_alert_tests.py")
 
 
+ALERTS = {
+    "WatchlogServiceDown", "WatchlogClientDown", "PrometheusNotificationsFailing", "Watchdog",
+    "WatchlogErrorBudgetBurnFast", "WatchlogErrorBudgetBurnSlow", "WatchlogLatencyP99High",
+    "RedisExporterDown", "RedisNodeDown", "RedisClusterStateNotOk", "RedisMemoryNearMax",
+    "RedisMemoryNearSystemLimit", "RedisMasterWithoutReplica", "RedisReplicationLinkDown",
+    "RedisReplicationLag", "RedisPersistenceFailing", "RedisRejectedConnections",
+    "WatchlogExtractionLagGrowing", "WatchlogExtractionStalled", "WatchlogScrapeReadsFailing",
+    "WatchlogSimulatorFailing",
+}
+# The dead man's switch fires always: it has no silent case by design.
+ALWAYS_FIRING = {"Watchdog"}
+
+
 def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
     firing: set[str] = set()
     silent: set[str] = set()
@@ -156,20 +171,40 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
             for check in case.get("alert_rule_test", []):
                 (firing if check.get("exp_alerts") else silent).add(check["alertname"])
     names = {rule["alert"] for rule in alert_rules()}
-    assert names == {
-        "WatchlogServiceDown", "WatchlogErrorBudgetBurnFast", "WatchlogErrorBudgetBurnSlow",
-        "WatchlogLatencyP99High", "RedisNodeDown", "RedisClusterStateNotOk", "RedisMemoryNearMax",
-        "WatchlogExtractionLagGrowing", "WatchlogSimulatorFailing",
-    }
+    assert names == ALERTS
     assert names - firing == set(), "alerts never tested firing"
-    assert names - silent == set(), "alerts never tested silent"
+    assert names - silent - ALWAYS_FIRING == set(), "alerts never tested silent"
 
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
 def test_alert_has_severity_and_annotations(rule: dict[str, Any]) -> None:
-    assert rule["labels"]["severity"] in {"critical", "warning"}
-    for key in ("summary", "description", "runbook"):
+    expected = {"none"} if rule["alert"] in ALWAYS_FIRING else {"critical", "warning"}
+    assert rule["labels"]["severity"] in expected
+    for key in ("summary", "description", "runbook", "runbook_url", "dashboard_url"):
         assert rule["annotations"].get(key), f"{rule['alert']} lacks {key}"
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings (lower case, spaces to dashes)."""
+    out = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            text = line.lstrip("#").strip().lower()
+            out.add("".join(c for c in text.replace(" ", "-") if c.isalnum() or c in "-_"))
+    return out
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
+def test_alert_links_to_its_runbook_section_and_a_dashboard(rule: dict[str, Any]) -> None:
+    runbook = ROOT.parent / "docs" / "runbook.md"
+    path, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+    assert path == "docs/runbook.md" and anchor == rule["alert"].lower()
+    assert anchor in _anchors(runbook.read_text()), f"docs/runbook.md has no section {anchor}"
+    section = runbook.read_text().split(f"## {rule['alert']}\n", 1)[1].split("\n## ", 1)[0]
+    for part in ("**Means**", "**Confirm**", "**Do**"):
+        assert part in section, f"runbook section {rule['alert']} lacks {part}"
+    uid = rule["annotations"]["dashboard_url"].rsplit("/d/", 1)[1].split("?")[0]
+    assert uid in {json.loads(p.read_text())["uid"] for p in DASHBOARDS}
 
 
 def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:
@@ -263,8 +298,17 @@ def test_alertmanager_config_routes_to_defined_receivers() -> None:
     alerts = {rule["alert"] for rule in alert_rules()}
     for rule in doc.get("inhibit_rules", []):
         for matcher in rule["source_matchers"] + rule["target_matchers"]:
-            assert matcher.split("=", 1)[1].strip('"') in alerts, matcher
-    # amtool comes with the Debian prometheus-alertmanager package (a test tool of `make test`).
+            label, op, value = re.match(r'(\w+)(=~|=)"(.*)"$', matcher).groups()  # type: ignore[union-attr]
+            if label != "alertname":
+                continue
+            named = {a for a in alerts if re.fullmatch(value, a)} if op == "=~" else \
+                {value} & alerts
+            assert named, f"{matcher} names no alert"
+            if op == "=~":  # every alternative names a real alert, not a typo matching nothing
+                for alt in value.split("|"):
+                    bare = alt.replace("(", "").replace(")", "")
+                    assert any(bare in a for a in named), f"{matcher}: {alt}"
+    # amtool comes with the Debian prometheus-alertmanager package (a tool of `make test`).
     run(require_tool("amtool"), "check-config", path)
 
 
@@ -278,3 +322,91 @@ def test_compose_file_wires_grafana_to_the_provisioning() -> None:
     assert "WATCHLOG_PROMETHEUS_URL" in env_names
     mounts = " ".join(str(v) for v in grafana.get("volumes", []))
     assert "/var/lib/grafana/dashboards" in mounts
+
+
+# --- alerting and Prometheus flags, compose and native --------------------------------------------
+
+
+def _compose_services() -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT.parent / "docker-compose.yml").read_text())["services"])
+
+
+def test_compose_alertmanager_delivers_to_the_alert_sink_by_default() -> None:
+    services = _compose_services()
+    assert "profiles" not in services["alertmanager"], "Alertmanager must run by default"
+    mounts = " ".join(services["alertmanager"]["volumes"])
+    assert "./monitoring/alertmanager/alertmanager.yml:/etc/alertmanager/alertmanager.yml" in mounts
+    doc = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
+    (receiver,) = [r for r in doc["receivers"] if r["name"] == doc["route"]["receiver"]]
+    url = receiver["webhook_configs"][0]["url"]
+    assert receiver["webhook_configs"][0]["send_resolved"] is True
+    assert url == "http://alert-sink:9095/webhook"
+    sink = services["alert-sink"]
+    assert sink["command"][:2] == ["watchlog", "alert-sink"]
+    assert "0.0.0.0:9095" in sink["command"] and "9095" in sink["expose"]
+    from watchlog.alerts import alert_sink
+
+    options = {o for p in alert_sink.params for o in p.opts}
+    assert {a for a in sink["command"][2:] if a.startswith("-")} <= options
+    assert sink["healthcheck"]["test"] == ["CMD", "watchlog", "healthcheck",
+                                           "http://127.0.0.1:9095/-/ready"]
+    prometheus = compose_prometheus_config()
+    assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == \
+        ["alertmanager:9093"]
+
+
+def test_compose_exporter_has_a_password_for_every_node_and_no_other_target() -> None:
+    """The password map covers each target the redis job can produce; no global password."""
+    services = _compose_services()
+    exporter = services["redis-exporter"]
+    assert "REDIS_PASSWORD" not in (exporter.get("environment") or {})
+    assert not [a for a in exporter["command"] if a.startswith("--redis.password=")]
+    assert "--redis.password-file=/etc/redis-exporter/passwords.json" in exporter["command"]
+    content = yaml.safe_load((ROOT.parent / "docker-compose.yml").read_text())[
+        "configs"]["exporter-passwords"]["content"]
+    keys = set(re.findall(r'"(redis://[^"]+)"', content))
+    assert keys == {f"redis://redis-node-{i}:6379" for i in range(1, 7)}
+
+
+def test_prometheus_keeps_the_slo_window_and_offers_no_lifecycle_api(tmp_path: Path) -> None:
+    """30 days kept (the SLO's window); no --web.enable-lifecycle (POST /-/quit), both modes."""
+    from watchlog.launcher.observability import prometheus_service
+    from watchlog.launcher.services import Ports
+
+    command = " ".join(_compose_services()["prometheus"]["command"])
+    assert "--web.enable-lifecycle" not in command
+    assert "--storage.tsdb.retention.time=${PROMETHEUS_RETENTION:-30d}" in command
+    native = prometheus_service(tmp_path, "127.0.0.1", Ports(), ["127.0.0.1:7000"], set())
+    if isinstance(native, str):
+        pytest.fail(native)
+    assert "--web.enable-lifecycle" not in native.argv
+    assert "--storage.tsdb.retention.time=30d" in native.argv
+    rendered = yaml.safe_load((tmp_path / "prometheus" / "prometheus.yml").read_text())
+    assert rendered["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == \
+        ["127.0.0.1:9093"]
+
+
+def test_native_alertmanager_config_is_valid_and_authenticates_to_the_sink(tmp_path: Path) -> None:
+    from watchlog.monitoring import render_native_alertmanager
+
+    token = tmp_path / "sink.token"
+    token.write_text("x")
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(render_native_alertmanager(sink_url="http://127.0.0.1:9095/webhook",
+                                               token_file=token))
+    hook = yaml.safe_load(path.read_text())["receivers"][0]["webhook_configs"][0]
+    assert hook["url"] == "http://127.0.0.1:9095/webhook"
+    assert hook["http_config"]["authorization"]["credentials_file"] == str(token)
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool not found: apt-get install prometheus-alertmanager"
+    run(amtool, "check-config", path)
+
+
+def test_every_recording_rule_is_read_by_an_alert_a_dashboard_or_a_test() -> None:
+    """A recorded series nothing reads costs evaluations and storage for nothing."""
+    recorded = [rule["record"] for group in yaml.safe_load(
+        (RULES / "recording.yml").read_text())["groups"] for rule in group["rules"]]
+    readers = (RULES / "alerts.yml").read_text() + "".join(
+        d.read_text() for d in DASHBOARDS)
+    unused = [r for r in recorded if r not in readers]
+    assert not unused, f"recording rules nothing reads: {unused}"

@@ -172,12 +172,13 @@ def all_running(state: Path, expected: set[str]) -> list[dict[str, Any]] | None:
 def up_args(tmp_path: Path) -> Iterator[tuple[Path, list[str], dict[str, int]]]:
     """A state dir, `watchlog up` options on free ports, and `down` run at the end anyway."""
     state = tmp_path / "state"
-    p = free_redis_ports("127.0.0.1", 8)
+    p = free_redis_ports("127.0.0.1", 10)
     ports = {"redis": p[0], "producer": p[1], "consumer": p[2], "prometheus": p[3],
-             "exporter": p[4], "simulator": p[5], "extractor": p[6], "grafana": p[7]}
+             "exporter": p[4], "simulator": p[5], "extractor": p[6], "grafana": p[7],
+             "alertmanager": p[8], "alert-sink": p[9]}
     args = ["--state-dir", str(state), "--nodes", "1", "--redis-port", str(ports["redis"]),
             *(x for name in ("producer", "consumer", "prometheus", "exporter", "simulator",
-                             "extractor", "grafana")
+                             "extractor", "grafana", "alertmanager", "alert-sink")
               for x in (f"--{name}-port", str(ports[name])))]
     yield state, args, ports
     subprocess.run([WATCHLOG, "down", "--state-dir", str(state)], capture_output=True,
@@ -195,7 +196,7 @@ def test_up_foreground_ctrl_c_stops_everything_and_up_again_reuses_the_data(
     producer = f"http://127.0.0.1:{ports['producer']}"
     consumer = f"http://127.0.0.1:{ports['consumer']}"
     expected = {f"redis-{ports['redis']}", "producer", "consumer", "simulator", "extractor",
-                "prometheus", "redis-exporter"}
+                "prometheus", "redis-exporter", "alertmanager", "alert-sink"}
     env = process_env({})
     log = (state.parent / "up.log").open("w")
     # Its own process group, as a terminal's foreground job: Ctrl-C signals the whole group.

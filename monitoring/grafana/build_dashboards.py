@@ -103,6 +103,20 @@ def mapping(values: dict[str, tuple[str, str]]) -> list[dict]:
                                           for i, (k, (t, c)) in enumerate(values.items())}}]
 
 
+# Every firing alert (the Watchdog heartbeat aside) as an annotation on every dashboard.
+ALERT_ANNOTATIONS = {
+    "name": "Alerts", "datasource": DS, "enable": True, "iconColor": "red",
+    "expr": 'ALERTS{alertstate="firing", alertname!="Watchdog"}', "step": "30s",
+    "titleFormat": "{{alertname}}", "textFormat": "{{severity}} {{job}} {{instance}} {{service}}",
+    "useValueForTime": False,
+}
+
+# Jobs whose absence is itself an outage (compose finds the APIs by DNS: a stopped container
+# has no target at all). `absent(...) - 1` is a 0 labelled with the job: DOWN, not missing.
+ALWAYS_THERE = ("producer", "consumer", "redis_exporter", "prometheus")
+UP_ALL = ('up{job=~"producer|consumer|simulator|extractor|redis_exporter|prometheus"}'
+          + "".join(f' or (absent(up{{job="{j}"}}) - 1)' for j in ALWAYS_THERE))
+
 UP_DOWN = {"defaults": {"mappings": mapping({"1": ("UP", "green"), "0": ("DOWN", "red")}),
                         "thresholds": thresholds((None, "red"), (1, "green"))}}
 
@@ -137,7 +151,7 @@ def dashboard(uid: str, title: str, description: str, panels: list[Panel],
         "schemaVersion": 39, "version": 1, "graphTooltip": 1,
         "time": {"from": "now-15m", "to": "now"}, "refresh": "10s",
         "timepicker": {"refresh_intervals": ["5s", "10s", "30s", "1m", "5m"]},
-        "templating": {"list": variables}, "annotations": {"list": []},
+        "templating": {"list": variables}, "annotations": {"list": [ALERT_ANNOTATIONS]},
         "links": [{"type": "dashboards", "tags": ["watchlog"], "asDropdown": True,
                    "title": "watchlog", "includeVars": False, "keepTime": True}],
         "panels": panels,
@@ -179,20 +193,28 @@ def service_overview() -> dict:
     dur = "watchlog_http_request_duration_seconds"
     real5xx = 'status=~"5..", injected="false"'
     panels = [
-        row("Health"),
-        stat("Targets up", "none",
-             # Two matchers on job: "All" sends .+, which alone would list every job.
-             target('up{job=~"$service", job=~"producer|consumer"}', "{{job}} {{instance}}"),
+        row("Up (every job)"),
+        stat("Targets up", "none", target(UP_ALL, "{{job}} {{instance}}"), w=16, h=5,
              defaults=UP_DOWN["defaults"],
-             description="Prometheus can scrape the API (1) or not (0)."),
+             description="Every scrape job: UP, or DOWN when Prometheus cannot scrape it or "
+                         "(APIs, exporter) has no target for it at all."),
+        stat("Uptime", "s",
+             target("min by (job) (time() - process_start_time_seconds"
+                    '{job=~"producer|consumer|simulator|extractor|prometheus"})', "{{job}}"),
+             w=4, h=5, colorMode="value", description="Since the (oldest) process started."),
+        stat("Restarts (1h)", "none",
+             target("sum by (job) (changes(process_start_time_seconds"
+                    '{job=~"producer|consumer|simulator|extractor|prometheus"}[1h]))', "{{job}}"),
+             w=4, h=5, defaults={"thresholds": thresholds((None, "green"), (1, "orange"))}),
+        row("Health"),
         stat("Requests/s", "reqps", target(_rate_by("service", SVC), "{{service}}"),
              colorMode="value"),
-        stat("Real error ratio (5xx, not injected)", "percentunit",
-             target(_ratio_by("service", SVC, real5xx), "{{service}}"),
+        stat("Real error ratio (5xx, not injected, 5m)", "percentunit",
+             target(f"service:watchlog_slo_errors:ratio_rate5m{{{SVC}}}", "{{service}}"),
              defaults={"thresholds": thresholds((None, "green"), (0.001, "orange"), (0.01, "red"))},
              description="What the 99.9 % SLO counts. Injected faults are excluded."),
-        stat("Injected fault ratio", "percentunit",
-             target(_ratio_by("service", SVC, 'injected="true"', den=""), "{{service}}"),
+        stat("Injected fault ratio (5m)", "percentunit",
+             target(f"service:watchlog_http_injected:ratio_rate5m{{{SVC}}}", "{{service}}"),
              defaults={"thresholds": thresholds((None, "blue"))},
              description="Responses produced on purpose by fault injection: not an outage."),
         stat("SLO burn rate (1h)", "suffix:×",
@@ -201,7 +223,8 @@ def service_overview() -> dict:
              description="Error-budget burn rate over 1h; 14.4× pages "
                          "(WatchlogErrorBudgetBurnFast)."),
         stat("Firing alerts", "none",
-             target('count(ALERTS{alertstate="firing"}) or vector(0)', "firing"),
+             target('count(ALERTS{alertstate="firing", alertname!="Watchdog"}) or vector(0)',
+                    "firing"),
              defaults={"thresholds": thresholds((None, "green"), (1, "red"))}),
         row("Rate and errors"),
         ts("Requests by route", "reqps", target(_rate_by("service, route", SR),
@@ -216,8 +239,9 @@ def service_overview() -> dict:
                   "{{service}} injected"),
            description="Kept on one panel, in two colours, so a chaos run never reads as an "
                        "outage."),
-        ts("Real error ratio by route (5xx, not injected)", "percentunit",
-           target(_ratio_by("service, route", SR, real5xx), "{{service}} {{route}}")),
+        ts("Real error ratio by route (5xx, not injected, 5m)", "percentunit",
+           target(f"service_route:watchlog_http_errors:ratio_rate5m{{{SR}}}",
+                  "{{service}} {{route}}")),
         ts("Injected faults by route and kind", "ops",
            target(_zero_filled(_rate_by("service, route, kind", SR, FAULTS), "service, route", SR),
                   "{{service}} {{route}} {{kind}}"),
@@ -233,8 +257,9 @@ def service_overview() -> dict:
            target(_quantile(0.95, "service", dur, SVC), "{{service}} p95"),
            target(_quantile(0.99, "service", dur, SVC), "{{service}} p99"),
            defaults={"custom": {"fillOpacity": 0, "showPoints": "never"}}),
-        ts("Latency p99 by route", "s",
-           target(_quantile(0.99, "service, route", dur, SR), "{{service}} {{route}}"),
+        ts("Latency p99 by route (5m)", "s",
+           target(f"service_route:watchlog_http_request_duration_seconds:p99_5m{{{SR}}}",
+                  "{{service}} {{route}}"),
            description="Objective 250 ms (WatchlogLatencyP99High). Injected delays land here too."),
         panel("heatmap", "Latency distribution", "s",
               [target(f"sum by (le) (rate({dur}_bucket{{{SR}}}[{RI}]))", "{{le}}",
@@ -264,22 +289,79 @@ def service_overview() -> dict:
 # --- redis cluster -------------------------------------------------------------------------------
 
 NODE = 'job="redis", instance=~"$node"'
+NODE_UP = f"min by (instance) (redis_up{{{NODE}}} or up{{{NODE}}})"
+
+
+# Panels whose query aggregates the nodes away (no `instance` label to fall back on).
+_CLUSTER_WIDE = ("count by (role)", "max(redis_cluster_known_nodes")
+
+
+def _down_not_missing(p: Panel) -> None:
+    """Give every node query of ``p`` a -1 (DOWN) fallback for nodes nothing is known about.
+
+    A killed node, or every node while the exporter hangs, has no gauges at all: without the
+    fallback 17 of 19 panels went blank for it. With it, the node is listed as DOWN.
+    """
+    changed = False
+    for t in p.get("targets", []):
+        expr = t["expr"]
+        if 'job="redis"' not in expr or "== 0) - 1" in expr or expr == NODE_UP:
+            continue
+        if expr.startswith(_CLUSTER_WIDE):
+            t["expr"] = f"{expr} or on () (max({NODE_UP}) == 0) - 1"
+        else:
+            t["expr"] = f"{expr} or on (instance) ({NODE_UP} == 0) - 1"
+        changed = True
+    if changed:
+        defaults = p["fieldConfig"]["defaults"]
+        maps = defaults.setdefault("mappings", [])
+        if not any("-1" in m.get("options", {}) for m in maps):
+            maps.extend(mapping({"-1": ("DOWN", "red")}))
+
+
+def _or_down(expr: str) -> str:
+    """``expr`` per node, or -1 (mapped to DOWN) for a node that is down: never missing."""
+    return f"{expr} or on (instance) ({NODE_UP} == 0) - 1"
 
 
 def redis_cluster() -> dict:
     cmds = "redis_commands_processed_total"
     panels = [
         row("Cluster"),
-        stat("Node up", "none", target(f"redis_up{{{NODE}}}", "{{instance}}"), w=6,
-             defaults=UP_DOWN["defaults"]),
-        stat("Cluster state", "none", target(f"redis_cluster_state{{{NODE}}}", "{{instance}}"),
-             w=6, defaults={"mappings": mapping({"1": ("ok", "green"), "0": ("fail", "red")}),
+        stat("Exporter up", "none",
+             target('up{job="redis_exporter"} or (absent(up{job="redis_exporter"}) - 1)',
+                    "redis_exporter"), w=4, defaults=UP_DOWN["defaults"],
+             description="Every node below is read through the exporter: when it is DOWN, so "
+                         "is every node's scrape (RedisExporterDown, not RedisNodeDown)."),
+        stat("Node up", "none", target(NODE_UP, "{{instance}}"), w=8,
+             defaults=UP_DOWN["defaults"],
+             description="redis_up, or the node's scrape when a hung node times it out."),
+        stat("Cluster state", "none",
+             target(_or_down(f"redis_cluster_state{{{NODE}}}"), "{{instance}}"),
+             w=4, defaults={"mappings": mapping({"1": ("ok", "green"), "0": ("fail", "red"),
+                                                 "-1": ("DOWN", "red")}),
                             "thresholds": thresholds((None, "red"), (1, "green"))}),
-        stat("Slots ok", "none", target(f"redis_cluster_slots_ok{{{NODE}}}", "{{instance}}"),
-             w=6, defaults={"thresholds": thresholds((None, "red"), (16384, "green"))}),
+        stat("Slots ok / pfail / fail", "none",
+             target(_or_down(f"redis_cluster_slots_ok{{{NODE}}}"), "{{instance}} ok"),
+             target(_or_down(f"redis_cluster_slots_pfail{{{NODE}}}"), "{{instance}} pfail"),
+             target(_or_down(f"redis_cluster_slots_fail{{{NODE}}}"), "{{instance}} fail"),
+             w=8, defaults={"mappings": mapping({"-1": ("DOWN", "red")}),
+                            "thresholds": thresholds((None, "red"), (0, "green"))}),
         stat("Slots assigned", "none",
-             target(f"redis_cluster_slots_assigned{{{NODE}}}", "{{instance}}"), w=6,
-             defaults={"thresholds": thresholds((None, "red"), (16384, "green"))}),
+             target(_or_down(f"redis_cluster_slots_assigned{{{NODE}}}"), "{{instance}}"), w=6,
+             defaults={"mappings": mapping({"-1": ("DOWN", "red")}),
+                       "thresholds": thresholds((None, "red"), (16384, "green"))}),
+        stat("Persistence (AOF write, AOF rewrite, RDB save)", "none",
+             target(_or_down(f"min by (instance) (redis_aof_last_write_status{{{NODE}}})"),
+                    "{{instance}} aof"),
+             target(_or_down(f"min by (instance) (redis_aof_last_bgrewrite_status{{{NODE}}})"),
+                    "{{instance}} rewrite"),
+             target(_or_down(f"min by (instance) (redis_rdb_last_bgsave_status{{{NODE}}})"),
+                    "{{instance}} rdb"),
+             w=18, defaults={"mappings": mapping({"1": ("ok", "green"), "0": ("err", "red"),
+                                                  "-1": ("DOWN", "red")}),
+                             "thresholds": thresholds((None, "red"), (1, "green"))},
+             description="RedisPersistenceFailing pages on an error."),
         panel("table", "Node roles", "none",
               [target(f"max by (instance, role, redis_version) (redis_instance_info{{{NODE}}})",
                       instant=True, fmt="table")],
@@ -294,6 +376,28 @@ def redis_cluster() -> dict:
              colorMode="value",
              description="Nodes the cluster knows, seen from any node; a node that stopped "
                          "still counts here while its redis_up reads 0."),
+        row("Replication"),
+        stat("Replication link (replicas) / role", "none",
+             target(_or_down(f"max by (instance) (redis_master_link_up{{{NODE}}}) or max by "
+                             f'(instance) (redis_instance_info{{{NODE}, role="master"}}) * 0 + 2'),
+                    "{{instance}}"), w=8,
+             defaults={"mappings": mapping({"1": ("link up", "green"), "0": ("link DOWN", "red"),
+                                            "2": ("master", "blue"), "-1": ("DOWN", "red")}),
+                       "thresholds": thresholds((None, "red"), (1, "green"))},
+             description="A replica's link to its master (RedisReplicationLinkDown); masters "
+                         "show as such."),
+        stat("Replicas per master", "none",
+             target(f"max by (instance) (redis_connected_slaves{{{NODE}}}) and on (instance) "
+                    f'redis_instance_info{{{NODE}, role="master"}}', "{{instance}}"), w=8,
+             defaults={"thresholds": thresholds((None, "orange"), (1, "green"))},
+             description="RedisMasterWithoutReplica warns on 0 where the deployment has "
+                         "replicas."),
+        ts("Replication lag (bytes)", "bytes",
+           target(f"max by (instance, slave_ip, slave_port) (redis_master_repl_offset{{{NODE}}} "
+                  f"- on (instance) group_right redis_connected_slave_offset_bytes{{{NODE}}}) "
+                  f"or max by (instance) (redis_master_repl_offset{{{NODE}}}) * 0",
+                  "{{instance}} → {{slave_ip}}:{{slave_port}}"), w=8,
+           description="Master offset minus each replica's; masters without replicas read 0."),
         row("Load"),
         ts("Commands/s per node", "ops",
            target(f"sum by (instance) (rate({cmds}{{{NODE}}}[{RI}]))", "{{instance}}"),
@@ -319,8 +423,22 @@ def redis_cluster() -> dict:
            description="RedisMemoryNearMax warns at 90 % of maxmemory."),
         ts("Keys per node", "none",
            target(f"sum by (instance) (redis_db_keys{{{NODE}}})", "{{instance}}")),
-        ts("Connected clients", "none",
-           target(f"redis_connected_clients{{{NODE}}}", "{{instance}}")),
+        ts("Clients (connected / blocked / rejected/s)", "none",
+           target(f"redis_connected_clients{{{NODE}}}", "{{instance}} connected"),
+           target(f"redis_blocked_clients{{{NODE}}}", "{{instance}} blocked"),
+           target(f"rate(redis_rejected_connections_total{{{NODE}}}[{RI}])",
+                  "{{instance}} rejected/s"),
+           description="RedisRejectedConnections warns on any rejection (maxclients)."),
+        ts("Keyspace hit ratio", "percentunit",
+           target(f"sum by (instance) (rate(redis_keyspace_hits_total{{{NODE}}}[{RI}])) / "
+                  f"(sum by (instance) (rate(redis_keyspace_hits_total{{{NODE}}}[{RI}])) + "
+                  f"sum by (instance) (rate(redis_keyspace_misses_total{{{NODE}}}[{RI}])) > 0)"
+                  f" or max by (instance) (redis_up{{{NODE}}}) * 0", "{{instance}}"),
+           description="Reads that found their key; 0 where nothing was read."),
+        ts("Memory used / system", "percentunit",
+           target(f"redis_memory_used_bytes{{{NODE}}} / redis_total_system_memory_bytes"
+                  f"{{{NODE}}}", "{{instance}}"),
+           description="RedisMemoryNearSystemLimit warns at 80 % on nodes without maxmemory."),
         ts("Expired and evicted keys/s", "ops",
            target(f"sum by (instance) (rate(redis_expired_keys_total{{{NODE}}}[{RI}]))",
                   "{{instance}} expired"),
@@ -332,6 +450,8 @@ def redis_cluster() -> dict:
            target(f"redis_exporter_last_scrape_duration_seconds{{{NODE}}}", "{{instance}}"),
            w=24),
     ]
+    for p in panels:
+        _down_not_missing(p)
     variables = [query_var("node", 'label_values(redis_up{job="redis"}, instance)', "Node")]
     return dashboard("watchlog-redis-cluster", "watchlog / Redis cluster",
                      "Per node: up, load, memory, keys, clients, cluster state, slots and role.",
@@ -342,6 +462,12 @@ def redis_cluster() -> dict:
 
 AT = 'activity_type=~"$activity_type"'
 ING = "watchlog_logs_ingested_total"
+EXT_UP = 'sum(up{job="extractor"})'
+# The consumer reads these gauges from Redis at scrape time; when that read fails they are
+# absent. `or` -1, mapped to "unreadable": the panel says the figure is unknown, not "No data".
+UNREADABLE = " or on () (max(watchlog_scrape_read_ok) == 0) - 1"
+UNREADABLE_MAP = {"mappings": mapping({"-1": ("unreadable (Redis)", "red")})}
+SIM_UP = 'sum(up{job="simulator"})'
 
 
 def activity() -> dict:
@@ -351,11 +477,12 @@ def activity() -> dict:
     ext = "watchlog_extractor_{}_total"
     panels = [
         row("Fleet today (UTC)"),
-        stat("Active users today", "none", target("max(watchlog_fleet_active_users)", "users"),
-             w=6, colorMode="value"),
+        stat("Active users today", "none",
+             target("max(watchlog_fleet_active_users)" + UNREADABLE, "users"),
+             w=6, colorMode="value", defaults=UNREADABLE_MAP),
         stat("Logs today", "none",
-             target(f"sum(max by (activity_type) (watchlog_fleet_logs_today{{{AT}}}))", "logs"),
-             w=6, colorMode="value"),
+             target(f"sum(max by (activity_type) (watchlog_fleet_logs_today{{{AT}}}))"
+                    + UNREADABLE, "logs"), w=6, colorMode="value", defaults=UNREADABLE_MAP),
         stat("Ingested logs/s", "cps", target(f"sum({created})", "created"), w=6,
              colorMode="value"),
         stat("Duplicate share", "percentunit",
@@ -363,11 +490,8 @@ def activity() -> dict:
                     "duplicates"), w=6,
              description="Retries and replays the idempotent write recognised and skipped."),
         ts("Logs today by activity type", "none",
-           target(f"max by (activity_type) (watchlog_fleet_logs_today{{{AT}}})",
-                  "{{activity_type}}")),
-        ts("Average heart rate by activity type", "suffix: bpm",
-           target(f"max by (activity_type) (watchlog_fleet_heart_rate_avg{{{AT}}})",
-                  "{{activity_type}}")),
+           target(f"max by (activity_type) (watchlog_fleet_logs_today{{{AT}}})" + UNREADABLE,
+                  "{{activity_type}}"), defaults=UNREADABLE_MAP),
         row("Ingest"),
         ts("Logs ingested/s by activity type", "cps", target(created, "{{activity_type}}")),
         ts("Duplicates/s by activity type", "cps",
@@ -378,44 +502,57 @@ def activity() -> dict:
            description="invalid, too_large, malformed, unsupported_media_type, forbidden. "
                        "A flat unlabelled 0 means no rejections."),
         ts("Batch size (events per request)", "none",
-           target(f"histogram_quantile(0.5, sum by (le) (rate(watchlog_batch_size_bucket[{RI}])))",
-                  "p50"),
-           target(f"histogram_quantile(0.95, sum by (le) (rate(watchlog_batch_size_bucket[{RI}])))",
-                  "p95"),
+           # Sizes are whole numbers: the quantile interpolated inside a bucket is rounded up
+           # (all batches of 1 read p50 1, not the 0.5 of the (0, 1] bucket's midpoint).
+           target("ceil(histogram_quantile(0.5, sum by (le) (rate(watchlog_batch_size_bucket"
+                  f"[{RI}]))))", "p50"),
+           target("ceil(histogram_quantile(0.95, sum by (le) (rate(watchlog_batch_size_bucket"
+                  f"[{RI}]))))", "p95"),
            target(f"sum(rate(watchlog_batch_size_sum[{RI}])) / sum(rate(watchlog_batch_size_count"
                   f"[{RI}]))", "mean")),
         ts("Redis ingest latency p99", "s",
            target(_quantile(0.99, "job", "watchlog_redis_command_duration_seconds",
                             'operation="ingest"'), "{{job}} ingest"), w=24),
         row("Extraction"),
+        stat("Extractor and simulator up", "none",
+             target('up{job=~"extractor|simulator"}', "{{job}}"), w=8,
+             defaults=UP_DOWN["defaults"]),
+        ts("Oldest waiting log per extractor", "s",
+           target("max by (extractor) (watchlog_extraction_oldest_waiting_seconds)"
+                  + UNREADABLE, "{{extractor}}"), w=16, defaults=UNREADABLE_MAP,
+           description="Age of the oldest log not yet acknowledged; WatchlogExtractionStalled "
+                       "at 5 minutes."),
         ts("Extraction lag (not yet delivered)", "none",
-           target("max by (extractor) (watchlog_extraction_lag)", "{{extractor}}"),
+           target("max by (extractor) (watchlog_extraction_lag)" + UNREADABLE, "{{extractor}}"),
+           defaults=UNREADABLE_MAP,
            description="WatchlogExtractionLagGrowing: above 1000 and still growing for 10m."),
         ts("Extraction pending (delivered, not acknowledged)", "none",
-           target("max by (extractor) (watchlog_extraction_pending)", "{{extractor}}")),
+           target("max by (extractor) (watchlog_extraction_pending)" + UNREADABLE,
+                  "{{extractor}}"), defaults=UNREADABLE_MAP),
         ts("Redelivered entries/s", "cps",
-           target(f"sum by (extractor) (rate(watchlog_extraction_redelivered_total[{RI}]))"
-                  " or max by (extractor) (watchlog_extraction_lag) * 0", "{{extractor}}"),
+           target(f"sum(rate(watchlog_extraction_redelivered_total[{RI}]))", "redelivered"),
            description="Batches not acknowledged within WATCHLOG_EXTRACT_VISIBILITY_S."),
         ts("Extractor client", "cps",
-           target(f"sum(rate({ext.format('written')}[{RI}]))", "written logs/s"),
-           target(f"sum(rate({ext.format('batches')}[{RI}]))", "batches/s"),
-           target(f"sum(rate({ext.format('errors')}[{RI}]))", "errors/s")),
+           # `or … * 0`: a stopped extractor reads 0/s (its `up` is 0), not "No data".
+           *(target(f"sum(rate({ext.format(k)}[{RI}])) or {EXT_UP} * 0", legend)
+             for k, legend in (("written", "written logs/s"), ("batches", "batches/s"),
+                               ("errors", "errors/s")))),
         row("Simulator (the watches)"),
         ts("Simulator sent / acknowledged / failed", "cps",
-           *(target(f"sum(rate({sim.format(k)}[{RI}]))", k) for k in
+           *(target(f"sum(rate({sim.format(k)}[{RI}])) or {SIM_UP} * 0", k) for k in
              ("sent", "acknowledged", "failed")),
            description="WatchlogSimulatorFailing: failed > 5 % of sent, or nothing acknowledged."),
         ts("Simulator retries and duplicates", "cps",
-           *(target(f"sum(rate({sim.format(k)}[{RI}]))", k) for k in ("retried", "duplicate")),
+           *(target(f"sum(rate({sim.format(k)}[{RI}])) or {SIM_UP} * 0", k)
+             for k in ("retried", "duplicate")),
            description="A retry after an abort_after fault comes back as a duplicate: "
                        "the write was committed the first time."),
     ]
     variables = [query_var("activity_type", f"label_values({ING}, activity_type)",
                            "Activity type", all_value=".*")]
     return dashboard("watchlog-activity", "watchlog / Activity",
-                     "What the watches send: logs per activity type, users, heart rate, "
-                     "duplicates, rejections, batches, extraction and the simulators.",
+                     "What the watches send: logs per activity type, users, duplicates, "
+                     "rejections, batches, extraction and the simulators.",
                      panels, variables)
 
 

@@ -9,6 +9,7 @@ event id: label values come from fixed sets (routes are URL rules, not paths).
 from __future__ import annotations
 
 import os
+import platform
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -22,16 +23,22 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Metric,
+    ProcessCollector,
     generate_latest,
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+import watchlog
 from watchlog.launcher.procs import alive
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+# Up to 10 s: a command waits up to the client's 2 s socket timeout (more across a failover's
+# retries); buckets that stopped at 1 s capped every quantile at 1.0 exactly when it mattered.
+REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 
 HTTP_REQUESTS = Counter(
@@ -58,8 +65,16 @@ WRITES_REFUSED = Counter(
     "watchlog_writes_refused",
     "Writes answered 503 because fewer replicas confirmed them than WATCHLOG_WAIT_REPLICAS",
     ["reason"])
+# No extractor label: names are chosen by readers, and a counter keeps every label set it
+# ever saw until the process restarts. The per-extractor view is the bounded scrape-time lag.
 EXTRACTION_REDELIVERED = Counter(
-    "watchlog_extraction_redelivered", "Extraction entries delivered again", ["extractor"])
+    "watchlog_extraction_redelivered", "Extraction entries delivered again")
+SCRAPE_READ_FAILURES = Counter(
+    "watchlog_scrape_read_failures", "Scrape-time reads from Redis that failed "
+    "(their gauges are missing from that scrape)", ["service"])
+# Scrape-time gauges name at most this many extractors (the most behind first); the rest are
+# summed under extractor="_other", so a reader creating names cannot grow the exposition.
+MAX_LABELLED_EXTRACTORS = 10
 
 
 def child_cache(metric: Any) -> Callable[..., Any]:
@@ -93,17 +108,31 @@ def timed(operation: str) -> Iterator[None]:
 
 
 class ScrapeTimeGauges:
-    """A collector whose gauges are computed when Prometheus scrapes (from Redis)."""
+    """A collector whose gauges are computed when Prometheus scrapes (from Redis).
 
-    def __init__(self, read: Callable[[], list[tuple[str, str, dict[str, str], float]]]):
-        self.read = read
+    A failed read leaves its gauges out of the scrape (a made-up value would lie) and says so
+    twice: ``watchlog_scrape_read_ok`` is 0 in the same scrape, and
+    ``watchlog_scrape_read_failures_total`` counts it (alerts need not wait for a vanished
+    gauge, which no threshold can catch).
+    """
+
+    def __init__(self, read: Callable[[], list[tuple[str, str, dict[str, str], float]]],
+                 service: str = "consumer"):
+        self.read, self.service = read, service
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families: dict[str, GaugeMetricFamily] = {}
+        ok = GaugeMetricFamily("watchlog_scrape_read_ok",
+                               "1 if this scrape's reads from Redis succeeded, else 0",
+                               labels=["service"])
         try:
             samples = self.read()
+            ok.add_metric([self.service], 1)
         except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
             samples = []
+            ok.add_metric([self.service], 0)
+            SCRAPE_READ_FAILURES.labels(self.service).inc()
+        yield ok
         for name, doc, labels, value in samples:
             fam = families.get(name)
             if fam is None:
@@ -113,6 +142,7 @@ class ScrapeTimeGauges:
 
 
 _DB_PID = re.compile(r"_live\w*_(\d+)\.db$")
+_ANY_PID = re.compile(r"_(\d+)\.db$")
 
 
 def forget_dead_workers() -> list[int]:
@@ -132,16 +162,88 @@ def forget_dead_workers() -> list[int]:
     return dead
 
 
-def render(extra: object | None = None) -> tuple[bytes, str]:
-    """Return the exposition text of this process (or of all workers) plus ``extra``."""
+def build_info(service: str) -> GaugeMetricFamily:
+    """Return ``watchlog_build_info{service, version, python}`` = 1."""
+    fam = GaugeMetricFamily("watchlog_build_info", "watchlog version running, always 1",
+                            labels=["service", "version", "python"])
+    fam.add_metric([service, watchlog.__version__, platform.python_version()], 1)
+    return fam
+
+
+class BuildInfo:
+    """A collector yielding ``watchlog_build_info`` (for the clients' own registries)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield build_info(self.service)
+
+
+def client_registry(service: str) -> CollectorRegistry:
+    """Return a registry for a client (simulator, extractor): process metrics and build info."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    registry.register(BuildInfo(service))  # type: ignore[arg-type]
+    return registry
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid
+
+
+class WorkerProcesses:
+    """``process_*`` of a multi-process server: summed over the serving process and workers.
+
+    prometheus_client's own process collector describes only the process that answers the
+    scrape (one worker of several, a different one each time). This one reads every live
+    worker named in ``PROMETHEUS_MULTIPROC_DIR`` and the server process that forked them.
+    """
+
+    SUMMED = ("process_cpu_seconds_total", "process_resident_memory_bytes",
+              "process_virtual_memory_bytes", "process_open_fds")
+
+    def collect(self) -> Iterator[Any]:
+        d = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+        pids = {int(m.group(1)) for f in (os.listdir(d) if os.path.isdir(d) else [])
+                if (m := _ANY_PID.search(f))} | {os.getpid(), os.getppid()}
+        totals: dict[str, float] = {}
+        start = float("inf")
+        families: dict[str, Any] = {}
+        for pid in sorted(p for p in pids if p > 1 and alive(p)):
+            for fam in ProcessCollector(pid=_constant(pid), registry=None).collect():
+                families.setdefault(fam.name, fam)
+                for sample in fam.samples:
+                    if sample.name in self.SUMMED:
+                        totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+                    elif sample.name == "process_start_time_seconds":
+                        start = min(start, sample.value)
+        for name, fam in families.items():
+            out = Metric(name, fam.documentation, fam.type)
+            for sample in fam.samples:
+                value = totals.get(sample.name, sample.value)
+                if sample.name == "process_start_time_seconds":
+                    value = start
+                out.add_sample(sample.name, {}, value)
+            yield out
+
+
+def render(extra: object | None = None, service: str | None = None) -> tuple[bytes, str]:
+    """Return the exposition text of this process (or of all workers) plus ``extra``.
+
+    With ``service``, also ``watchlog_build_info`` and the process metrics of every worker.
+    """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         text = generate_latest(registry)
+        processes: object = WorkerProcesses()
     else:
-        text = generate_latest(REGISTRY)
-    if extra is not None:
-        scraped = CollectorRegistry()
-        scraped.register(extra)  # type: ignore[arg-type]
-        text += generate_latest(scraped)
+        text = generate_latest(REGISTRY)  # already has this process's process_* metrics
+        processes = None
+    scraped = CollectorRegistry()
+    for collector in (extra, processes, BuildInfo(service) if service else None):
+        if collector is not None:
+            scraped.register(collector)  # type: ignore[arg-type]
+    text += generate_latest(scraped)
     return text, CONTENT_TYPE_LATEST

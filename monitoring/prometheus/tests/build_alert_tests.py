@@ -39,10 +39,11 @@ def alert(name: str, labels: dict[str, str], value: str = "") -> dict[str, Any]:
 
     def render(text: str) -> str:
         text = re.sub(r"\{\{ \$value( \| \w+)? \}\}", value, text)
-        return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
+        return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), text)
 
     rule = RULES[name]
-    return {"exp_labels": {**labels, "severity": rule["labels"]["severity"]},
+    extra = {k: render(v) for k, v in rule["labels"].items()}
+    return {"exp_labels": {**labels, **extra},
             "exp_annotations": {k: render(v) for k, v in rule["annotations"].items()}}
 
 
@@ -52,6 +53,12 @@ def check(at: str, name: str, *alerts: dict[str, Any]) -> dict[str, Any]:
 
 def series(name: str, values: str) -> dict[str, str]:
     return {"series": name, "values": values}
+
+
+def tsdb_since(seconds: int, minutes: int) -> dict[str, str]:
+    """Prometheus' oldest sample is at ``seconds`` (test time starts at 0)."""
+    return series('prometheus_tsdb_lowest_timestamp_seconds{job="prometheus",'
+                  'instance="prometheus:9090"}', f"{seconds}x{minutes}")
 
 
 def requests(svc: str, route: str, status: str, per_min: int, minutes: int, *,
@@ -73,8 +80,13 @@ def simulator(instance: str, sent: int, acked: int, failed: int) -> list[dict[st
             for k, n in (("sent", sent), ("acknowledged", acked), ("failed", failed))]
 
 
-def redis(metric: str, node: int, values: str, job: str = "redis") -> dict[str, str]:
-    return series(f'{metric}{{job="{job}",instance="redis-node-{node}:6379"}}', values)
+def redis(metric: str, node: int, values: str, job: str = "redis", **labels: str) -> dict[str, str]:
+    extra = "".join(f',{k}="{v}"' for k, v in labels.items())
+    return series(f'{metric}{{job="{job}",instance="redis-node-{node}:6379"{extra}}}', values)
+
+
+def node(n: int) -> dict[str, str]:
+    return {"job": "redis", "instance": f"redis-node-{n}:6379"}
 
 
 def service_cases() -> list[Case]:
@@ -92,7 +104,72 @@ def service_cases() -> list[Case]:
             check("2m", "WatchlogServiceDown",
                   alert("WatchlogServiceDown", {"job": "producer",
                                                 "instance": "producer-app:5001"})),
+            # A stopped simulator is the client alert's business, a warning.
+            check("2m", "WatchlogClientDown",
+                  alert("WatchlogClientDown", {"job": "simulator",
+                                               "instance": "producer-client:9101"})),
         ],
+    }, {
+        "name": "WatchlogServiceDown: an API with no target at all (a stopped compose "
+                "container drops out of DNS) pages too",
+        "interval": "15s",
+        "input_series": [series('up{job="producer",instance="producer-app:5001"}', "1x12")],
+        "alert_rule_test": [
+            check("2m", "WatchlogServiceDown", alert("WatchlogServiceDown", {"job": "consumer"})),
+        ],
+    }, {
+        "name": "WatchlogServiceDown / WatchlogClientDown: a 45 s restart is a near miss",
+        "interval": "15s",
+        "input_series": [
+            series('up{job="producer",instance="producer-app:5001"}', "1 0 0 0 1x8"),
+            series('up{job="consumer",instance="consumer-app:5002"}', "1x12"),
+            series('up{job="extractor",instance="consumer-client:9102"}', "1 0 0 0 1x8"),
+        ],
+        "alert_rule_test": [check("2m", "WatchlogServiceDown"),
+                            check("2m", "WatchlogClientDown")],
+    }, {
+        "name": "WatchlogClientDown: a stopped extractor warns after 1m",
+        "interval": "15s",
+        "input_series": [series('up{job="extractor",instance="consumer-client:9102"}',
+                                "1 0x11")],
+        "alert_rule_test": [
+            check("2m", "WatchlogClientDown",
+                  alert("WatchlogClientDown", {"job": "extractor",
+                                               "instance": "consumer-client:9102"})),
+        ],
+    }, {
+        "name": "PrometheusNotificationsFailing: failed sends warn; a healthy link does not",
+        "interval": "15s",
+        "input_series": [
+            series('prometheus_notifications_errors_total{job="prometheus",'
+                   'instance="prometheus:9090",alertmanager="http://alertmanager:9093/api/v2/alerts"}',
+                   "0+1x40"),
+            series('prometheus_notifications_alertmanagers_discovered{job="prometheus",'
+                   'instance="prometheus:9090"}', "1x40"),
+        ],
+        "alert_rule_test": [
+            check("1m", "PrometheusNotificationsFailing"),
+            check("5m", "PrometheusNotificationsFailing",
+                  alert("PrometheusNotificationsFailing",
+                        {"job": "prometheus", "instance": "prometheus:9090",
+                         "alertmanager": "http://alertmanager:9093/api/v2/alerts"}, "66.67m")),
+        ],
+    }, {
+        "name": "PrometheusNotificationsFailing: an Alertmanager that answers stays quiet",
+        "interval": "15s",
+        "input_series": [
+            series('prometheus_notifications_errors_total{job="prometheus",'
+                   'instance="prometheus:9090",alertmanager="http://alertmanager:9093/api/v2/alerts"}',
+                   "0x40"),
+            series('prometheus_notifications_alertmanagers_discovered{job="prometheus",'
+                   'instance="prometheus:9090"}', "1x40"),
+        ],
+        "alert_rule_test": [check("5m", "PrometheusNotificationsFailing")],
+    }, {
+        "name": "Watchdog: always firing (the dead man's switch)",
+        "interval": "1m",
+        "input_series": [],
+        "alert_rule_test": [check("1m", "Watchdog", alert("Watchdog", {}))],
     }]
 
 
@@ -102,6 +179,7 @@ def slo_cases() -> list[Case]:
         "name": "WatchlogErrorBudgetBurnFast: 9% real 500s for 70m fire through the 1h/5m pair",
         "interval": "1m",
         "input_series": [
+            tsdb_since(0, 80),
             requests("producer", ACT, "201", 600, 80), requests("producer", ACT, "500", 60, 80),
             requests("consumer", USER, "200", 600, 80, method="GET"),
             # /metrics scrapes are outside the SLO population.
@@ -110,9 +188,9 @@ def slo_cases() -> list[Case]:
         "alert_rule_test": [
             check("70m", "WatchlogErrorBudgetBurnFast",
                   alert("WatchlogErrorBudgetBurnFast", {"service": "producer"}, "9.091%")),
-            # A fast burn is also a slow one; Alertmanager inhibits the ticket while it pages.
-            check("70m", "WatchlogErrorBudgetBurnSlow",
-                  alert("WatchlogErrorBudgetBurnSlow", {"service": "producer"}, "9.091%")),
+            # A fast burn is also a slow one (Alertmanager inhibits the ticket while it pages),
+            # but 70 minutes of data are too young for the 1d window: no ticket yet.
+            check("70m", "WatchlogErrorBudgetBurnSlow"),
         ],
         "promql_expr_test": [{
             "expr": "round(service:watchlog_slo_errors:ratio_rate5m, 0.0001)", "eval_time": "70m",
@@ -122,6 +200,7 @@ def slo_cases() -> list[Case]:
         "name": "WatchlogErrorBudgetBurnFast: 1% real 503s for 7h fire through the 6h/30m pair",
         "interval": "1m",
         "input_series": [
+            tsdb_since(0, 430),
             requests("consumer", "/v1/reports/daily", "200", 990, 430, method="GET"),
             requests("consumer", "/v1/reports/daily", "503", 10, 430, method="GET"),
         ],
@@ -161,6 +240,7 @@ def slo_cases() -> list[Case]:
         "name": "WatchlogErrorBudgetBurnSlow: 0.5% real errors for a day open a ticket, not a page",
         "interval": "1m",
         "input_series": [
+            tsdb_since(0, 1560),
             requests("consumer", "/v1/reports/daily", "200", 995, 1560, method="GET"),
             requests("consumer", "/v1/reports/daily", "500", 5, 1560, method="GET"),
         ],
@@ -177,6 +257,30 @@ def slo_cases() -> list[Case]:
             requests("consumer", "/v1/reports/daily", "500", 1, 1560, method="GET"),
         ],
         "alert_rule_test": [check("25h", "WatchlogErrorBudgetBurnSlow")],
+    }, {
+        "name": "WatchlogErrorBudgetBurnSlow: a failover's 3 errors in a young Prometheus "
+                "(2 minutes of data) neither page nor open a ticket",
+        "interval": "1m",
+        "input_series": [
+            # Prometheus started 2 minutes before the evaluation: every window holds 2 minutes.
+            tsdb_since(86280, 1442),
+            series(REQ % ("producer", ACT, "POST", "201", "false"), "_x1438 0 300 600 900"),
+            series(REQ % ("producer", ACT, "POST", "503", "false"), "_x1438 0 3 3 3"),
+        ],
+        "alert_rule_test": [check("24h", "WatchlogErrorBudgetBurnSlow"),
+                            check("24h", "WatchlogErrorBudgetBurnFast")],
+    }, {
+        "name": "WatchlogErrorBudgetBurnFast: 50% errors on 20 requests an hour are too thin "
+                "to page",
+        "interval": "1m",
+        "input_series": [
+            tsdb_since(0, 80),
+            series(REQ % ("consumer", "/v1/reports/daily", "GET", "200", "false"),
+                   "0+0.2x80"),
+            series(REQ % ("consumer", "/v1/reports/daily", "GET", "500", "false"),
+                   "0+0.2x80"),
+        ],
+        "alert_rule_test": [check("70m", "WatchlogErrorBudgetBurnFast")],
     }]
 
 
@@ -217,6 +321,7 @@ def redis_cases() -> list[Case]:
             redis("up", 1, "1x12"), redis("up", 2, "1x12"),
             # Hung node: the exporter answers after the scrape timeout, so no redis_up at all.
             redis("up", 3, "1 0x11"),
+            series('up{job="redis_exporter",instance="redis-exporter:9121"}', "1x12"),
         ],
         "alert_rule_test": [
             check("30s", "RedisNodeDown"),
@@ -273,8 +378,163 @@ def redis_cases() -> list[Case]:
     }]
 
 
-def pipeline_cases() -> list[Case]:
+def redis_more_cases() -> list[Case]:
+    exporter = 'up{job="redis_exporter",instance="redis-exporter:9121"}'
     return [{
+        "name": "RedisExporterDown: a hung exporter pages once, as itself; no RedisNodeDown "
+                "while every node scrape fails with it",
+        "interval": "15s",
+        "input_series": [
+            series(exporter, "1 0x11"),
+            # The exporter is paused: every node scrape times out; no redis_up is reported.
+            *(redis("up", n, "1 0x11") for n in (1, 2, 3)),
+            *(redis("redis_up", n, "1 _x11") for n in (1, 2, 3)),
+        ],
+        "alert_rule_test": [
+            check("2m", "RedisExporterDown",
+                  alert("RedisExporterDown",
+                        {"job": "redis_exporter", "instance": "redis-exporter:9121"})),
+            check("2m", "RedisNodeDown"),
+        ],
+    }, {
+        "name": "RedisExporterDown: an exporter that answers stays quiet; one missing from "
+                "the targets pages",
+        "interval": "15s",
+        "input_series": [series(exporter, "1x12")],
+        "alert_rule_test": [check("2m", "RedisExporterDown")],
+    }, {
+        "name": "RedisMemoryNearSystemLimit: no maxmemory and 85% of the machine warns; "
+                "85% with a maxmemory set, or 50%, do not",
+        "interval": "1m",
+        "input_series": [
+            redis("redis_memory_used_bytes", 1, "85x10"),
+            redis("redis_total_system_memory_bytes", 1, "100x10"),
+            redis("redis_memory_max_bytes", 1, "0x10"),
+            redis("redis_memory_used_bytes", 2, "85x10"),
+            redis("redis_total_system_memory_bytes", 2, "100x10"),
+            redis("redis_memory_max_bytes", 2, "90x10"),
+            redis("redis_memory_used_bytes", 3, "50x10"),
+            redis("redis_total_system_memory_bytes", 3, "100x10"),
+            redis("redis_memory_max_bytes", 3, "0x10"),
+        ],
+        "alert_rule_test": [
+            check("3m", "RedisMemoryNearSystemLimit"),
+            check("6m", "RedisMemoryNearSystemLimit",
+                  alert("RedisMemoryNearSystemLimit", node(1), "85%")),
+        ],
+    }, {
+        "name": "RedisMasterWithoutReplica: after a failover the promoted master runs alone",
+        "interval": "15s",
+        "input_series": [
+            redis("redis_instance_info", 1, "1x12", role="master"),
+            redis("redis_connected_slaves", 1, "1x12"),
+            redis("redis_instance_info", 2, "1x12", role="master"),
+            redis("redis_connected_slaves", 2, "0x12"),
+        ],
+        "alert_rule_test": [
+            check("30s", "RedisMasterWithoutReplica"),
+            check("2m", "RedisMasterWithoutReplica",
+                  alert("RedisMasterWithoutReplica", node(2))),
+        ],
+    }, {
+        "name": "RedisMasterWithoutReplica: a deployment without replicas is not degraded",
+        "interval": "15s",
+        "input_series": [
+            *(redis("redis_instance_info", n, "1x12", role="master") for n in (1, 2, 3)),
+            *(redis("redis_connected_slaves", n, "0x12") for n in (1, 2, 3)),
+        ],
+        "alert_rule_test": [check("2m", "RedisMasterWithoutReplica")],
+    }, {
+        "name": "RedisReplicationLinkDown: a replica whose link is down for 1m warns; "
+                "a 30 s blip does not",
+        "interval": "15s",
+        "input_series": [redis("redis_master_link_up", 4, "1 0x11"),
+                         redis("redis_master_link_up", 5, "1 0 0 1x9")],
+        "alert_rule_test": [
+            check("45s", "RedisReplicationLinkDown"),
+            check("2m", "RedisReplicationLinkDown",
+                  alert("RedisReplicationLinkDown", node(4))),
+        ],
+    }, {
+        "name": "RedisReplicationLag: a replica 20 MiB behind for 2m warns; 1 MiB does not",
+        "interval": "15s",
+        "input_series": [
+            redis("redis_master_repl_offset", 1, "0+10485760x20"),
+            redis("redis_connected_slave_offset_bytes", 1, "0+10485760x20",
+                  slave_ip="10.0.0.4", slave_port="6379"),
+            redis("redis_master_repl_offset", 2, "20971520+1048576x20"),
+            redis("redis_connected_slave_offset_bytes", 2, "0+1048576x20",
+                  slave_ip="10.0.0.5", slave_port="6379"),
+            redis("redis_master_repl_offset", 3, "1048576+1048576x20"),
+            redis("redis_connected_slave_offset_bytes", 3, "0+1048576x20",
+                  slave_ip="10.0.0.6", slave_port="6379"),
+        ],
+        "alert_rule_test": [
+            check("1m", "RedisReplicationLag"),
+            check("3m", "RedisReplicationLag",
+                  alert("RedisReplicationLag",
+                        {**node(2), "slave_ip": "10.0.0.5", "slave_port": "6379"}, "20Mi")),
+        ],
+    }, {
+        "name": "RedisPersistenceFailing: a failed AOF write pages; healthy persistence "
+                "does not",
+        "interval": "15s",
+        "input_series": [
+            redis("redis_aof_last_write_status", 1, "1 0x11"),
+            redis("redis_aof_last_bgrewrite_status", 1, "1x12"),
+            redis("redis_aof_last_write_status", 2, "1x12"),
+            redis("redis_aof_last_bgrewrite_status", 2, "1x12"),
+            redis("redis_rdb_last_bgsave_status", 2, "1x12"),
+        ],
+        "alert_rule_test": [
+            check("30s", "RedisPersistenceFailing"),
+            check("2m", "RedisPersistenceFailing", alert("RedisPersistenceFailing", node(1))),
+        ],
+    }, {
+        "name": "RedisRejectedConnections: refused connections warn; a flat counter does not",
+        "interval": "1m",
+        "input_series": [redis("redis_rejected_connections_total", 1, "0 0 5 5 5 5 5"),
+                         redis("redis_rejected_connections_total", 2, "7x6")],
+        "alert_rule_test": [
+            check("1m", "RedisRejectedConnections"),
+            check("3m", "RedisRejectedConnections",
+                  alert("RedisRejectedConnections", node(1), "5")),
+            check("6m", "RedisRejectedConnections",
+                  alert("RedisRejectedConnections", node(1), "5")),
+        ],
+    }]
+
+
+def pipeline_cases() -> list[Case]:
+    age = ('watchlog_extraction_oldest_waiting_seconds'
+           '{job="consumer",instance="consumer-app:5002",extractor="%s"}')
+    read_ok = ('watchlog_scrape_read_ok'
+               '{job="consumer",instance="consumer-app:5002",service="consumer"}')
+    return [{
+        "name": "WatchlogExtractionStalled: a log waiting 5 minutes warns; a follower that "
+                "keeps up (its oldest 15 s) does not",
+        "interval": "1m",
+        "input_series": [series(age % "reports", "0+60x10"), series(age % "warehouse", "15x10")],
+        "alert_rule_test": [
+            check("5m", "WatchlogExtractionStalled"),
+            check("7m", "WatchlogExtractionStalled",
+                  alert("WatchlogExtractionStalled", {"extractor": "reports"}, "7m 0s")),
+        ],
+    }, {
+        "name": "WatchlogScrapeReadsFailing: gauges unreadable for a minute warn; one failed "
+                "scrape does not",
+        "interval": "15s",
+        "input_series": [series(read_ok, "1 0x11"),
+                         series(read_ok.replace("consumer-app:5002", "consumer-app-2:5002"),
+                                "1 0 1x10")],
+        "alert_rule_test": [
+            check("45s", "WatchlogScrapeReadsFailing"),
+            check("2m", "WatchlogScrapeReadsFailing",
+                  alert("WatchlogScrapeReadsFailing",
+                        {"job": "consumer", "instance": "consumer-app:5002",
+                         "service": "consumer"})),
+        ],
+    }, {
         "name": "WatchlogExtractionLagGrowing: a large, growing backlog warns; "
                 "large-but-flat or small ones do not",
         "interval": "1m",
@@ -322,7 +582,7 @@ def render() -> str:
     doc = {"rule_files": ["../rules/recording.yml", "../rules/alerts.yml"],
            "evaluation_interval": "1m",
            "tests": [*service_cases(), *slo_cases(), *latency_cases(), *redis_cases(),
-                     *pipeline_cases()]}
+                     *redis_more_cases(), *pipeline_cases()]}
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True)
 
 

@@ -20,6 +20,8 @@ COMMANDS = {
     "down": ("watchlog.launcher.cli", "down"),
     "status": ("watchlog.launcher.cli", "status"),
     "chaos": ("watchlog.launcher.chaos", "chaos"),
+    "alerts": ("watchlog.alerts", "alerts"),
+    "alert-sink": ("watchlog.alerts", "alert_sink"),
 }
 
 

@@ -266,19 +266,22 @@ def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
               help="Drop this share of batches on purpose (redelivered after the timeout).")
 @click.option("--seed", type=int, default=None, help="Seed of --drop-rate's decisions.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address /metrics listens on (0.0.0.0 to let another host scrape it).")
 @url_option
 @state_dir_option
 @json_option
 def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_items: int,
             visibility_timeout: int | None, drop_rate: float, seed: int | None,
-            metrics_port: int | None, url: str, state: StateDir, as_json: bool) -> None:
+            metrics_port: int | None, metrics_host: str, url: str, state: StateDir,
+            as_json: bool) -> None:
     """Extract logs incrementally into DIR, each exactly once, one NDJSON file per batch."""
     from prometheus_client import start_http_server
 
     from watchlog.consumer.extractor import REGISTRY, ExtractError, Extractor
 
     if metrics_port:
-        start_http_server(metrics_port, registry=REGISTRY)
+        start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
     out_dir = out_dir or output_root(state) / "extracts" / name
     stop = threading.Event()
     # A stop signal also cuts short a wait between two retries: `docker stop` gets a clean

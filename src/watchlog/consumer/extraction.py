@@ -48,19 +48,6 @@ def _decode(raw: bytes, kind: type[Any]) -> Any:
         raise Malformed(f"malformed JSON: {e}") from None
 
 
-_LABELS: set[str] = set()  # extractor names this process has put in a metric label
-
-
-def _label(name: str) -> str:
-    """``name`` as a label value, or ``other`` once this process has used as many names as
-    extractors may exist: names come and go, the label set stays bounded."""
-    if name not in _LABELS:
-        if len(_LABELS) >= settings().max_extractors:
-            return "other"
-        _LABELS.add(name)
-    return name
-
-
 def _create(name: str, start: str, reset: bool) -> None:
     """Create ``name``: 409 when it exists (unless ``reset``) or the cap is reached.
 
@@ -132,7 +119,7 @@ def extraction_blueprint() -> Blueprint:
         # an unknown name is NotFound (404): only PUT creates an extractor
         items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
         if redelivered:
-            metrics.EXTRACTION_REDELIVERED.labels(_label(name)).inc(redelivered)
+            metrics.EXTRACTION_REDELIVERED.inc(redelivered)
         docs = msgspec.to_builtins(schema.bodies_out([b for _, b in items]))
         return json_response({
             "items": [{"feed_id": fid, **doc} for (fid, _), doc in zip(items, docs, strict=True)],
@@ -158,23 +145,46 @@ def extraction_blueprint() -> Blueprint:
 
 
 def scrape_gauges(st: Store) -> ScrapeTimeGauges:
-    """Gauges read from Redis at scrape time: extraction lag, today's fleet figures."""
+    """Gauges read from Redis at scrape time: extraction lag and age, today's fleet figures.
+
+    Extractor names are chosen by readers: at most ``MAX_LABELLED_EXTRACTORS`` are named (the
+    most behind first), the rest summed under ``extractor="_other"``. No health figure (heart
+    rate) is exposed: ``/metrics`` has no authentication (docs/security.md).
+    """
 
     def read() -> list[tuple[str, str, dict[str, str], float]]:
         out: list[tuple[str, str, dict[str, str], float]] = []
-        for n, info in st.extractor_infos().items():
+        now_ms = int(time.time() * 1000)
+        infos = st.extractor_infos()
+        oldest = st.extractor_oldest()
+        for n, info in _bounded(infos, oldest):
             out.append(("watchlog_extraction_lag", "Logs not yet delivered to the extractor",
                         {"extractor": n}, info["lag"]))
             out.append(("watchlog_extraction_pending", "Logs delivered, not acknowledged",
                         {"extractor": n}, info["pending"]))
-        users, by_type = st.fleet_day(keys.day_of(int(time.time() * 1000)))
+            out.append(("watchlog_extraction_oldest_waiting_seconds",
+                        "Age of the oldest log the extractor has not acknowledged (0: none)",
+                        {"extractor": n},
+                        max(0, now_ms - info["oldest"]) / 1000 if info["oldest"] else 0.0))
+        users, by_type = st.fleet_day(keys.day_of(now_ms))
         out.append(("watchlog_fleet_active_users", "Users active today (UTC)", {}, users))
         for t, agg in by_type.items():
             out.append(("watchlog_fleet_logs_today", "Logs today (UTC) per activity type",
                         {"activity_type": t}, agg.get("n", 0)))
-            if agg.get("k"):
-                out.append(("watchlog_fleet_heart_rate_avg", "Average heart rate today (bpm)",
-                            {"activity_type": t}, agg["h"] / agg["k"]))
         return out
 
     return ScrapeTimeGauges(read)
+
+
+def _bounded(infos: dict[str, dict[str, int]],
+             oldest: dict[str, int]) -> list[tuple[str, dict[str, int]]]:
+    """Return (label, figures) for the most-behind extractors, the rest folded into _other."""
+    rows = sorted(((n, {**i, "oldest": oldest.get(n, 0)}) for n, i in infos.items()),
+                  key=lambda r: (r[1]["oldest"] or float("inf"), -r[1]["lag"], r[0]))
+    named, rest = rows[:metrics.MAX_LABELLED_EXTRACTORS], rows[metrics.MAX_LABELLED_EXTRACTORS:]
+    if rest:
+        ages = [r["oldest"] for _, r in rest if r["oldest"]]
+        named.append(("_other", {"lag": sum(r["lag"] for _, r in rest),
+                                 "pending": sum(r["pending"] for _, r in rest),
+                                 "oldest": min(ages) if ages else 0}))
+    return named

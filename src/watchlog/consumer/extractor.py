@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 
 from watchlog.http import Client, GaveUp, error_message
+from watchlog.metrics import client_registry
 
 log = logging.getLogger(__name__)
-REGISTRY = CollectorRegistry()
+REGISTRY = client_registry("extractor")
 WRITTEN = Counter("watchlog_extractor_written", "Logs written to disk", registry=REGISTRY)
 BATCHES = Counter("watchlog_extractor_batches", "Non-empty batches taken", registry=REGISTRY)
 ERRORS = Counter("watchlog_extractor_errors", "Failed calls to the consumer API",

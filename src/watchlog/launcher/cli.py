@@ -55,6 +55,9 @@ def failures_as_click() -> Iterator[None]:
 @click.option("--extractor-port", type=int, default=9102, show_default=True,
               help="The extractor's /metrics.")
 @click.option("--grafana-port", type=int, default=3000, show_default=True)
+@click.option("--alertmanager-port", type=int, default=9093, show_default=True)
+@click.option("--alert-sink-port", type=int, default=9095, show_default=True,
+              help="Where Alertmanager's default receiver listens (`watchlog alerts` reads it).")
 def up(masters: int, replicas: int, state_dir: Path, detach: bool, no_simulate: bool,
        no_monitoring: bool, redis_port: int, producer_port: int | None,
        consumer_port: int | None, **monitoring_ports: int) -> None:

@@ -30,6 +30,8 @@ BINARIES = {
     "redis-exporter": (("prometheus-redis-exporter", "redis_exporter"),
                        "apt-get install prometheus-redis-exporter"),
     "prometheus": (("prometheus",), "apt-get install prometheus"),
+    "alertmanager": (("prometheus-alertmanager", "alertmanager"),
+                     "apt-get install prometheus-alertmanager"),
     "grafana": (("grafana-server", "grafana"), "not packaged in Debian; see grafana.com"),
 }
 
@@ -50,6 +52,8 @@ class Ports:
     exporter: int = 9121
     prometheus: int = 9090
     grafana: int = 3000
+    alertmanager: int = 9093
+    alert_sink: int = 9095
 
 
 @dataclass
@@ -215,10 +219,12 @@ def client_services(env: dict[str, str], state: Path, host: str,
     """Return the simulator and the extractor (those installed), and notes on the others."""
     clients = {
         "simulator": ("simulate", ["--rate", "5", "--quiet", "--metrics-port",
-                                   str(ports.simulator)], ports.simulator),
+                                   str(ports.simulator), "--metrics-host", host],
+                      ports.simulator),
         "extractor": ("extract", ["--name", BUILTIN_EXTRACTOR, "--follow", "-o",
                                   str(state / "extracts"), "--metrics-port",
-                                  str(ports.extractor)], ports.extractor),
+                                  str(ports.extractor), "--metrics-host", host],
+                      ports.extractor),
     }
     services, notes = [], []
     for name, (command, args, port) in clients.items():

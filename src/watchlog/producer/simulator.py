@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import click
 import msgspec
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import Counter, start_http_server
 
 from watchlog.http import (
     Client,
@@ -34,10 +34,11 @@ from watchlog.http import (
     require_token,
     state_dir_option,
 )
+from watchlog.metrics import client_registry
 from watchlog.producer.fleet import Deferred, Dispatcher, Fleet, Plan, Unit
 
 log = logging.getLogger(__name__)
-REGISTRY = CollectorRegistry()  # our own: never clashes with the apps' metrics
+REGISTRY = client_registry("simulator")  # our own: never clashes with the apps' metrics
 
 
 def _counter(name: str, doc: str) -> Counter:
@@ -307,6 +308,8 @@ def default_rate(rate: float | None, count: int | None, duration: float | None) 
 @click.option("--offline-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Chance per log that its watch goes offline, then sends late in a burst.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address /metrics listens on (0.0.0.0 to let another host scrape it).")
 @click.option("--ack-log", type=click.Path(dir_okay=False), default=None,
               help="Append every acknowledged event_id to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
@@ -317,8 +320,8 @@ def default_rate(rate: float | None, count: int | None, duration: float | None) 
 def simulate(url: str, users: int, rate: float | None, batch: int, gzip_batches: bool,
              count: int | None, duration: float | None, seed: int | None, concurrency: int,
              drop_rate: float, offline_rate: float, metrics_port: int | None,
-             ack_log: str | None, as_json: bool, progress_every: float, quiet: bool,
-             state: StateDir) -> None:
+             metrics_host: str, ack_log: str | None, as_json: bool, progress_every: float,
+             quiet: bool, state: StateDir) -> None:
     """Simulate a fleet of watches sending activity logs to the producer."""
     rate = default_rate(rate, count, duration)
     try:
@@ -332,7 +335,8 @@ def simulate(url: str, users: int, rate: float | None, batch: int, gzip_batches:
         goal = f"{count} logs" if count is not None else (
             f"{duration:g} s" if duration is not None else "until Ctrl-C")
         click.echo(f"simulate: {goal} to {url}, {pace}", err=True)
-    server = start_http_server(metrics_port, registry=REGISTRY) if metrics_port else None
+    server = (start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
+              if metrics_port else None)
     try:
         tally = run(plan, token, quiet, progress_every)
     finally:

@@ -114,6 +114,11 @@ class Store:
         with timed("extract"), unavailable_as_503("extract"):
             return feed.infos(self.rc)
 
+    def extractor_oldest(self) -> dict[str, int]:
+        """Each extractor's oldest unacknowledged entry (ms timestamp); see feed.oldest_waiting."""
+        with timed("extract"), unavailable_as_503("extract"):
+            return feed.oldest_waiting(self.rc)
+
     def extractor_delete(self, name: str) -> int:
         """Delete an extractor; return on how many partitions it existed (0: unknown)."""
         with unavailable_as_503("extract"):

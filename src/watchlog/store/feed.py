@@ -213,3 +213,45 @@ def _absent_as(replies: list[Any], value: Any) -> list[Any]:
     return [value if isinstance(r, rx.ResponseError) and (
         "no such key" in str(r) or "requires the key to exist" in str(r)) else r
         for r in replies]
+
+
+def oldest_waiting(rc: Any) -> dict[str, int]:
+    """Return each extractor's oldest entry not yet acknowledged, as a ms timestamp.
+
+    That is the older of the first entry past the group's last delivered id (never delivered)
+    and the smallest pending id (delivered, not acknowledged). Entry ids are ``*`` ids, so
+    their first part is the time the log was added. Extractors with nothing waiting are left
+    out. Read by the consumer's scrape-time gauges (the age-based extraction alert).
+    """
+    pipe = rc.pipeline(transaction=False)
+    for p in range(P):
+        pipe.xinfo_groups(keys.feed(p))
+    asks: list[str] = []
+    pipe2 = rc.pipeline(transaction=False)
+    # As ``infos``: a partition that cannot answer raises (the scrape counts a failed read)
+    # rather than leaving its entries out of the age.
+    replies = _absent_as(pipe.execute(raise_on_error=False), [])
+    for p, reply in enumerate(_check(replies, "*")):
+        for g in reply:
+            name = g["name"].decode()
+            if g["pending"]:
+                pipe2.xpending(keys.feed(p), name)
+                asks.append(name)
+            if g.get("lag") != 0:
+                last = g["last-delivered-id"]
+                start = last.decode() if isinstance(last, bytes) else str(last)
+                pipe2.xrange(keys.feed(p), min="(" + start, count=1)
+                asks.append(name)
+    out: dict[str, int] = {}
+    for name, reply in zip(asks, _check(pipe2.execute(raise_on_error=False), "*"),
+                           strict=True):
+        if isinstance(reply, dict):
+            first = reply.get("min")
+        elif isinstance(reply, list) and reply:
+            first = reply[0][0]
+        else:
+            continue
+        if first:
+            ms = int((first.decode() if isinstance(first, bytes) else str(first)).split("-")[0])
+            out[name] = min(out.get(name, ms), ms)
+    return out

@@ -144,7 +144,11 @@ def _install_hooks(app: Flask, service: str, settings: Settings) -> None:
         requests(service, route, method, str(response.status_code), injected).inc()
         started = g.get("started")
         if started is not None:
-            durations(service, route, method).observe(time.perf_counter() - started)
+            observe = durations(service, route, method).observe
+            if response.is_streamed:  # an export: timed to its last byte, when it is closed
+                response.call_on_close(lambda: observe(time.perf_counter() - started))
+            else:
+                observe(time.perf_counter() - started)
         return response
 
     @app.teardown_request
@@ -195,7 +199,7 @@ def health_blueprint() -> Blueprint:
     def prometheus() -> Response:
         """Prometheus exposition of every worker's metrics."""
         extra = current_app.extensions.get("watchlog_scrape_gauges")
-        text, ctype = metrics.render(extra)
+        text, ctype = metrics.render(extra, current_app.config["SERVICE"])
         return Response(text, headers={"Content-Type": ctype})
 
     @bp.get("/openapi.json")
