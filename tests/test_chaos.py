@@ -386,6 +386,14 @@ def events_on(store: Store, port: int, n: int) -> list[schema.Event]:
     return out
 
 
+def refused_writes() -> float:
+    """``watchlog_writes_refused_total`` of this process, every reason."""
+    from prometheus_client import REGISTRY
+
+    return sum(REGISTRY.get_sample_value("watchlog_writes_refused_total", {"reason": r}) or 0
+               for r in ("replica_timeout", "no_replica"))
+
+
 def wait_flagged_failed(own: Own, observer: int, port: int) -> None:
     """Wait until ``observer`` flags the node on ``port`` as failed (gone from slot maps)."""
     deadline = time.monotonic() + 30
@@ -424,6 +432,7 @@ def test_chaos_frozen_replica_refuses_writes_instead_of_losing_them(
         own.cluster.node_client(master).execute_command("CLIENT", "KILL", "TYPE", "replica")
         # A fresh store, started while the replica is out of every slot map.
         store = Store(own.settings(WATCHLOG_WAIT_REPLICAS=wait))
+        refused_before = refused_writes()
         acked: list[schema.Event] = []
         for e in events_on(store, master, 20):
             try:
@@ -442,8 +451,10 @@ def test_chaos_frozen_replica_refuses_writes_instead_of_losing_them(
     lost = missing(verify, acked)
     if wait == "0" and not guard:
         assert acked and lost == [e.event_id for e in acked], "acknowledged, then lost"
+        assert refused_writes() == refused_before
     else:
         assert acked == [], "a write no replica had was acknowledged"
+        assert refused_writes() >= refused_before + 20  # counted for the alert and dashboard
     store.close()
     verify.close()
 

@@ -157,7 +157,7 @@ ALERTS = {
     "RedisMemoryNearSystemLimit", "RedisMasterWithoutReplica", "RedisReplicationLinkDown",
     "RedisReplicationLag", "RedisPersistenceFailing", "RedisRejectedConnections",
     "WatchlogExtractionLagGrowing", "WatchlogExtractionStalled", "WatchlogScrapeReadsFailing",
-    "WatchlogSimulatorFailing",
+    "WatchlogSimulatorFailing", "WatchlogWritesRefusedForReplicas",
 }
 # The dead man's switch fires always: it has no silent case by design.
 ALWAYS_FIRING = {"Watchdog"}

@@ -501,6 +501,13 @@ def activity() -> dict:
                   "or vector(0)", "{{reason}}"),
            description="invalid, too_large, malformed, unsupported_media_type, forbidden. "
                        "A flat unlabelled 0 means no rejections."),
+        ts("Writes refused for want of replicas/s", "reqps",
+           target("sum by (reason) (rate(watchlog_writes_refused_total[$__rate_interval])) "
+                  "or vector(0)", "{{reason}}"),
+           description="503s because fewer replicas confirmed a write than "
+                       "WATCHLOG_WAIT_REPLICAS asks (replica_timeout), or a master refused it "
+                       "with no replica in sync (no_replica): durable, not acknowledged "
+                       "(docs/chaos.md). A flat unlabelled 0 means none."),
         ts("Batch size (events per request)", "none",
            # Sizes are whole numbers: the quantile interpolated inside a bucket is rounded up
            # (all batches of 1 read p50 1, not the 0.5 of the (0, 1] bucket's midpoint).

@@ -521,6 +521,22 @@ def pipeline_cases() -> list[Case]:
                   alert("WatchlogExtractionStalled", {"extractor": "reports"}, "7m 0s")),
         ],
     }, {
+        "name": "WatchlogWritesRefusedForReplicas: a shard refusing writes for minutes pages; "
+                "a replica's hiccup (5 refusals) does not",
+        "interval": "1m",
+        "input_series": [
+            series('watchlog_writes_refused_total{job="producer",instance="producer-app:5001",'
+                   'reason="replica_timeout"}', "0+30x10"),
+            series('watchlog_writes_refused_total{job="producer",instance="producer-app:5001",'
+                   'reason="no_replica"}', "0 5x10"),
+        ],
+        "alert_rule_test": [
+            check("1m", "WatchlogWritesRefusedForReplicas"),
+            check("4m", "WatchlogWritesRefusedForReplicas",
+                  alert("WatchlogWritesRefusedForReplicas", {"reason": "replica_timeout"},
+                        "120")),
+        ],
+    }, {
         "name": "WatchlogScrapeReadsFailing: gauges unreadable for a minute warn; one failed "
                 "scrape does not",
         "interval": "15s",
