@@ -501,6 +501,50 @@ def test_chaos_write_whose_wait_answer_is_lost_is_not_acknowledged(replicated: O
     store.close()
 
 
+@pytest.mark.chaos
+def test_chaos_extractor_routes_answer_503_while_a_master_refuses_writes(replicated: Own
+                                                                         ) -> None:
+    """A master with no replica in sync refuses writes (min-replicas-to-write): the extractor
+    routes answered 500 and left a half-created extractor that PUT then called existing.
+    Now: 503 with Retry-After, and a PUT after the heal finishes the creation."""
+    from watchlog.consumer.app import create_app
+
+    own = replicated
+    nodes = own.nodes()
+    replica = next(p for p, r in nodes.items() if r["role"] == "replica")
+    master = nodes[replica]["replica_of"]
+    settings = own.settings()
+    store = Store(settings)
+    app = create_app(settings, store).test_client()
+    auth = {"Authorization": f"Bearer {own.creds.reader_key}"}
+    os.kill(own.cluster.pid(replica) or 0, signal.SIGSTOP)
+    try:
+        own.cluster.node_client(master).execute_command("CLIENT", "KILL", "TYPE", "replica")
+        for method, path in (("put", "/v1/extractors/half"), ("post", "/v1/extractors/half/"
+                             "batches"), ("delete", "/v1/extractors/half")):
+            r = getattr(app, method)(path, json={} if method == "put" else None, headers=auth)
+            if path.endswith("batches") or method == "delete":
+                assert r.status_code in (404, 503), (method, r.status_code, r.json)
+            else:
+                assert r.status_code == 503, r.json
+            if r.status_code == 503:
+                assert r.headers["Retry-After"] == "1"
+    finally:
+        os.kill(own.cluster.pid(replica) or 0, signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while True:  # until the replica is back in sync and the master takes writes again
+        r = app.put("/v1/extractors/half", json={}, headers=auth)
+        if r.status_code != 503:
+            break
+        assert time.monotonic() < deadline, r.json
+        time.sleep(0.5)
+    assert r.status_code in (200, 201), r.json
+    info = app.get("/v1/extractors/half", headers=auth).json
+    assert info["partitions"] == keys.PARTITIONS
+    assert app.post("/v1/extractors/half/batches", headers=auth).status_code == 200
+    store.close()
+
+
 # -- 4. live resharding during ingest and reads --------------------------------------------
 
 

@@ -54,6 +54,10 @@ def _create(name: str, start: str, reset: bool) -> None:
     Two creations racing at the cap may both pass: the cap bounds growth, not to the unit.
     """
     existing = store().extractor_infos()
+    if name in existing and existing[name]["partitions"] < keys.PARTITIONS and not reset:
+        # A creation cut short (a master refused writes half-way): finish it, idempotently.
+        store().extractor_create(name, start)
+        return
     if name in existing:
         if not reset:
             raise Conflict(f"extractor {name!r} exists; reuse it, or PUT ?reset=true to "

@@ -72,6 +72,14 @@ def unavailable_as_503(operation: str) -> Iterator[None]:
         log.warning("redis unavailable during %s: %s", operation, type(e).__name__)
         raise StoreUnavailable(f"the store is unavailable ({type(e).__name__}); retry later",
                                retry_after=1) from e
+    except rx.ResponseError as e:
+        if not _no_replicas(e):
+            raise
+        # A master with no replica in sync refuses writes (min-replicas-to-write): XGROUP,
+        # XREADGROUP and XACK too. Nothing was written; the client retries later.
+        log.warning("redis refused a write during %s: no replica in sync", operation)
+        raise ReplicasUnavailable("a master has no replica in sync, so it takes no writes; "
+                                  "retry later", retry_after=1) from e
 
 
 LIBRARY = files("watchlog.store").joinpath("lua/library.lua").read_text()
