@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -214,3 +215,14 @@ def drive_load(urls: dict[str, str], creds: Credentials, seconds: float) -> None
 @pytest.fixture(scope="session")
 def live_prometheus_url(live_stack: dict[str, str]) -> str:
     return live_stack["prometheus"]
+
+
+@pytest.fixture
+def env(cluster_settings: Settings, producer_url: str, consumer_url: str) -> dict[str, Any]:
+    """The CLI's environment against the live APIs: URLs, tokens from the credentials file
+    only (the test process's own WATCHLOG_* tokens unset)."""
+    return {"WATCHLOG_PRODUCER_URL": producer_url, "WATCHLOG_CONSUMER_URL": consumer_url,
+            "WATCHLOG_CREDENTIALS_FILE": str(Path(cluster_settings.state_dir,
+                                                  "credentials.env")),
+            "WATCHLOG_INGEST_TOKEN": None, "WATCHLOG_READER_KEY": None,
+            "WATCHLOG_ADMIN_KEY": None}

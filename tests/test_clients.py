@@ -26,17 +26,6 @@ from watchlog.cli.main import cli
 from watchlog.consumer.extractor import Extractor
 from watchlog.http import Client, GaveUp, RetryPolicy, token_for
 from watchlog.producer import simulator
-from watchlog.settings import Settings
-
-
-@pytest.fixture
-def env(cluster_settings: Settings, producer_url: str, consumer_url: str) -> dict[str, Any]:
-    """The clients' environment: URLs, and tokens from the credentials file only."""
-    return {"WATCHLOG_PRODUCER_URL": producer_url, "WATCHLOG_CONSUMER_URL": consumer_url,
-            "WATCHLOG_CREDENTIALS_FILE": str(Path(cluster_settings.state_dir,
-                                                  "credentials.env")),
-            "WATCHLOG_INGEST_TOKEN": None, "WATCHLOG_READER_KEY": None,
-            "WATCHLOG_ADMIN_KEY": None}
 
 
 def run(env: dict[str, Any], *args: str, code: int = 0) -> Any:

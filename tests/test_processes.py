@@ -27,7 +27,6 @@ from test_clients import extracted, run, simulate
 from watchlog.launcher.credentials import Credentials, read_env_file
 from watchlog.launcher.procs import alive, free_redis_ports
 from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.settings import Settings
 
 WATCHLOG = str(Path(sys.executable).parent / "watchlog")
 
@@ -55,13 +54,6 @@ def healthcheck(url: str) -> int:
                           capture_output=True, timeout=30).returncode
 
 
-@pytest.fixture
-def env(cluster_settings: Settings, producer_url: str, consumer_url: str) -> dict[str, Any]:
-    return {"WATCHLOG_PRODUCER_URL": producer_url, "WATCHLOG_CONSUMER_URL": consumer_url,
-            "WATCHLOG_CREDENTIALS_FILE": str(Path(cluster_settings.state_dir,
-                                                  "credentials.env")),
-            "WATCHLOG_INGEST_TOKEN": None, "WATCHLOG_READER_KEY": None,
-            "WATCHLOG_ADMIN_KEY": None}
 
 
 def set_faults(consumer_url: str, admin: dict[str, str], spec: dict[str, Any] | None) -> None:

@@ -13,7 +13,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +104,10 @@ def slow_senders() -> Iterator[Any]:
         t.join(5)
 
 
-def normal_posts(url: str, headers: dict[str, str], seconds: float) -> list[str]:
-    """POST one log a second for ``seconds``; return each outcome (status or error)."""
+def normal_requests(call: Callable[[httpx.Client, int], httpx.Response],
+                    seconds: float) -> list[str]:
+    """Make one normal request a second for ``seconds``; return each outcome (status or
+    timeout)."""
     outcomes = []
     deadline = time.monotonic() + seconds
     with httpx.Client(timeout=NORMAL_TIMEOUT_S) as http:
@@ -113,12 +115,16 @@ def normal_posts(url: str, headers: dict[str, str], seconds: float) -> list[str]
         while time.monotonic() < deadline:
             i += 1
             try:
-                r = http.post(url + "/v1/activities", json=seed_log(duration=i), headers=headers)
-                outcomes.append(str(r.status_code))
+                outcomes.append(str(call(http, i).status_code))
             except httpx.TimeoutException:
                 outcomes.append("timeout")
             time.sleep(1.0)
     return outcomes
+
+
+def normal_posts(url: str, headers: dict[str, str], seconds: float) -> list[str]:
+    return normal_requests(lambda http, i: http.post(
+        url + "/v1/activities", json=seed_log(duration=i), headers=headers), seconds)
 
 
 @pytest.mark.parametrize("server, bounded", [("granian", True), ("gunicorn", True),
@@ -191,17 +197,8 @@ class SlowReader(threading.Thread):
 
 
 def normal_reads(url: str, headers: dict[str, str], seconds: float) -> list[str]:
-    outcomes = []
-    deadline = time.monotonic() + seconds
-    with httpx.Client(timeout=NORMAL_TIMEOUT_S) as http:
-        while time.monotonic() < deadline:
-            try:
-                r = http.get(url + "/v1/users/7/activities", headers=headers)
-                outcomes.append(str(r.status_code))
-            except httpx.TimeoutException:
-                outcomes.append("timeout")
-            time.sleep(1.0)
-    return outcomes
+    return normal_requests(lambda http, i: http.get(url + "/v1/users/7/activities",
+                                                    headers=headers), seconds)
 
 
 @pytest.mark.parametrize("server, bounded", [("granian", True), ("gunicorn", True),
