@@ -9,11 +9,12 @@ SYSTEM_PACKAGES := redis-server redis-tools prometheus prometheus-alertmanager \
 # The tests also lint shell scripts.
 TEST_PACKAGES := $(SYSTEM_PACKAGES) shellcheck
 
-.PHONY: help venv system-deps install install-dev run test lint bench bench-quick clean
+.PHONY: help venv system-deps install install-dev run test test-fast lint bench bench-quick clean
 
 help:
 	@echo "make run    - install and run the whole system natively (foreground, Ctrl-C stops)"
 	@echo "make test   - install and run the test suite against a real Redis Cluster"
+	@echo "make test-fast - the same without the slow and chaos tests (the inner loop)"
 	@echo "make bench  - run the full benchmark harness (minutes); bench-quick for seconds"
 	@echo "make lint   - ruff and mypy"
 
@@ -40,6 +41,10 @@ run: install
 test: install-dev
 	@# a missing tool fails the run (tests/tools.py); no opting out here
 	TESTS_ALLOW_MISSING_TOOLS= $(BIN)/python -m pytest
+
+# The inner loop: everything but the slow and chaos tests. `make test` (and CI) runs all.
+test-fast: install-dev
+	TESTS_ALLOW_MISSING_TOOLS= $(BIN)/python -m pytest -m "not slow and not chaos"
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench
