@@ -80,6 +80,10 @@ def test_readme_runs_its_examples_and_skips_only_with_a_reason() -> None:
     assert any("docker compose" in b.code for b in blocks if b.skip)
     for name in ("seed.json", "batch.json", "logs.ndjson"):  # posted through `ex <name>`
         assert any(f"ex {name}" in b.code for b in run) and (ROOT / "examples" / name).is_file()
+    # Every file a block posts (`-d @FILE`, `--data-binary @FILE`) is in the repository: a
+    # reader has nothing else (`@-`, stdin, is the only exception).
+    posted = {m for b in run for m in re.findall(r"(?:-d|--data(?:-binary)?) @(\S+)", b.code)}
+    assert posted <= {"-"} | {p for p in posted if (ROOT / p).is_file()}, posted
 
 
 EXTRACTOR = re.compile(r"/v1/extractors/([A-Za-z0-9._-]+)|--name ([A-Za-z0-9._-]+)")
