@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,23 @@ def set_faults(consumer_url: str, admin: dict[str, str], spec: dict[str, Any] | 
     time.sleep(1.1)  # each worker re-reads the faults at most once a second
 
 
+@contextmanager
+def following(env: dict[str, Any], consumer_url: str, admin_headers: dict[str, str],
+              *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`watchlog extract --follow ARGS`, as the consumer-client image runs it; killed if it
+    is still running, and the consumer's faults reset, however the test ends."""
+    proc = subprocess.Popen([WATCHLOG, "extract", "--follow", *args],
+                            env=process_env({k: v for k, v in env.items() if v}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        set_faults(consumer_url, admin_headers, None)
+
+
 @pytest.mark.slow
 def test_extract_follow_stops_cleanly_on_sigterm_and_redelivers_only_the_unacked(
         env: dict[str, Any], consumer_url: str, admin_headers: dict[str, str],
@@ -75,12 +93,9 @@ def test_extract_follow_stops_cleanly_on_sigterm_and_redelivers_only_the_unacked
     metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     simulate(env, "--count", "300", "--batch", "100", "--seed", "21", "--ack-log", str(acked_log))
     # The consumer-client image's command, with a short poll and visibility for the test.
-    argv = [WATCHLOG, "extract", "--name", "reports", "--follow", "-o", str(out),
-            "--metrics-port", str(metrics_port), "--interval", "0.2", "--max", "100",
-            "--visibility-timeout", "1", "--json"]
-    proc = subprocess.Popen(argv, env=process_env({k: v for k, v in env.items() if v}),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with following(env, consumer_url, admin_headers, "--name", "reports", "-o", str(out),
+                   "--metrics-port", str(metrics_port), "--interval", "0.2", "--max", "100",
+                   "--visibility-timeout", "1", "--json") as proc:
         wait_for("the first 300 logs on disk", lambda: len(extracted(out)) == 300)
         assert healthcheck(metrics) == 0  # the image's HEALTHCHECK, on a live extractor
         simulate(env, "--count", "200", "--batch", "50", "--seed", "22",
@@ -98,11 +113,6 @@ def test_extract_follow_stops_cleanly_on_sigterm_and_redelivers_only_the_unacked
         wait_for("100 more written, unacknowledged", lambda: len(extracted(out)) == 600)
         proc.send_signal(signal.SIGTERM)  # `docker stop`
         stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        set_faults(consumer_url, admin_headers, None)
     assert proc.returncode == 0, stderr
     stats = json.loads(stdout)
     assert stats["written"] == 600 and stats["acknowledged"] == 500, stats
@@ -267,23 +277,14 @@ def test_extract_follow_stops_during_a_retry_wait(env: dict[str, Any], consumer_
     set_faults(consumer_url, admin_headers, {
         "abort_p": 1.0, "abort_status": 503, "retry_after": 2,
         "routes": ["/v1/extractors/<name>/batches"]})
-    proc = subprocess.Popen(
-        [WATCHLOG, "extract", "--name", "waits", "--follow", "-o", str(tmp_path / "x"),
-         "--interval", "0.2", "--json"],
-        env=process_env({k: v for k, v in env.items() if v}),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with following(env, consumer_url, admin_headers, "--name", "waits",
+                   "-o", str(tmp_path / "x"), "--interval", "0.2", "--json") as proc:
         start = refused_batch_calls(consumer_url)
         # Control: left alone, it does retry (each 2 s, as the server asks).
         wait_for("two retries", lambda: refused_batch_calls(consumer_url) >= start + 3)
         at_signal = refused_batch_calls(consumer_url)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        set_faults(consumer_url, admin_headers, None)
     assert proc.returncode == 0, stderr
     assert json.loads(stdout)["batches"] == 0
     # At most the call already on the wire when the signal came; no retry after it.

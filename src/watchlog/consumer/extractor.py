@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 from prometheus_client import Counter
 
@@ -137,28 +138,19 @@ class Extractor:
         the server holds its most extractors (WATCHLOG_MAX_EXTRACTORS), told apart by a GET.
         """
         path = f"/v1/extractors/{self.name}"
-        try:
-            resp = self.client.request("PUT", path, json={"start": "earliest"})
-            if resp.status_code == 409:
-                found = self.client.get(path)
-                if found.status_code == 200:
-                    self.ready = True
-                    return False
-                raise ExtractError(f"PUT {path}: {error_message(resp)}", transient=False)
-        except GaveUp as e:
-            ERRORS.inc()
-            raise ExtractError(str(e), transient=True) from None
-        if resp.status_code >= 400:
+        resp = self._call(path, "PUT", accept=(409,), json={"start": "earliest"})
+        created = resp.status_code != 409
+        if not created and self._call(path, "GET", accept=(404,)).status_code != 200:
             ERRORS.inc()
             raise ExtractError(f"PUT {path}: {error_message(resp)}", transient=False)
         self.ready = True
-        return True
+        return created
 
     def fetch(self) -> list[dict[str, Any]]:
         """Take the next batch (redeliveries first); the first call creates the extractor."""
         if not self.ready:
             self.ensure()
-        doc = self._call(f"/v1/extractors/{self.name}/batches", params=self.params)
+        doc = self._call(f"/v1/extractors/{self.name}/batches", params=self.params).json()
         return doc["items"]  # type: ignore[no-any-return]
 
     def write(self, items: list[dict[str, Any]]) -> int:
@@ -177,7 +169,7 @@ class Extractor:
     def ack(self, items: list[dict[str, Any]]) -> int:
         """Acknowledge every item of a batch, written now or before."""
         ids = [it["feed_id"] for it in items]
-        doc = self._call(f"/v1/extractors/{self.name}/ack", json={"ids": ids})
+        doc = self._call(f"/v1/extractors/{self.name}/ack", json={"ids": ids}).json()
         self.ledger.ids.difference_update(ids)  # acknowledged: never delivered again
         self.stats.acknowledged += doc["acknowledged"]
         return doc["acknowledged"]  # type: ignore[no-any-return]
@@ -215,13 +207,15 @@ class Extractor:
                 stop.wait(interval)
         return self.stats
 
-    def _call(self, path: str, **kwargs: Any) -> Any:
+    def _call(self, path: str, method: str = "POST", accept: tuple[int, ...] = (),
+              **kwargs: Any) -> httpx.Response:
+        """Make one retried call; an error status not in ``accept`` is an ExtractError."""
         try:
-            resp = self.client.post(path, **kwargs)
+            resp = self.client.request(method, path, **kwargs)
         except GaveUp as e:
             ERRORS.inc()
             raise ExtractError(str(e), transient=True) from None
-        if resp.status_code >= 400:
+        if resp.status_code >= 400 and resp.status_code not in accept:
             ERRORS.inc()
-            raise ExtractError(f"POST {path}: {error_message(resp)}", transient=False)
-        return resp.json()
+            raise ExtractError(f"{method} {path}: {error_message(resp)}", transient=False)
+        return resp

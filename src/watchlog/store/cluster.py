@@ -76,7 +76,9 @@ def unavailable_as_503(operation: str) -> Iterator[None]:
         if not _no_replicas(e):
             raise
         # A master with no replica in sync refuses writes (min-replicas-to-write): XGROUP,
-        # XREADGROUP and XACK too. Nothing was written; the client retries later.
+        # XREADGROUP and XACK too. Nothing was written; the client retries later. Counted
+        # with the runner's refusals: one figure for every write refused for want of replicas.
+        WRITES_REFUSED.labels("no_replica").inc()
         log.warning("redis refused a write during %s: no replica in sync", operation)
         raise ReplicasUnavailable("a master has no replica in sync, so it takes no writes; "
                                   "retry later", retry_after=1) from e
@@ -287,31 +289,33 @@ class ScriptRunner:
         deadline = time.monotonic() + RETRY_DEADLINE_S
         lagged = 0
         for attempt in range(ATTEMPTS):
-            if isinstance(error, ReplicaLag):
-                lagged += 1
-                if lagged > LAG_RETRIES:
-                    raise self._refuse(call, error, "replica_timeout")
-            elif _no_replicas(error):
-                raise self._refuse(call, error, "no_replica")
-            elif _missing_function(error):
-                raise self._unloaded(call, error)
-            elif not isinstance(error, TRANSIENT):
-                raise error
-            elif attempt:
+            lagged += isinstance(error, ReplicaLag)
+            self._give_up_on(call, error, lagged)
+            if attempt and not isinstance(error, ReplicaLag):
                 time.sleep(min(0.5, 0.05 * 2**attempt))
             if time.monotonic() > deadline:
                 break
             try:
                 return self._single(retry, wait)
-            except (ReplicaLag, rx.ResponseError, *TRANSIENT) as e:
-                if isinstance(e, rx.ResponseError) and not isinstance(e, TRANSIENT) and not (
-                        _no_replicas(e) or _missing_function(e)):
-                    raise
+            except (ReplicaLag, rx.RedisError) as e:
                 error = e
                 if isinstance(e, TRANSIENT):
                     self._refresh()
+        self._give_up_on(call, error, lagged + isinstance(error, ReplicaLag))
         raise StoreUnavailable(f"the store is unavailable ({type(error).__name__}); retry later",
                                retry_after=1) from error
+
+    def _give_up_on(self, call: Call, error: Exception, lagged: int) -> None:
+        """Raise for an error no retry can mend; return for one worth another attempt."""
+        if isinstance(error, ReplicaLag):
+            if lagged > LAG_RETRIES:
+                raise self._refuse(call, error, "replica_timeout")
+        elif _no_replicas(error):
+            raise self._refuse(call, error, "no_replica")
+        elif _missing_function(error):
+            raise self._unloaded(call, error)
+        elif not isinstance(error, TRANSIENT):
+            raise error
 
     def _refuse(self, call: Call, error: Exception, reason: str) -> ReplicasUnavailable:
         """Count a write refused for want of replicas; log once per incident, not per write.
