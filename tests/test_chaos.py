@@ -238,7 +238,9 @@ def test_chaos_exactly_once_under_injected_faults(faulty_producer: str, store: S
     # The faults did happen: retries, and commits whose reply was lost (now "duplicate").
     assert retries > 20 and duplicates > 0
     assert metric(faulty_producer, "watchlog_faults_injected_total", kind="abort_after") > 0
-    assert metric(faulty_producer, "watchlog_http_requests_total", injected="true") >= retries
+    # Injected answers reached the client (not ">= retries": under load a retry can also
+    # follow a client timeout, which the server never counted as injected).
+    assert metric(faulty_producer, "watchlog_http_requests_total", injected="true") > 20
     assert_exactly_once(store, to_events(docs))
 
 
