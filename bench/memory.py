@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from watchlog import keys
+from watchlog.core import keys
 from watchlog.launcher.redis_cluster import LocalCluster
 
 KIND = re.compile(r"^wl:\{[^}]+\}:([a-z]+)")

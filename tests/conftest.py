@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from tools import require_tool
-from watchlog.launcher.credentials import Credentials, load_or_create
+from watchlog.core.credentials import Credentials, load_or_create
+from watchlog.core.settings import Settings
 from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis_cluster import LocalCluster
 from watchlog.launcher.services import Service
-from watchlog.settings import Settings
 from watchlog.store import Store
 
 CLUSTER_FIXTURES = {"cluster", "cluster_settings", "store", "producer", "consumer",

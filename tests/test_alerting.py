@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from watchlog.alerts import AlertLog, alerts
-from watchlog.launcher.credentials import Credentials, load_or_create
+from watchlog.core.credentials import Credentials, load_or_create
 from watchlog.launcher.observability import (
     alert_sink_service,
     alertmanager_service,

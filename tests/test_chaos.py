@@ -25,13 +25,13 @@ from click.testing import CliRunner
 
 from payloads import random_logs
 from test_store import recompute, stored_aggregates, to_events
-from watchlog import keys, schema
-from watchlog.errors import ReplicasUnavailable, StoreUnavailable
+from watchlog.core import keys, schema
+from watchlog.core.credentials import Credentials, load_or_create
+from watchlog.core.errors import ReplicasUnavailable, StoreUnavailable
+from watchlog.core.settings import Settings
 from watchlog.http import Client, RetryPolicy
 from watchlog.launcher.chaos import chaos
-from watchlog.launcher.credentials import Credentials, load_or_create
 from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.settings import Settings
 from watchlog.store import Store
 
 # -- what every test checks ----------------------------------------------------------------

@@ -175,7 +175,7 @@ def _fault(live_stack: dict[str, str], fault: str) -> tuple[Callable[[], None], 
     import os
     import signal
 
-    from watchlog.launcher.credentials import load_or_create
+    from watchlog.core.credentials import load_or_create
     from watchlog.launcher.redis_cluster import LocalCluster
 
     state = Path(live_stack["state_dir"])

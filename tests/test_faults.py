@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from payloads import seed_log
-from watchlog.errors import InjectedFault, InvalidInput
+from watchlog.core.errors import InjectedFault, InvalidInput
+from watchlog.core.settings import Settings
 from watchlog.faults import (
     PRESETS,
     REFRESH_S,
@@ -23,7 +24,6 @@ from watchlog.faults import (
     from_settings,
     parse_delay,
 )
-from watchlog.settings import Settings
 from watchlog.store import Store
 
 
@@ -56,7 +56,7 @@ def put_faults(client, headers: dict[str, str], **spec: object):  # noqa: ANN001
 
 
 def stored_ids(store: Store, user: str, day: str) -> set[str]:
-    from watchlog import keys
+    from watchlog.core import keys
 
     p = keys.partition_of(user)
     return {k.decode() for k in store.rc.zrange(keys.user_index(p, user, day), 0, -1)}
@@ -189,7 +189,7 @@ def test_faults_same_seed_replays_the_same_decisions() -> None:
 REPLAY = """
 import sys
 from watchlog.faults import Faults, FaultSpec
-from watchlog.settings import Settings
+from watchlog.core.settings import Settings
 f = Faults("producer", Settings(fault_seed="7"), lambda: None)
 f._cached = (float("inf"), FaultSpec(abort_p=0.5, abort_phase="after"))
 print("".join("a" if f.before("/v1/activities") else "." for _ in range(64)))

@@ -26,11 +26,11 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from payloads import now_ms, seed_log
-from watchlog import schema
 from watchlog.consumer.openapi import consumer_spec
-from watchlog.errors import InvalidInput
+from watchlog.core import schema
+from watchlog.core.errors import InvalidInput
+from watchlog.core.settings import Settings
 from watchlog.producer.openapi import producer_spec
-from watchlog.settings import Settings
 from watchlog.store import Store
 
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")  # NDJSON is a text body

@@ -126,7 +126,7 @@ def test_apis_expose_build_info_and_process_metrics_of_all_workers(live_services
 
 
 def test_redis_latency_buckets_reach_past_the_socket_timeout() -> None:
-    from watchlog import metrics
+    from watchlog.core import metrics
 
     # The client gives up after 2 s (plus retries in a failover): buckets must see that.
     assert max(metrics.REDIS_BUCKETS) >= 10
@@ -134,7 +134,7 @@ def test_redis_latency_buckets_reach_past_the_socket_timeout() -> None:
 
 def test_consumer_metrics_name_a_bounded_set_of_extractors(live_services, reader_headers) -> None:
     """Reader-chosen names: at most MAX_LABELLED_EXTRACTORS labelled, the rest as _other."""
-    from watchlog import metrics
+    from watchlog.core import metrics
 
     url = live_services["consumer"]
     names = [f"bound-{i:02d}" for i in range(metrics.MAX_LABELLED_EXTRACTORS + 5)]
@@ -225,7 +225,7 @@ def test_scrape_time_gauges_count_failed_reads() -> None:
     a read that works (the control) reports read_ok 1 and counts nothing."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from watchlog import metrics
+    from watchlog.core import metrics
 
     def broken() -> list:
         raise ConnectionError("cluster down")

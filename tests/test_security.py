@@ -26,8 +26,8 @@ from conftest import bearer
 from payloads import now_ms, seed_log
 from watchlog.cli.serve import gunicorn_options
 from watchlog.consumer.export import csv_row, neutralize
-from watchlog.logs import JsonFormatter
-from watchlog.settings import Settings
+from watchlog.core.logs import JsonFormatter
+from watchlog.core.settings import Settings
 from watchlog.store import Store
 from watchlog.web.auth import Auth
 from watchlog.web.common import SECURITY_HEADERS
@@ -440,8 +440,8 @@ def test_csv_export_has_no_formula_cell(producer, consumer, ingest_headers, read
                                         neutraliser: str) -> None:
     from datetime import UTC, datetime
 
-    from watchlog import schema
     from watchlog.consumer import export
+    from watchlog.core import schema
 
     refused = producer.post("/v1/activities", json=seed_log(device_id=FORMULAS["device_id"]),
                             headers=ingest_headers)
@@ -686,7 +686,7 @@ def test_identifier_pattern_anchors_at_the_true_end(pattern: str, accepted: bool
 
     import msgspec
 
-    from watchlog import schema
+    from watchlog.core import schema
 
     regex = schema.SAFE_ID if pattern == "schema.SAFE_ID" else pattern
     kind = Annotated[str, msgspec.Meta(pattern=regex)]

@@ -17,10 +17,10 @@ from flask import request
 
 from payloads import now_ms, seed_log
 from watchlog.cli.main import cli
-from watchlog.launcher.credentials import Credentials
+from watchlog.core.credentials import Credentials
+from watchlog.core.schema import iso_ms
+from watchlog.core.settings import Settings
 from watchlog.launcher.services import Ports, base_env
-from watchlog.schema import iso_ms
-from watchlog.settings import Settings
 from watchlog.store import Store
 from watchlog.web.auth import Auth, Principal
 
@@ -260,7 +260,7 @@ def secrets_in(env: dict[str, str], creds: Credentials) -> set[str]:
 
 
 def test_native_processes_hold_only_the_secrets_they_check(live_stack) -> None:
-    from watchlog.launcher.credentials import load_or_create
+    from watchlog.core.credentials import load_or_create
 
     state = Path(live_stack["state_dir"])
     creds = load_or_create(state)
@@ -278,7 +278,7 @@ def test_native_processes_hold_only_the_secrets_they_check(live_stack) -> None:
 
 def test_native_env_scoping_without_a_stack(tmp_path) -> None:
     """The same rule, checked on the launcher's plan (quick, no processes)."""
-    from watchlog.launcher.credentials import load_or_create
+    from watchlog.core.credentials import load_or_create
     from watchlog.launcher.services import app_services, client_services
 
     creds = load_or_create(tmp_path)

@@ -23,7 +23,7 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from conftest import bearer, serve, service_env
 from payloads import random_logs, seed_log
-from watchlog.launcher.credentials import Credentials
+from watchlog.core.credentials import Credentials
 from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis_cluster import LocalCluster
 from watchlog.launcher.services import Service

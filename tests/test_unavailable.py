@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from payloads import seed_log
-from watchlog.launcher.credentials import load_or_create
+from watchlog.core.credentials import load_or_create
+from watchlog.core.settings import Settings
 from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.settings import Settings
 
 
 @pytest.fixture

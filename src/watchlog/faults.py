@@ -22,9 +22,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from watchlog import metrics
-from watchlog.errors import InjectedFault, InvalidInput, Malformed, too_deep
-from watchlog.settings import Settings
+from watchlog.core import metrics
+from watchlog.core.errors import InjectedFault, InvalidInput, Malformed, too_deep
+from watchlog.core.settings import Settings
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
@@ -125,7 +125,7 @@ def decode_spec(raw: bytes) -> FaultSpec:
             return PRESETS[preset]
         return msgspec.json.decode(raw, type=FaultSpec)
     except msgspec.ValidationError as e:
-        from watchlog.schema import invalid
+        from watchlog.core.schema import invalid
 
         err = invalid(str(e))
         if err.details.get("field") is None:  # raised in __post_init__

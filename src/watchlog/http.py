@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from watchlog.launcher.credentials import FILENAME, read_env_file
+from watchlog.core.credentials import FILENAME, read_env_file
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
-from watchlog import metrics
-from watchlog.logs import configure_logging
-from watchlog.settings import Settings
+from watchlog.core import metrics
+from watchlog.core.logs import configure_logging
+from watchlog.core.settings import Settings
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]

@@ -8,14 +8,14 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, current_app
 
-from watchlog import schema
 from watchlog.consumer import arrivals
 from watchlog.consumer.export import export_response
 from watchlog.consumer.extraction import extraction_blueprint, scrape_gauges
 from watchlog.consumer.openapi import consumer_spec
-from watchlog.errors import InvalidInput
-from watchlog.metrics import timed
-from watchlog.settings import Settings
+from watchlog.core import schema
+from watchlog.core.errors import InvalidInput
+from watchlog.core.metrics import timed
+from watchlog.core.settings import Settings
 from watchlog.store import Store
 from watchlog.store.cluster import unavailable_as_503
 from watchlog.store.reader import merge_aggregates

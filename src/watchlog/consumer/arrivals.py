@@ -16,8 +16,8 @@ import re
 import zlib
 from typing import Any
 
-from watchlog import keys
-from watchlog.errors import InvalidInput
+from watchlog.core import keys
+from watchlog.core.errors import InvalidInput
 from watchlog.store import Store, feed
 
 P = keys.PARTITIONS

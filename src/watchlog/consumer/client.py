@@ -24,6 +24,8 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from watchlog.core.process import UMASK, umask
+from watchlog.core.schema import ACTIVITY_TYPES
 from watchlog.http import (
     Client,
     GaveUp,
@@ -34,8 +36,6 @@ from watchlog.http import (
     state_dir_option,
     user_state_dir,
 )
-from watchlog.launcher.procs import UMASK, umask
-from watchlog.schema import ACTIVITY_TYPES
 
 log = logging.getLogger(__name__)
 F = Callable[..., Any]

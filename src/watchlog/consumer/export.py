@@ -10,7 +10,7 @@ from itertools import islice
 import msgspec
 from flask import Response, request, stream_with_context
 
-from watchlog.schema import bodies_out
+from watchlog.core.schema import bodies_out
 from watchlog.web.bodies import StreamSlots, send_within
 
 CSV_FIELDS = ("event_id", "user_id", "activity_type", "timestamp", "duration", "distance",

@@ -14,9 +14,9 @@ from typing import Any
 import msgspec
 from flask import Blueprint, Response, request
 
-from watchlog import keys, metrics, schema
-from watchlog.errors import Conflict, InvalidInput, Malformed
-from watchlog.metrics import ScrapeTimeGauges
+from watchlog.core import keys, metrics, schema
+from watchlog.core.errors import Conflict, InvalidInput, Malformed
+from watchlog.core.metrics import ScrapeTimeGauges
 from watchlog.store import Store
 from watchlog.web import params
 from watchlog.web.auth import requires

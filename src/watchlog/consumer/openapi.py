@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from watchlog.schema import ACTIVITY_TYPES, SAFE_ID
+from watchlog.core.schema import ACTIVITY_TYPES, SAFE_ID
 from watchlog.web.openapi import OPS_PATHS, document, errors, json_ok, stored_activity
 
 

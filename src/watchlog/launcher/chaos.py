@@ -21,7 +21,7 @@ from typing import Any
 import click
 import redis
 
-from watchlog import keys
+from watchlog.core import keys
 from watchlog.faults import PRESETS, FaultSpec
 from watchlog.launcher.procs import LauncherError
 from watchlog.launcher.verify import NEMESES
@@ -196,7 +196,7 @@ def state_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def load_cluster(state_dir: Path) -> Any:
     """Return the ``LocalCluster`` recorded in ``state_dir``, or exit with a message."""
-    from watchlog.launcher.credentials import FILENAME, load_or_create
+    from watchlog.core.credentials import FILENAME, load_or_create
     from watchlog.launcher.redis_cluster import LocalCluster
 
     # Never create credentials here: a missing file means there is no cluster to break.

@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
+from watchlog.core.settings import Settings
 from watchlog.launcher.procs import LauncherError
 from watchlog.launcher.services import Ports
 from watchlog.launcher.stack import Stack, status_table
-from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from watchlog.launcher.credentials import Credentials
+from watchlog.core.credentials import Credentials
 from watchlog.launcher.redis_conf import EXPORTER_USER
 from watchlog.launcher.services import Ports, Service, find_binary, missing_hint
 

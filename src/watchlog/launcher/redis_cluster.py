@@ -23,8 +23,8 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
+from watchlog.core.credentials import Credentials
 from watchlog.launcher import redis_admin as ra
-from watchlog.launcher.credentials import Credentials
 from watchlog.launcher.procs import (
     BUS_OFFSET,
     UMASK,

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchlog.launcher.credentials import APP_USER, Credentials
+from watchlog.core.credentials import APP_USER, Credentials
 
 ADMIN_USER = "admin"
 EXPORTER_USER = "exporter"

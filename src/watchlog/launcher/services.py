@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import watchlog
-from watchlog.launcher.credentials import Credentials
+from watchlog.core.credentials import Credentials
+from watchlog.core.settings import Settings
 from watchlog.launcher.procs import UMASK, LauncherError, alive, spawn, tcp_open, terminate
-from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import IO, Any
 import msgspec
 from flask import Blueprint, Flask, Response, g, request
 
-from watchlog import metrics, schema
-from watchlog.errors import (
+from watchlog.core import metrics, schema
+from watchlog.core.errors import (
     Forbidden,
     InvalidInput,
     Malformed,
@@ -20,8 +20,8 @@ from watchlog.errors import (
     WatchlogError,
     too_deep,
 )
+from watchlog.core.settings import Settings
 from watchlog.producer.openapi import producer_spec
-from watchlog.settings import Settings
 from watchlog.store import Store
 from watchlog.web.auth import Principal, requires
 from watchlog.web.common import create_base_app, json_response, settings, store

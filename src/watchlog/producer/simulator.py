@@ -25,6 +25,7 @@ import click
 import msgspec
 from prometheus_client import Counter, start_http_server
 
+from watchlog.core.metrics import client_registry
 from watchlog.http import (
     Client,
     GaveUp,
@@ -34,7 +35,6 @@ from watchlog.http import (
     require_token,
     state_dir_option,
 )
-from watchlog.metrics import client_registry
 from watchlog.producer.fleet import Deferred, Dispatcher, Fleet, Plan, Unit
 
 log = logging.getLogger(__name__)

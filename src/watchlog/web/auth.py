@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
-from watchlog.errors import Forbidden, Unauthorized
-from watchlog.schema import is_safe_id
-from watchlog.settings import Settings
+from watchlog.core.errors import Forbidden, Unauthorized
+from watchlog.core.schema import is_safe_id
+from watchlog.core.settings import Settings
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from typing import Any
 
-from watchlog.errors import RequestTimeout, WatchlogError
+from watchlog.core.errors import RequestTimeout, WatchlogError
 
 GRACE_S = 2.0  # a body's first bytes may take this long before the minimum rate applies
 MAX_READERS = 64  # reader threads per process, busy or parked behind a slow client

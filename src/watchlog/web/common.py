@@ -12,10 +12,10 @@ import msgspec
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from watchlog import metrics
-from watchlog.errors import InjectedFault, InvalidInput, NotFound, WatchlogError
+from watchlog.core import metrics
+from watchlog.core.errors import InjectedFault, InvalidInput, NotFound, WatchlogError
+from watchlog.core.settings import Settings
 from watchlog.faults import Faults, decode_spec
-from watchlog.settings import Settings
 from watchlog.store import Store
 from watchlog.store.cluster import unavailable_as_503
 from watchlog.web.auth import Auth, requires

@@ -26,8 +26,8 @@ from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from watchlog.errors import WatchlogError
-from watchlog.settings import Settings
+from watchlog.core.errors import WatchlogError
+from watchlog.core.settings import Settings
 
 INGEST_ENDPOINTS = ("ingest.post_activities", "ingest.log_activity")
 # The consumer's routes whose cost grows with the data: ranges of days, whole-day

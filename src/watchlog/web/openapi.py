@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from watchlog import __version__
-from watchlog.schema import Activity
+from watchlog.core.schema import Activity
 
 ERROR = {"type": "object", "required": ["error", "message"], "properties": {
     "error": {"type": "string"}, "message": {"type": "string"},

@@ -13,8 +13,8 @@ from datetime import UTC, date, datetime
 
 from flask import request
 
-from watchlog.errors import InvalidInput
-from watchlog.schema import TYPE_CODE
+from watchlog.core.errors import InvalidInput
+from watchlog.core.schema import TYPE_CODE
 
 # Times and days outside these bounds would overflow date arithmetic (a 500): refuse them.
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)

@@ -32,7 +32,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 import watchlog
-from watchlog.launcher.procs import alive
+from watchlog.core.process import alive
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Up to 10 s: a command waits up to the client's 2 s socket timeout (more across a failover's

@@ -19,8 +19,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from watchlog import keys
-from watchlog.errors import InvalidInput, Malformed, too_deep
+from watchlog.core import keys
+from watchlog.core.errors import InvalidInput, Malformed, too_deep
 
 ACTIVITY_TYPES: tuple[str, ...] = (
     "running", "walking", "cycling", "swimming", "hiking", "rowing",
