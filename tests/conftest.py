@@ -97,14 +97,14 @@ def admin_headers(credentials: Credentials) -> dict[str, str]:
 
 @pytest.fixture
 def producer(cluster_settings: Settings, store: Store):  # noqa: ANN201
-    from watchlog.producer.app import create_app
+    from watchlog.api.producer.app import create_app
 
     return create_app(cluster_settings, store).test_client()
 
 
 @pytest.fixture
 def consumer(cluster_settings: Settings, store: Store):  # noqa: ANN201
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     return create_app(cluster_settings, store).test_client()
 

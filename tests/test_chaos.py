@@ -509,7 +509,7 @@ def test_chaos_extractor_routes_answer_503_while_a_master_refuses_writes(replica
     """A master with no replica in sync refuses writes (min-replicas-to-write): the extractor
     routes answered 500 and left a half-created extractor that PUT then called existing.
     Now: 503 with Retry-After, and a PUT after the heal finishes the creation."""
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     own = replicated
     nodes = own.nodes()

@@ -26,11 +26,11 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from payloads import now_ms, seed_log
-from watchlog.consumer.openapi import consumer_spec
+from watchlog.api.consumer.openapi import consumer_spec
+from watchlog.api.producer.openapi import producer_spec
 from watchlog.core import schema
 from watchlog.core.errors import InvalidInput
 from watchlog.core.settings import Settings
-from watchlog.producer.openapi import producer_spec
 from watchlog.store import Store
 
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")  # NDJSON is a text body
@@ -42,8 +42,8 @@ BOUNDED = settings(max_examples=20, deadline=None, derandomize=True, database=No
 
 @pytest.fixture(scope="module")
 def fuzzed_apps(cluster_settings: Settings, store: Store) -> dict[str, Flask]:
-    from watchlog.consumer.app import create_app as consumer_app
-    from watchlog.producer.app import create_app as producer_app
+    from watchlog.api.consumer.app import create_app as consumer_app
+    from watchlog.api.producer.app import create_app as producer_app
 
     assert cluster_settings.fault_abort_p == 0 and cluster_settings.fault_delay_p == 0
     # thousands of calls a second: the consumer's rate limit is not what is fuzzed here
@@ -256,7 +256,7 @@ def test_extractor_path_parameter_is_a_whole_name_or_refused(
         fuzzed_apps: dict[str, Flask], reader_headers: dict[str, str], name: str) -> None:
     from urllib.parse import quote
 
-    from watchlog.consumer.extraction import NAME
+    from watchlog.api.consumer.extraction import NAME
 
     client = fuzzed_apps["consumer"].test_client()
     r = client.get(f"/v1/extractors/{quote(name, safe='')}", headers=reader_headers)
@@ -272,7 +272,7 @@ def test_extractor_path_parameter_is_a_whole_name_or_refused(
 
 @pytest.fixture(scope="module")
 def query_client(cluster_settings: Settings, store: Store) -> Any:
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     s = cluster_settings.replace(consumer_rate_limit="1000000/second")
     return create_app(s, store).test_client()

@@ -147,7 +147,7 @@ def test_decompression_bomb_negative_control_unbounded_is_caught(
 
     A 64 MiB bomb (not 1 GiB: this control really allocates what it inflates).
     """
-    from watchlog.producer import app
+    from watchlog.api.producer import app
 
     limit = cluster_settings.max_body_bytes
     monkeypatch.setattr(app, f"_{'gunzip' if encoding == 'gzip' else 'unzstd'}",

@@ -260,8 +260,8 @@ def test_every_body_route_answers_408_to_a_stalled_body(
         bounded: bool) -> None:
     import os
 
-    from watchlog.consumer.app import create_app as consumer_app
-    from watchlog.producer.app import create_app as producer_app
+    from watchlog.api.consumer.app import create_app as consumer_app
+    from watchlog.api.producer.app import create_app as producer_app
 
     limits = {"body_timeout": 1.0} if bounded else {"body_timeout": 0.0, "body_min_rate": 0}
     create = producer_app if service == "producer" else consumer_app

@@ -43,13 +43,13 @@ SERVERS = ("granian", "gunicorn")
 
 def producer_app() -> Any:
     """The producer as a granian worker loads it (the factory runs in each worker)."""
-    from watchlog.producer.app import create_app
+    from watchlog.api.producer.app import create_app
 
     return _worker_app("producer", create_app)
 
 
 def consumer_app() -> Any:
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     return _worker_app("consumer", create_app)
 

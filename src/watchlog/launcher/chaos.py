@@ -21,8 +21,8 @@ from typing import Any
 import click
 import redis
 
+from watchlog.api.faults import PRESETS, FaultSpec
 from watchlog.core import keys
-from watchlog.faults import PRESETS, FaultSpec
 from watchlog.launcher.procs import LauncherError
 from watchlog.launcher.verify import NEMESES
 

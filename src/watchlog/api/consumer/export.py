@@ -10,8 +10,8 @@ from itertools import islice
 import msgspec
 from flask import Response, request, stream_with_context
 
+from watchlog.api.bodies import StreamSlots, send_within
 from watchlog.core.schema import bodies_out
-from watchlog.web.bodies import StreamSlots, send_within
 
 CSV_FIELDS = ("event_id", "user_id", "activity_type", "timestamp", "duration", "distance",
               "heart_rate", "calories_burned", "latitude", "longitude", "device_id",

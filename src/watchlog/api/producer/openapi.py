@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from watchlog.web.openapi import OPS_PATHS, document, errors, json_ok
+from watchlog.api.openapi import OPS_PATHS, document, errors, json_ok
 
 ACTIVITY = {"$ref": "#/components/schemas/Activity"}
 RESULT = {"type": "object", "required": ["status", "event_id"], "properties": {

@@ -14,13 +14,13 @@ from typing import Any
 import msgspec
 from flask import Blueprint, Response, request
 
+from watchlog.api import params
+from watchlog.api.auth import requires
+from watchlog.api.context import json_response, settings, store
 from watchlog.core import keys, metrics, schema
 from watchlog.core.errors import Conflict, InvalidInput, Malformed
 from watchlog.core.metrics import ScrapeTimeGauges
 from watchlog.store import Store
-from watchlog.web import params
-from watchlog.web.auth import requires
-from watchlog.web.common import json_response, settings, store
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

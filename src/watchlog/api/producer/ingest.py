@@ -1,4 +1,4 @@
-"""The producer API: watches send activity logs here; they are validated and stored."""
+"""The ingest routes: watches send activity logs here; they are validated and stored."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import msgspec
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Response, g, request
 
+from watchlog.api.auth import Principal, requires
+from watchlog.api.context import json_response, settings, store
 from watchlog.core import metrics, schema
 from watchlog.core.errors import (
     Forbidden,
@@ -21,26 +23,12 @@ from watchlog.core.errors import (
     too_deep,
 )
 from watchlog.core.settings import Settings
-from watchlog.producer.openapi import producer_spec
-from watchlog.store import Store
-from watchlog.web.auth import Principal, requires
-from watchlog.web.common import create_base_app, json_response, settings, store
 
 JSON_TYPES = ("application/json", "application/x-ndjson", "application/ndjson")
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 PIECE = 64 * 1024  # bytes read or decompressed at a time
 
-
-def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
-    """Build the producer app (the application factory)."""
-    settings = settings or Settings.from_env()
-    app = create_base_app("producer", settings, store)
-    app.extensions["watchlog_openapi"] = producer_spec
-    app.register_blueprint(ingest_blueprint())
-    from watchlog.web.limits import init_rate_limit
-
-    init_rate_limit(app, settings)
-    return app
+bp = Blueprint("ingest", __name__)
 
 
 def read_body(limit: int) -> bytes:
@@ -168,59 +156,55 @@ def _in_retention(e: schema.Event) -> schema.Event:
     return e
 
 
-def ingest_blueprint() -> Blueprint:
-    bp = Blueprint("ingest", __name__)
+@bp.post("/v1/activities")
+@requires("ingest")
+def post_activities() -> Response:
+    """Store one log (JSON object), or a batch (JSON array or NDJSON)."""
+    mimetype = request.mimetype
+    if mimetype not in JSON_TYPES:
+        metrics.LOGS_REJECTED.labels("unsupported_media_type").inc()
+        raise UnsupportedMediaType(
+            "Content-Type must be application/json or application/x-ndjson")
+    s = settings()
+    items, batch = split_items(read_body(s.max_body_bytes), mimetype)
+    if len(items) > s.max_batch:
+        metrics.LOGS_REJECTED.labels("too_large").inc(len(items))
+        raise PayloadTooLarge(f"batch of {len(items)} logs over the limit of {s.max_batch}"
+                              " (WATCHLOG_MAX_BATCH)")
+    if batch and not items:
+        raise InvalidInput("body: the batch is empty")
+    return _ingest(items, batch, s)
 
-    @bp.post("/v1/activities")
-    @requires("ingest")
-    def post_activities() -> Response:
-        """Store one log (JSON object), or a batch (JSON array or NDJSON)."""
-        mimetype = request.mimetype
-        if mimetype not in JSON_TYPES:
-            metrics.LOGS_REJECTED.labels("unsupported_media_type").inc()
-            raise UnsupportedMediaType(
-                "Content-Type must be application/json or application/x-ndjson")
-        s = settings()
-        items, batch = split_items(read_body(s.max_body_bytes), mimetype)
-        if len(items) > s.max_batch:
-            metrics.LOGS_REJECTED.labels("too_large").inc(len(items))
-            raise PayloadTooLarge(f"batch of {len(items)} logs over the limit of {s.max_batch}"
-                                  " (WATCHLOG_MAX_BATCH)")
-        if batch and not items:
-            raise InvalidInput("body: the batch is empty")
-        return _ingest(items, batch, s)
 
-    @bp.post("/log_activity")
-    @requires("ingest")
-    def log_activity() -> Response:
-        """The seed's endpoint: one log with every seed field present."""
-        try:
-            doc = msgspec.json.decode(request.get_data(cache=False))
-        except msgspec.DecodeError as e:  # the seed's error, and a message as everywhere
-            return json_response({"error": "Invalid JSON", "message": f"malformed JSON: {e}"},
-                                 400)
-        except RecursionError:
-            return json_response({"error": "Invalid JSON", "message": too_deep().message}, 400)
-        missing = [f for f in schema.REQUIRED_SEED_FIELDS
-                   if not isinstance(doc, dict) or f not in doc]
-        if missing:
-            names = ", ".join(missing)
-            return json_response({"error": f"Missing fields: {names}",
-                                  "message": f"missing fields: {names}", "field": missing[0]},
-                                 400)
-        try:
-            raw = msgspec.json.encode(doc)
-        except RecursionError:  # near the limit: decoded, but deeper than encoding allows
-            return json_response({"error": "Invalid JSON", "message": too_deep().message}, 400)
-        events, _, errors = validate_items([raw], _device())
-        if errors:
-            raise errors[0]
-        store().ingest(events)
-        _count(events, [True])
-        return json_response({"message": "Activity logged successfully",
-                              "event_id": events[0].event_id})
-
-    return bp
+@bp.post("/log_activity")
+@requires("ingest")
+def log_activity() -> Response:
+    """The seed's endpoint: one log with every seed field present."""
+    try:
+        doc = msgspec.json.decode(request.get_data(cache=False))
+    except msgspec.DecodeError as e:  # the seed's error, and a message as everywhere
+        return json_response({"error": "Invalid JSON", "message": f"malformed JSON: {e}"},
+                             400)
+    except RecursionError:
+        return json_response({"error": "Invalid JSON", "message": too_deep().message}, 400)
+    missing = [f for f in schema.REQUIRED_SEED_FIELDS
+               if not isinstance(doc, dict) or f not in doc]
+    if missing:
+        names = ", ".join(missing)
+        return json_response({"error": f"Missing fields: {names}",
+                              "message": f"missing fields: {names}", "field": missing[0]},
+                             400)
+    try:
+        raw = msgspec.json.encode(doc)
+    except RecursionError:  # near the limit: decoded, but deeper than encoding allows
+        return json_response({"error": "Invalid JSON", "message": too_deep().message}, 400)
+    events, _, errors = validate_items([raw], _device())
+    if errors:
+        raise errors[0]
+    store().ingest(events)
+    _count(events, [True])
+    return json_response({"message": "Activity logged successfully",
+                          "event_id": events[0].event_id})
 
 
 def _device() -> Principal | None:

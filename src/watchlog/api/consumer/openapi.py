@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from watchlog.api.openapi import OPS_PATHS, document, errors, json_ok, stored_activity
 from watchlog.core.schema import ACTIVITY_TYPES, SAFE_ID
-from watchlog.web.openapi import OPS_PATHS, document, errors, json_ok, stored_activity
 
 
 def q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
