@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from watchlog.alerts import AlertLog, alerts
+from watchlog.cli.alerts import AlertLog, alerts
 from watchlog.core.credentials import Credentials, load_or_create
+from watchlog.launcher.monitoring import monitoring_root
 from watchlog.launcher.observability import (
     alert_sink_service,
     alertmanager_service,
@@ -36,7 +37,6 @@ from watchlog.launcher.observability import (
 from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis_cluster import LocalCluster
 from watchlog.launcher.services import Ports, Service
-from watchlog.monitoring import monitoring_root
 
 FAST = {"group_wait": "1s", "group_interval": "2s", "repeat_interval": "1h"}
 

@@ -1,8 +1,10 @@
-"""The process facts every layer shares: is a pid alive, and the private umask."""
+"""The process facts every layer shares: is a pid alive, the private umask, stop signals."""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -38,3 +40,25 @@ def alive(pid: int | None) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, abort: threading.Event | None = None
+                    ) -> Iterator[None]:
+    """Turn Ctrl-C/SIGTERM into ``stop``; with ``abort``, a second signal sets it.
+
+    Only the main thread may install handlers: elsewhere (a test's thread) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum: int, _frame: object) -> None:
+        (abort if abort is not None and stop.is_set() else stop).set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

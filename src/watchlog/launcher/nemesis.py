@@ -53,7 +53,7 @@ class Harm:
     @property
     def cluster(self) -> Any:
         if self._cluster is None:
-            from watchlog.launcher.chaos import load_cluster
+            from watchlog.cli.chaos import load_cluster
 
             self._cluster = load_cluster(self.opts.state_dir)
         return self._cluster
@@ -247,7 +247,7 @@ class Harm:
         the next starts half a second later: moved back and forth as fast as they go, a
         slot can end up owned by no node, its keys deleted (Redis 7.0; docs/chaos.md).
         """
-        from watchlog.launcher.chaos import partition_slots
+        from watchlog.cli.chaos import partition_slots
 
         src, dst = self.masters()[:2]
         slots = partition_slots(self.cluster, src, 8)

@@ -13,32 +13,24 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-import redis
 
 from watchlog.api.faults import PRESETS, FaultSpec
+from watchlog.cli.options import (
+    consumer_url_option,
+    failures_as_click,
+    producer_url_option,
+    state_dir_option,
+)
 from watchlog.core import keys
-from watchlog.launcher.procs import LauncherError
 from watchlog.launcher.verify import NEMESES
 
 SERVICES = ("producer", "consumer")
 STATUSES = ("500", "502", "503", "504")
-
-
-@contextmanager
-def failures_as_click() -> Iterator[None]:
-    """Turn launcher, Redis and HTTP failures into a red message and a non-zero exit."""
-    from watchlog.http import GaveUp
-
-    try:
-        yield
-    except (LauncherError, GaveUp, redis.RedisError, OSError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
 
 
 @click.group()
@@ -51,10 +43,8 @@ def chaos() -> None:
 
 def service_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--service`` and the two API URLs (env ``WATCHLOG_*_URL``)."""
-    f = click.option("--consumer-url", envvar="WATCHLOG_CONSUMER_URL",
-                     default="http://127.0.0.1:5002", show_default=True)(f)
-    f = click.option("--producer-url", envvar="WATCHLOG_PRODUCER_URL",
-                     default="http://127.0.0.1:5001", show_default=True)(f)
+    f = consumer_url_option()(f)
+    f = producer_url_option()(f)
     return click.option("--service", type=click.Choice([*SERVICES, "both"]), default="both",
                         show_default=True, help="Which API to act on.")(f)
 
@@ -67,7 +57,7 @@ def _targets(service: str, producer_url: str, consumer_url: str) -> list[tuple[s
 
 def _admin(url: str) -> Any:
     """Return a retrying client of one API with the admin key (env or credentials file)."""
-    from watchlog.http import Client, NoCredentials, RetryPolicy, require_token
+    from watchlog.clients.http import Client, NoCredentials, RetryPolicy, require_token
 
     try:
         token = require_token("admin")
@@ -78,7 +68,7 @@ def _admin(url: str) -> Any:
 
 
 def _call(url: str, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    from watchlog.http import error_message
+    from watchlog.clients.http import error_message
 
     with _admin(url) as client:
         resp = client.request(method, "/admin/faults", json=body)
@@ -186,12 +176,6 @@ def faults_reset(service: str, producer_url: str, consumer_url: str) -> None:
 
 
 # -- Redis nodes: through the local cluster recorded by `watchlog up` -------------------
-
-
-def state_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-                        default=".watchlog", show_default=True, envvar="WATCHLOG_STATE_DIR",
-                        help="The state directory of `watchlog up`.")(f)
 
 
 def load_cluster(state_dir: Path) -> Any:
@@ -360,10 +344,8 @@ def partition_slots(cluster: Any, source: int, count: int) -> list[int]:
 
 @chaos.command()
 @state_dir_option
-@click.option("--producer-url", envvar="WATCHLOG_PRODUCER_URL",
-              default="http://127.0.0.1:5001", show_default=True)
-@click.option("--consumer-url", envvar="WATCHLOG_CONSUMER_URL",
-              default="http://127.0.0.1:5002", show_default=True)
+@producer_url_option()
+@consumer_url_option()
 @click.option("--nemesis", type=click.Choice(NEMESES),
               default="none", show_default=True, help="The harm done during the writes.")
 @click.option("--count", type=click.IntRange(1, 1_000_000), default=3000, show_default=True,
@@ -418,7 +400,7 @@ class CouldNotCheck(click.ClickException):
 
 def checker_tokens(state_dir: Path, admin: bool) -> dict[str, str]:
     """The ingest, reader (and admin) tokens: the environment, then ``<state>/credentials``."""
-    from watchlog.http import NoCredentials, find_state_dir, require_token
+    from watchlog.clients.http import NoCredentials, find_state_dir, require_token
 
     state = find_state_dir(state_dir)
     roles = ("ingest", "reader", "admin") if admin else ("ingest", "reader")

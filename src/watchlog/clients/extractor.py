@@ -23,8 +23,8 @@ import httpx
 import msgspec
 from prometheus_client import Counter
 
+from watchlog.clients.http import Client, GaveUp, error_message
 from watchlog.core.metrics import client_registry
-from watchlog.http import Client, GaveUp, error_message
 
 log = logging.getLogger(__name__)
 REGISTRY = client_registry("extractor")

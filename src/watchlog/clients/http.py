@@ -289,17 +289,3 @@ def require_token(role: str, env: Mapping[str, str] | None = None,
         f"no {role} key found: {names} is not set and no credentials file holds it. "
         f"Looked in: {where}. Run the command from the folder of `watchlog up` (or below it), "
         f"or pass --state-dir / set WATCHLOG_STATE_DIR.")
-
-
-def state_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--state-dir``; the command receives the ``StateDir`` found (``state``)."""
-    import click
-
-    def find(_ctx: click.Context, _param: click.Parameter, value: str | None) -> StateDir:
-        return find_state_dir(value)
-
-    return click.option(
-        "--state-dir", "state", type=click.Path(file_okay=False), default=None,
-        callback=find, help="Where `watchlog up` keeps credentials.env (default: "
-        "WATCHLOG_STATE_DIR, then .watchlog in this folder or a parent, then the user's "
-        "state folder).")(f)

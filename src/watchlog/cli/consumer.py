@@ -1,6 +1,6 @@
 """The internal users' CLI: ``watchlog report``, ``watchlog export`` and ``watchlog extract``.
 
-Every call goes through ``watchlog.http`` (timeouts, bounded retries) with the reader key
+Every call goes through ``watchlog.clients.http`` (timeouts, bounded retries) with the reader key
 from the environment or the credentials file ``watchlog up`` wrote. Failures end in a
 red message and a non-zero exit; ``--json`` prints one object for scripts.
 """
@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,31 +22,22 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from watchlog.core.process import UMASK, umask
-from watchlog.core.schema import ACTIVITY_TYPES
-from watchlog.http import (
+from watchlog.cli.options import consumer_url_option, credentials_option, json_option
+from watchlog.clients.http import (
     Client,
     GaveUp,
     NoCredentials,
     StateDir,
     error_message,
     require_token,
-    state_dir_option,
     user_state_dir,
 )
+from watchlog.core.process import UMASK, stop_on_signals, umask
+from watchlog.core.schema import ACTIVITY_TYPES
 
 log = logging.getLogger(__name__)
 F = Callable[..., Any]
 COLUMNS = ("activity", "count", "hours", "km", "kcal", "avg hr", "max hr")
-
-
-def url_option(f: F) -> F:
-    return click.option("--url", envvar="WATCHLOG_CONSUMER_URL", default="http://127.0.0.1:5002",
-                        show_default=True, help="Consumer API (env WATCHLOG_CONSUMER_URL).")(f)
-
-
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(f)
 
 
 def client(url: str, state: StateDir | None = None,
@@ -105,8 +94,8 @@ def report() -> None:
 
 @report.command("daily")
 @click.option("--date", "day", default=None, help="UTC day, YYYY-MM-DD (default: today).")
-@url_option
-@state_dir_option
+@consumer_url_option("--url")
+@credentials_option
 @json_option
 def daily(day: str | None, url: str, state: StateDir, as_json: bool) -> None:
     """Show one UTC day of the fleet: per activity type, and active users."""
@@ -122,8 +111,8 @@ def daily(day: str | None, url: str, state: StateDir, as_json: bool) -> None:
 @click.argument("user_id")
 @click.option("--from", "frm", default=None, help="First day (default: 6 days before --to).")
 @click.option("--to", default=None, help="Last day (default: today, UTC).")
-@url_option
-@state_dir_option
+@consumer_url_option("--url")
+@credentials_option
 @json_option
 def user(user_id: str, frm: str | None, to: str | None, url: str, state: StateDir,
          as_json: bool) -> None:
@@ -207,8 +196,8 @@ def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool) -> tuple[
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Default: <state dir>/exports/logs-<from>-<to>.<format>.")
-@url_option
-@state_dir_option
+@consumer_url_option("--url")
+@credentials_option
 @json_option
 def export(frm: str | None, to: str | None, activity_type: str | None, fmt: str,
            output: Path | None, url: str, state: StateDir, as_json: bool) -> None:
@@ -226,20 +215,6 @@ def export(frm: str | None, to: str | None, activity_type: str | None, fmt: str,
             rows, size = download(c, params, output, fmt == "csv", quiet=as_json)
     if as_json:
         emit({"rows": rows, "bytes": size, "file": str(output)})
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Turn Ctrl-C/SIGTERM into a clean stop between two batches."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
@@ -268,8 +243,8 @@ def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address /metrics listens on (0.0.0.0 to let another host scrape it).")
-@url_option
-@state_dir_option
+@consumer_url_option("--url")
+@credentials_option
 @json_option
 def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_items: int,
             visibility_timeout: int | None, drop_rate: float, seed: int | None,
@@ -278,7 +253,7 @@ def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_
     """Extract logs incrementally into DIR, each exactly once, one NDJSON file per batch."""
     from prometheus_client import start_http_server
 
-    from watchlog.consumer.extractor import REGISTRY, ExtractError, Extractor
+    from watchlog.clients.extractor import REGISTRY, ExtractError, Extractor
 
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)

@@ -4,35 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 
+from watchlog.cli.options import failures_as_click, state_dir_option
 from watchlog.core.settings import Settings
-from watchlog.launcher.procs import LauncherError
 from watchlog.launcher.services import Ports
 from watchlog.launcher.stack import Stack, status_table
 
 log = logging.getLogger(__name__)
-
-
-def state_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--state-dir`` (env ``WATCHLOG_STATE_DIR``)."""
-    return click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-                        default=".watchlog", show_default=True, envvar="WATCHLOG_STATE_DIR",
-                        help="Where data, logs, pids and credentials live.")(f)
-
-
-@contextmanager
-def failures_as_click() -> Iterator[None]:
-    """Turn launcher failures into a red message and a non-zero exit."""
-    try:
-        yield
-    except (LauncherError, OSError, ValueError, RuntimeError) as e:
-        raise click.ClickException(str(e)) from e
 
 
 @click.command()
