@@ -20,7 +20,7 @@ from tools import require_tool
 from watchlog.core.credentials import Credentials, load_or_create
 from watchlog.core.settings import Settings
 from watchlog.launcher.procs import free_redis_ports
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Service
 from watchlog.store import Store
 

@@ -35,7 +35,7 @@ from watchlog.launcher.observability import (
     prometheus_service,
 )
 from watchlog.launcher.procs import free_redis_ports
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Ports, Service
 
 FAST = {"group_wait": "1s", "group_interval": "2s", "repeat_interval": "1h"}

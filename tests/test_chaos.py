@@ -31,7 +31,7 @@ from watchlog.core import keys, schema
 from watchlog.core.credentials import Credentials, load_or_create
 from watchlog.core.errors import ReplicasUnavailable, StoreUnavailable
 from watchlog.core.settings import Settings
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.store import Store
 
 # -- what every test checks ----------------------------------------------------------------

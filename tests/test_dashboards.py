@@ -176,7 +176,7 @@ def _fault(live_stack: dict[str, str], fault: str) -> tuple[Callable[[], None], 
     import signal
 
     from watchlog.core.credentials import load_or_create
-    from watchlog.launcher.redis_cluster import LocalCluster
+    from watchlog.launcher.redis.cluster import LocalCluster
 
     state = Path(live_stack["state_dir"])
     pids = {e["component"]: e["pid"]

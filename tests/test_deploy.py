@@ -543,7 +543,7 @@ def redis_version() -> tuple[int, int]:
 def test_redis_acl_is_the_native_launchers(tmp_path: Path) -> None:
     """Compose's generated users.acl equals the launcher's, byte for byte (one set of rules)."""
     from watchlog.core.credentials import Credentials
-    from watchlog.launcher.redis_conf import render_acl
+    from watchlog.launcher.redis.conf import render_acl
 
     version = redis_version()
     env = {**clean_env(), **REDIS_PASSWORDS, "REDIS_RENDER_ONLY": "1",

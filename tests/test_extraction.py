@@ -16,7 +16,7 @@ from payloads import random_logs, seed_log
 from test_consumer import post_all
 from watchlog.core import keys
 from watchlog.core.schema import iso_ms
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 
 X = "/v1/extractors"
 

@@ -20,8 +20,8 @@ from tools import require_tool
 from watchlog.core.credentials import Credentials, load_or_create, read_env_file
 from watchlog.core.settings import Settings
 from watchlog.launcher.procs import BUS_OFFSET, LauncherError, free_redis_ports
-from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.launcher.redis_conf import EXPORTER_USER
+from watchlog.launcher.redis.cluster import LocalCluster
+from watchlog.launcher.redis.conf import EXPORTER_USER
 from watchlog.launcher.services import Ports
 from watchlog.launcher.stack import Stack
 

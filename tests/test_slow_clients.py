@@ -25,7 +25,7 @@ from conftest import bearer, serve, service_env
 from payloads import random_logs, seed_log
 from watchlog.core.credentials import Credentials
 from watchlog.launcher.procs import free_redis_ports
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Service
 
 SLOW_CLIENTS = 8  # more than the 2 x 2 request threads

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from payloads import now_ms, random_logs, seed_log
 from watchlog.core import keys, schema
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.store import Store
 
 

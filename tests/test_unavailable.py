@@ -7,7 +7,7 @@ import pytest
 from payloads import seed_log
 from watchlog.core.credentials import load_or_create
 from watchlog.core.settings import Settings
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 
 
 @pytest.fixture

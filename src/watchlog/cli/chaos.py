@@ -27,6 +27,7 @@ from watchlog.cli.options import (
     state_dir_option,
 )
 from watchlog.core import keys
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.verify import NEMESES
 
 SERVICES = ("producer", "consumer")
@@ -178,20 +179,6 @@ def faults_reset(service: str, producer_url: str, consumer_url: str) -> None:
 # -- Redis nodes: through the local cluster recorded by `watchlog up` -------------------
 
 
-def load_cluster(state_dir: Path) -> Any:
-    """Return the ``LocalCluster`` recorded in ``state_dir``, or exit with a message."""
-    from watchlog.core.credentials import FILENAME, load_or_create
-    from watchlog.launcher.redis_cluster import LocalCluster
-
-    # Never create credentials here: a missing file means there is no cluster to break.
-    if not (state_dir / FILENAME).is_file():
-        raise click.ClickException(f"no credentials in {state_dir}; start with `watchlog up`")
-    cluster = LocalCluster.from_state(state_dir, load_or_create(state_dir))
-    if cluster is None:
-        raise click.ClickException(f"no Redis Cluster recorded in {state_dir}")
-    return cluster
-
-
 def _node(cluster: Any, port: int) -> int:
     if port not in cluster.ports:
         ports = ", ".join(map(str, cluster.ports))
@@ -205,7 +192,7 @@ def _node(cluster: Any, port: int) -> int:
 def nodes(state_dir: Path, as_json: bool) -> None:
     """List the Redis nodes: port, pid, role, slots and partitions."""
     with failures_as_click():
-        rows = node_rows(load_cluster(state_dir))
+        rows = LocalCluster.recorded(state_dir).node_rows()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -221,25 +208,6 @@ def nodes(state_dir: Path, as_json: bool) -> None:
     Console().print(table)
 
 
-def node_rows(cluster: Any) -> list[dict[str, Any]]:
-    """Return one row per node, with the partitions its slots hold and its master."""
-    from watchlog.launcher import redis_admin as ra
-
-    view = ra.cluster_view(cluster)
-    port_of = {e.node_id: port for port, e in view.items()}
-    rows = []
-    for info in cluster.nodes():
-        entry = view.get(info.port)
-        ranges = entry.ranges if entry else ()
-        parts = sum(1 for p in range(keys.PARTITIONS)
-                    if any(lo <= keys.partition_slot(p) <= hi for lo, hi in ranges))
-        master = port_of.get(entry.master_id) if entry and entry.master_id != "-" else None
-        rows.append({"port": info.port, "pid": info.pid, "role": info.role,
-                     "slots": info.slots, "partitions": parts,
-                     "replica_of": master if info.role == "replica" else None})
-    return rows
-
-
 @chaos.command()
 @state_dir_option
 @click.argument("node", type=int)
@@ -247,7 +215,7 @@ def kill(state_dir: Path, node: int) -> None:
     """SIGKILL a Redis node: a crash, no AOF flush. Its replica takes over after the
     cluster node timeout."""
     with failures_as_click():
-        cluster = load_cluster(state_dir)
+        cluster = LocalCluster.recorded(state_dir)
         if not cluster.pid(_node(cluster, node)):
             raise click.ClickException(f"redis node {node} is not running")
         cluster.kill(node)
@@ -260,7 +228,7 @@ def kill(state_dir: Path, node: int) -> None:
 def restart(state_dir: Path, node: int) -> None:
     """Start a killed Redis node again with its data (it rejoins, maybe as a replica)."""
     with failures_as_click():
-        cluster = load_cluster(state_dir)
+        cluster = LocalCluster.recorded(state_dir)
         cluster.start_node(_node(cluster, node))
     click.echo(f"redis node {node} is running")
 
@@ -276,7 +244,7 @@ def restart(state_dir: Path, node: int) -> None:
 def pause(state_dir: Path, node: int, seconds: float, how: str) -> None:
     """Freeze a Redis node for a while, then let it go on."""
     with failures_as_click():
-        cluster = load_cluster(state_dir)
+        cluster = LocalCluster.recorded(state_dir)
         _node(cluster, node)
         if how == "client-pause":
             # The server resumes by itself: nothing to wait for here.
@@ -315,28 +283,14 @@ def reshard(state_dir: Path, source: int, target: int, slots: int | None,
     if (slots is None) == (partitions is None):
         raise click.UsageError("give one of --slots or --partitions")
     with failures_as_click():
-        cluster = load_cluster(state_dir)
+        cluster = LocalCluster.recorded(state_dir)
         _node(cluster, source), _node(cluster, target)
-        which: int | list[int] = slots if slots is not None else partition_slots(
-            cluster, source, partitions or 0)
+        which: int | list[int] = slots if slots is not None else cluster.partition_slots(
+            source, partitions or 0)
         started = time.monotonic()
         moved = cluster.reshard(source, target, which)
     click.echo(f"moved {moved} slots from {source} to {target} "
                f"in {time.monotonic() - started:.1f} s")
-
-
-def partition_slots(cluster: Any, source: int, count: int) -> list[int]:
-    """Return the slots of the first ``count`` partitions that ``source`` owns."""
-    from watchlog.launcher import redis_admin as ra
-
-    entry = ra.cluster_view(cluster).get(source)
-    if entry is None or "master" not in entry.flags:
-        raise click.ClickException(f"redis node {source} is not a live master")
-    owned = [keys.partition_slot(p) for p in range(keys.PARTITIONS)
-             if any(lo <= keys.partition_slot(p) <= hi for lo, hi in entry.ranges)]
-    if not owned:
-        raise click.ClickException(f"redis node {source} holds no partition")
-    return owned[:count]
 
 
 # -- the checker -------------------------------------------------------------------------

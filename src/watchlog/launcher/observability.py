@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from watchlog.core.credentials import Credentials
-from watchlog.launcher.redis_conf import EXPORTER_USER
+from watchlog.launcher.redis.conf import EXPORTER_USER
 from watchlog.launcher.services import Ports, Service, find_binary, missing_hint
 
 log = logging.getLogger(__name__)

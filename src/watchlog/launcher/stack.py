@@ -28,7 +28,7 @@ from watchlog.launcher.procs import (
     terminate,
     umask,
 )
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Ports, Service, app_services, base_env, client_services
 
 log = logging.getLogger(__name__)
