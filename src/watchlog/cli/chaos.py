@@ -26,6 +26,7 @@ from watchlog.cli.options import (
     producer_url_option,
     state_dir_option,
 )
+from watchlog.clients.faults import call
 from watchlog.core import keys
 from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.verify import NEMESES
@@ -54,28 +55,6 @@ def _targets(service: str, producer_url: str, consumer_url: str) -> list[tuple[s
     urls = {"producer": producer_url, "consumer": consumer_url}
     names = SERVICES if service == "both" else (service,)
     return [(name, urls[name]) for name in names]
-
-
-def _admin(url: str) -> Any:
-    """Return a retrying client of one API with the admin key (env or credentials file)."""
-    from watchlog.clients.http import Client, NoCredentials, RetryPolicy, require_token
-
-    try:
-        token = require_token("admin")
-    except NoCredentials as e:
-        raise click.ClickException(str(e)) from None
-    # Admin calls are never faulted, but the API may be restarting: a short budget.
-    return Client(url, token, policy=RetryPolicy(attempts=4, deadline=10.0))
-
-
-def _call(url: str, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    from watchlog.clients.http import error_message
-
-    with _admin(url) as client:
-        resp = client.request(method, "/admin/faults", json=body)
-    if resp.status_code != 200:
-        raise click.ClickException(f"{url}: {error_message(resp)}")
-    return resp.json()  # type: ignore[no-any-return]
 
 
 def _echo_specs(specs: dict[str, dict[str, Any]], as_json: bool) -> None:
@@ -112,7 +91,7 @@ def faults() -> None:
 def faults_show(service: str, producer_url: str, consumer_url: str, as_json: bool) -> None:
     """Show the fault spec in force on each API."""
     with failures_as_click():
-        specs = {n: _call(u, "GET") for n, u in _targets(service, producer_url, consumer_url)}
+        specs = {n: call(u, "GET") for n, u in _targets(service, producer_url, consumer_url)}
     _echo_specs(specs, as_json)
 
 
@@ -136,8 +115,8 @@ def faults_set(service: str, producer_url: str, consumer_url: str, preset: str |
         specs = {}
         for name, url in _targets(service, producer_url, consumer_url):
             # Start from what is in force, so `--abort-p 0.5` turns one knob, not all.
-            base = _preset_dict(preset) if preset else _call(url, "GET")
-            specs[name] = _call(url, "PUT", merge(base, changes))
+            base = _preset_dict(preset) if preset else call(url, "GET")
+            specs[name] = call(url, "PUT", merge(base, changes))
     _echo_specs(specs, as_json)
 
 
@@ -172,7 +151,7 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 def faults_reset(service: str, producer_url: str, consumer_url: str) -> None:
     """Go back to the WATCHLOG_FAULT_* settings each API started with."""
     with failures_as_click():
-        specs = {n: _call(u, "DELETE") for n, u in _targets(service, producer_url, consumer_url)}
+        specs = {n: call(u, "DELETE") for n, u in _targets(service, producer_url, consumer_url)}
     _echo_specs(specs, False)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import redis
 
-from watchlog.clients.http import GaveUp, StateDir, find_state_dir
+from watchlog.clients.http import GaveUp, NoCredentials, StateDir, find_state_dir
 from watchlog.core.settings import Settings
 from watchlog.launcher.procs import LauncherError
 
@@ -24,10 +24,11 @@ F = Callable[..., Any]
 
 @contextmanager
 def failures_as_click() -> Iterator[None]:
-    """Turn launcher, Redis and HTTP failures into a red message and a non-zero exit."""
+    """Turn launcher, Redis, HTTP and credentials failures into a red message and exit 1."""
     try:
         yield
-    except (LauncherError, GaveUp, redis.RedisError, OSError, ValueError, RuntimeError) as e:
+    except (LauncherError, GaveUp, NoCredentials, redis.RedisError, OSError, ValueError,
+            RuntimeError) as e:
         raise click.ClickException(str(e)) from e
 
 
