@@ -39,7 +39,7 @@ run: install
 	$(BIN)/watchlog up
 
 test: install-dev
-	@# a missing tool fails the run (tests/tools.py); no opting out here
+	@# a missing tool fails the run (tests/helpers.py); no opting out here
 	TESTS_ALLOW_MISSING_TOOLS= $(BIN)/python -m pytest
 
 # The inner loop: everything but the slow and chaos tests. `make test` (and CI) runs all.

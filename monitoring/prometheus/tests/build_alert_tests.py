@@ -1,7 +1,7 @@
 """Write alerts_test.yml: promtool unit tests for every alert in ../rules/alerts.yml.
 
 Run: ``python monitoring/prometheus/tests/build_alert_tests.py`` after editing rules or cases,
-then ``promtool test rules monitoring/prometheus/tests/*.yml``. tests/test_monitoring_rules.py
+then ``promtool test rules monitoring/prometheus/tests/*.yml``. tests/monitoring/test_monitoring_rules.py
 fails if the YAML is stale.
 
 Why generate: promtool compares annotations verbatim, so every expected alert repeats its
