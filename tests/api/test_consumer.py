@@ -80,7 +80,8 @@ def test_consumer_extraction_acks_and_reports_lag(producer, consumer, ingest_hea
     assert ack.json["acknowledged"] == 100 and ack.json["not_acked"] == []
     info = consumer.get("/v1/extractors/rep", headers=reader_headers).json
     assert (info["lag"], info["pending"]) == (20, 0)
-    assert b'watchlog_extraction_lag{extractor="rep",service="consumer"} 20.0' in consumer.get("/metrics").data
+    lag = b'watchlog_extraction_lag{extractor="rep",service="consumer"} 20.0'
+    assert lag in consumer.get("/metrics").data
     # An ack that acknowledges fewer than it was sent says which, never a silent count.
     again = [b["items"][0]["feed_id"], "7-1-0"]
     ack = consumer.post("/v1/extractors/rep/ack", json={"ids": again}, headers=reader_headers)

@@ -414,3 +414,26 @@ def test_every_recording_rule_is_read_by_an_alert_a_dashboard_or_a_test() -> Non
         d.read_text() for d in DASHBOARDS)
     unused = [r for r in recorded if r not in readers]
     assert not unused, f"recording rules nothing reads: {unused}"
+
+
+def test_extractor_inhibition_names_the_extractor_the_process_runs(tmp_path: Path) -> None:
+    """A stopped extractor process mutes only its own extractor's backlog alerts.
+
+    The scrape job carries ``extractor`` = the built-in extractor's name, natively and in
+    compose, and the inhibition requires it equal; the inhibition as it was (no ``equal``,
+    muting every extractor's alerts while the process is down) fails this check.
+    """
+    from watchlog.launcher.monitoring import render_native_prometheus
+    from watchlog.launcher.services import BUILTIN_EXTRACTOR
+
+    compose = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    native = yaml.safe_load(render_native_prometheus(
+        producer="127.0.0.1:1", consumer="127.0.0.1:2", simulator=None,
+        extractor="127.0.0.1:3", exporter="127.0.0.1:4", redis_nodes=["127.0.0.1:5"],
+        rules_dir=tmp_path, prometheus="127.0.0.1:6", alertmanager=None))
+    for config in (compose, native):
+        job = next(j for j in config["scrape_configs"] if j["job_name"] == "extractor")
+        assert [c["labels"] for c in job["static_configs"]] == [{"extractor": BUILTIN_EXTRACTOR}]
+    am = yaml.safe_load((PROM.parent / "alertmanager" / "alertmanager.yml").read_text())
+    rules = [r for r in am["inhibit_rules"] if 'job="extractor"' in r["source_matchers"]]
+    assert len(rules) == 1 and rules[0]["equal"] == ["extractor"]
