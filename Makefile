@@ -31,9 +31,16 @@ system-deps:
 install: venv system-deps
 	$(BIN)/pip install -q -e .
 
-install-dev: venv
+install-dev: venv $(BIN)/checkov
 	@bash scripts/system-deps.sh $(TEST_PACKAGES)
 	$(BIN)/pip install -q -e '.[dev]'
+
+# checkov (the Kubernetes manifests' policy scanner, tests/test_kubernetes.py) lives in a
+# venv of its own: its pins (packaging<24) conflict with pytest's; linked into $(BIN).
+$(BIN)/checkov: $(BIN)/python
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install -q 'checkov>=3.2,<4'
+	ln -sf ../checkov/bin/checkov $(BIN)/checkov
 
 run: install
 	$(BIN)/watchlog up
