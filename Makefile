@@ -9,7 +9,7 @@ SYSTEM_PACKAGES := redis-server redis-tools prometheus prometheus-alertmanager \
 # The tests also lint shell scripts.
 TEST_PACKAGES := $(SYSTEM_PACKAGES) shellcheck
 
-.PHONY: help venv system-deps install install-dev run test test-fast lint bench bench-quick clean
+.PHONY: help venv system-deps install install-dev run test test-fast lint bench bench-quick bench-capacity clean
 
 help:
 	@echo "make run    - install and run the whole system natively (foreground, Ctrl-C stops)"
@@ -62,6 +62,10 @@ bench: install-dev
 
 bench-quick: install-dev
 	$(BIN)/python -m bench --quick
+
+# The capacity figures (docs/capacity.md), with 1, 2 and 3 masters: a few minutes.
+bench-capacity: install-dev
+	$(BIN)/python -m bench --capacity
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -197,7 +197,26 @@ def markdown(figures: dict[str, Any]) -> str:
             f"| {s['masters_by_cpu']} / {s['masters_by_memory']} | {s['masters']} "
             f"| {s['redis_nodes']} | {_n(s['redis_memory_gb'])} | {s['producer_workers']} "
             f"| {s['consumer_workers']} |")
+    lines += ["", worked_example(f, a)]
     return "\n".join([*lines, "", END]) + "\n"
+
+
+def worked_example(f: dict[str, float], a: dict[str, float], watches: int = 100_000) -> str:
+    """The formula of docs/capacity.md applied step by step to one fleet."""
+    s = size(watches, f, a)
+    pages = watches * a["pages_per_watch_per_day"] / 86_400
+    api = s["events_per_s"] * f["api_cpu_us_per_single_log"] / 1e6
+    return (
+        f"Worked example, {watches:,} watches: `r = {_n(s['events_per_s'])}` logs/s; "
+        f"`N = {watches:,} × {PER_DAY:,} × {a['retention_days'] + 1:.0f} = "
+        f"{s['stored_events']:,}` logs; at {f['redis_bytes_per_event']} bytes each, "
+        f"{_n(s['data_gb'])} GB per copy, so {s['masters_by_memory']} masters of "
+        f"{a['maxmemory_gb_per_master']:.0f} GB by memory, while the Redis CPU "
+        f"(`{_n(s['events_per_s'])} × {f['redis_cpu_us_per_single_log']} µs` plus the reads, "
+        f"{s['redis_cores']} of a core) needs {s['masters_by_cpu']}. The producer needs "
+        f"{api:.2f} cores (`{_n(s['events_per_s'])} × {f['api_cpu_us_per_single_log']} µs`): "
+        f"{s['producer_workers']} workers at {a['cpu_utilisation']:.0%} load; the consumer's "
+        f"{pages:.1f} pages/s need {s['consumer_workers']} (the minimum).")
 
 
 def write_docs(figures: dict[str, Any], path: Path = DOC) -> None:
