@@ -753,3 +753,99 @@ def test_manifests_are_plain_yaml_without_template_syntax() -> None:
     for path in K8S.rglob("*.yaml"):
         for value in _walk(_yaml_docs(path)):
             assert "{{" not in value and "${" not in value.replace("${1}", ""), (path, value)
+
+
+# ---- the containers' own scripts, run as the pods would run them ---------------------
+
+
+def _pod_env(objs: list[Obj], c: Obj, pod: str, secret_values: dict[str, str]) -> dict[str, str]:
+    """The environment the kubelet gives container ``c`` of pod ``pod`` ($(VAR) expanded)."""
+    env: dict[str, str] = {"PATH": "/usr/bin:/bin"}
+    for e in c.get("env", []):
+        source = e.get("valueFrom", {})
+        if "fieldRef" in source:
+            value = {"metadata.name": pod}[source["fieldRef"]["fieldPath"]]
+        elif "secretKeyRef" in source:
+            value = secret_values[source["secretKeyRef"]["key"]]
+        else:
+            value = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], e["value"])
+        env[e["name"]] = value
+    return env
+
+
+SECRET_VALUES = {"REDIS_ADMIN_PASSWORD": "admin-password-123",
+                 "WATCHLOG_REDIS_PASSWORD": "app-password-123",
+                 "REDIS_EXPORTER_PASSWORD": "exporter-password-123"}
+
+
+def announced(objs: list[Obj], tmp_path: Path) -> str:
+    """Run the entrypoint as pod redis-node-2 (render only); return what it announces."""
+    sts = find(objs, "StatefulSet", "redis-node")
+    c = _container(sts)
+    env = _pod_env(objs, c, "redis-node-2", SECRET_VALUES)
+    env.update(REDIS_CONF_DIR=str(tmp_path / "conf"), REDIS_DATA_DIR=str(tmp_path / "data"),
+               REDIS_RENDER_ONLY="1", PATH=f"{Path(require_tool('redis-server')).parent}:"
+                                          "/usr/bin:/bin")
+    script = sources_of(objs)["entrypoint.sh"]
+    subprocess.run(["sh", str(script)], env=env, check=True, timeout=30, capture_output=True)
+    conf = (tmp_path / "conf" / "redis.conf").read_text()
+    return re.search(r"^cluster-announce-hostname (\S+)$", conf, re.M).group(1)  # type: ignore[union-attr]
+
+
+def sources_of(objs: list[Obj]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    render(BASE, out)
+    return {k.partition("/")[2]: v for k, v in out.items() if k.startswith("redis-scripts/")}
+
+
+def test_redis_pods_announce_their_stable_dns_name(objs: list[Obj], tmp_path: Path) -> None:
+    name = announced(objs, tmp_path)
+    service = find(objs, "Service", "redis-node")
+    assert name == f"redis-node-2.{service['metadata']['name']}"
+    assert service["spec"]["clusterIP"] == "None"  # headless: a DNS name per pod
+    assert find(objs, "StatefulSet", "redis-node")["spec"]["serviceName"] == "redis-node"
+
+
+def test_announce_check_catches_a_pod_announcing_its_bare_hostname(
+        objs: list[Obj], tmp_path: Path) -> None:
+    broken = _break(objs, "StatefulSet", "redis-node", lambda o: _container(o).update(
+        env=[e for e in _container(o)["env"] if e["name"] != "REDIS_ANNOUNCE_HOSTNAME"]))
+    assert announced(broken, tmp_path) != "redis-node-2.redis-node"
+
+
+def password_map(objs: list[Obj], tmp_path: Path) -> dict[str, str]:
+    """Run the exporter's init container script; return the password map it writes."""
+    exporter = find(objs, "Deployment", "redis-exporter")
+    init = exporter["spec"]["template"]["spec"]["initContainers"][0]
+    script = init["command"][2].replace("/etc/redis-exporter", str(tmp_path))
+    env = _pod_env(objs, init, "redis-exporter-0", SECRET_VALUES)
+    subprocess.run(["sh", "-c", script], env=env, check=True, timeout=30)
+    data: dict[str, str] = json.loads((tmp_path / "passwords.json").read_text())
+    return data
+
+
+def scrape_targets(pods: int = 3) -> set[str]:
+    """The ?target= the plain Prometheus config and the ServiceMonitor give each Redis pod."""
+    job = _jobs(yaml.safe_load(K8S_PROMETHEUS.read_text()))["redis"]
+    rule = next(r for r in job["relabel_configs"] if r.get("target_label") == "__param_target")
+    srv = [f"redis-node-{i}.redis-node.watchlog.svc.cluster.local:6379" for i in range(pods)]
+    return {re.sub(rule["regex"], rule["replacement"].replace("${1}", r"\1"), a) for a in srv}
+
+
+def test_exporter_has_the_password_of_every_node_prometheus_asks_for(
+        objs: list[Obj], tmp_path: Path) -> None:
+    passwords = password_map(objs, tmp_path)
+    targets = scrape_targets(pods=16)
+    assert targets <= set(passwords), targets - set(passwords)
+    assert set(passwords.values()) == {SECRET_VALUES["REDIS_EXPORTER_PASSWORD"]}
+    sm = find(objs, "ServiceMonitor", "redis-node")["spec"]["endpoints"][0]["relabelings"]
+    assert sm[0]["replacement"] == "redis://${1}.redis-node:6379"  # pod name -> same target
+    assert (tmp_path / "passwords.json").stat().st_mode & 0o077 == 0
+
+
+def test_password_map_check_catches_names_prometheus_does_not_use(
+        objs: list[Obj], tmp_path: Path) -> None:
+    broken = _break(objs, "Deployment", "redis-exporter", lambda o: o["spec"]["template"][
+        "spec"]["initContainers"][0]["command"].__setitem__(2, o["spec"]["template"]["spec"][
+            "initContainers"][0]["command"][2].replace(".redis-node:6379", ":6379")))
+    assert not scrape_targets() <= set(password_map(broken, tmp_path))
