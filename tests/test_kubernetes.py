@@ -146,6 +146,17 @@ def render(path: Path, sources: dict[str, Path] | None = None) -> list[Obj]:
     return objs
 
 
+def test_the_default_kustomization_is_the_base_and_full_adds_the_components() -> None:
+    base = render(BASE)
+    assert render(K8S) == base
+    names = {(o["kind"], o["metadata"]["name"]) for o in render(FULL)}
+    added = names - {(o["kind"], o["metadata"]["name"]) for o in base}
+    assert ("Deployment", "producer-client") in added and ("Deployment", "consumer-client") in added
+    assert ("ServiceMonitor", "redis-node") in added
+    assert not any(o["kind"] in ("ServiceMonitor",) or o["metadata"]["name"].endswith("-client")
+                   for o in base), "the base runs without the optional parts"
+
+
 def find(objs: list[Obj], kind: str, name: str) -> Obj:
     hits = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(hits) == 1, f"{kind}/{name}: {len(hits)} objects"
