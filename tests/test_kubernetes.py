@@ -860,3 +860,42 @@ def test_password_map_check_catches_names_prometheus_does_not_use(
         "spec"]["initContainers"][0]["command"].__setitem__(2, o["spec"]["template"]["spec"][
             "initContainers"][0]["command"][2].replace(".redis-node:6379", ":6379")))
     assert not scrape_targets() <= set(password_map(broken, tmp_path))
+
+
+def inline_scripts(objs: list[Obj]) -> dict[str, str]:
+    """Every `sh -c SCRIPT` of a container command or exec probe, by where it is."""
+    out = {}
+    for o in objs:
+        for c in containers(o):
+            for what, argv in [("command", c.get("command", []))] + [
+                    (p, c[p]["exec"]["command"]) for p in ("readinessProbe", "livenessProbe")
+                    if "exec" in c.get(p, {})]:
+                if argv[:2] == ["sh", "-c"]:
+                    out[f"{o['metadata']['name']}/{c['name']}/{what}"] = argv[2]
+    return out
+
+
+def shellcheck_problems(scripts: dict[str, str], tmp_path: Path) -> list[str]:
+    problems = []
+    for n, (where, script) in enumerate(sorted(scripts.items())):
+        path = tmp_path / f"script-{n}.sh"
+        path.write_text(script)
+        proc = subprocess.run([require_tool("shellcheck"), "--shell", "sh", str(path)],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode:
+            problems.append(f"{where}: {proc.stdout}")
+    return problems
+
+
+def test_inline_shell_of_the_pods_passes_shellcheck(objs: list[Obj], tmp_path: Path) -> None:
+    scripts = inline_scripts(objs)
+    assert len(scripts) >= 3  # the exporter's password map, the Redis probes
+    assert shellcheck_problems(scripts, tmp_path) == []
+
+
+def test_shellcheck_check_catches_an_unquoted_secret(objs: list[Obj], tmp_path: Path) -> None:
+    scripts = inline_scripts(objs)
+    where = next(k for k in scripts if k.startswith("redis-exporter/password-map"))
+    scripts[where] = scripts[where].replace('"$i" "$REDIS_EXPORTER_PASSWORD"',
+                                            "$i $REDIS_EXPORTER_PASSWORD")
+    assert shellcheck_problems({where: scripts[where]}, tmp_path)
