@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from tools import require_tool  # noqa: E402
-from watchlog.settings import SETTINGS_DOC  # noqa: E402
+from watchlog.core.settings import SETTINGS_DOC  # noqa: E402
 
 K8S = ROOT / "deploy" / "kubernetes"
 BASE = K8S / "base"
