@@ -35,7 +35,7 @@ install-dev: venv $(BIN)/checkov
 	@bash scripts/system-deps.sh $(TEST_PACKAGES)
 	$(BIN)/pip install -q -e '.[dev]'
 
-# checkov (the Kubernetes manifests' policy scanner, tests/test_kubernetes.py) lives in a
+# checkov (the Kubernetes manifests' policy scanner, tests/deploy/test_kubernetes.py) lives in a
 # venv of its own: its pins (packaging<24) conflict with pytest's; linked into $(BIN).
 $(BIN)/checkov: $(BIN)/python
 	$(PYTHON) -m venv $(VENV)/checkov

@@ -11,7 +11,7 @@
 Each scenario records the Redis CPU (the masters' ``used_cpu_sys + used_cpu_user``) and the
 API's CPU per unit of work. The figures go to ``bench/capacity.json``; the sizing tables of
 ``docs/capacity.md`` are computed from that file by :func:`size` (``--docs-only`` re-renders
-them without measuring), and tests/test_capacity.py checks the document against both.
+them without measuring), and tests/project/test_capacity.py checks the document against both.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from tools import require_tool  # noqa: E402
-from watchlog.core.settings import SETTINGS_DOC  # noqa: E402
+from helpers import ROOT, require_tool
+from watchlog.core.settings import SETTINGS_DOC
 
 K8S = ROOT / "deploy" / "kubernetes"
 BASE = K8S / "base"

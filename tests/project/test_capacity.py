@@ -14,16 +14,18 @@ import json
 import math
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 if str(ROOT) not in sys.path:  # `bench/` sits beside `src/`, outside the package
     sys.path.insert(0, str(ROOT))
 
 from bench import capacity  # noqa: E402
+
+from helpers import ROOT
 
 DOC = ROOT / "docs" / "capacity.md"
 FIGURES = ROOT / "bench" / "capacity.json"
