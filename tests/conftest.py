@@ -64,8 +64,10 @@ def store(cluster_settings: Settings) -> Iterator[Store]:
 
 @pytest.fixture(autouse=True)
 def flush(request: pytest.FixtureRequest) -> None:
-    """Empty every master before a test that uses the cluster."""
-    if CLUSTER_FIXTURES.isdisjoint(request.fixturenames):
+    """Empty every master before a test that uses the cluster (unless its module says it
+    shares the data a module fixture ingested: ``SHARED_CLUSTER_DATA = True``)."""
+    if (CLUSTER_FIXTURES.isdisjoint(request.fixturenames)
+            or getattr(request.module, "SHARED_CLUSTER_DATA", False)):
         return
     cluster: LocalCluster = request.getfixturevalue("cluster")
     rc = cluster.admin_client()
