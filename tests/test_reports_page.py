@@ -29,7 +29,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from conftest import bearer, serve, service_env
 from tools import require_tool
-from watchlog.launcher.credentials import Credentials
+from watchlog.launcher.credentials import Credentials, load_or_create, read_env_file
 from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis_cluster import LocalCluster
 from watchlog.schema import iso_ms
@@ -607,3 +607,19 @@ def test_reports_routes_are_in_the_red_metrics(site: dict[str, Any]) -> None:
         assert client.get("/reports/users/nobody").status_code == 404
     assert served("/reports/") == before["/reports/"] + 1
     assert served("/reports/users/<user_id>") == before["/reports/users/<user_id>"] + 2
+
+
+def test_an_older_credentials_file_gains_a_session_secret(tmp_path: Path) -> None:
+    """`watchlog up` on a state folder from before the reports page keeps its keys and adds
+    the session secret; a file missing an older key is still refused (the control)."""
+    path = tmp_path / "credentials.env"
+    first = load_or_create(tmp_path)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(x for x in lines if "SESSION_SECRET" not in x) + "\n")
+    again = load_or_create(tmp_path)
+    assert again.reader_key == first.reader_key and again.session_secret
+    assert read_env_file(path)["WATCHLOG_SESSION_SECRET"] == again.session_secret
+    assert load_or_create(tmp_path) == again  # written once, then read
+    path.write_text("\n".join(x for x in lines if "READER_KEY" not in x) + "\n")
+    with pytest.raises(ValueError, match="WATCHLOG_READER_KEY"):
+        load_or_create(tmp_path)
