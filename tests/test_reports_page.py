@@ -623,3 +623,26 @@ def test_an_older_credentials_file_gains_a_session_secret(tmp_path: Path) -> Non
     path.write_text("\n".join(x for x in lines if "READER_KEY" not in x) + "\n")
     with pytest.raises(ValueError, match="WATCHLOG_READER_KEY"):
         load_or_create(tmp_path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+def test_the_export_form_downloads_what_the_export_endpoint_answers(site: dict[str, Any],
+                                                                    fmt: str) -> None:
+    day, week_before = DAY.isoformat(), (DAY - timedelta(days=7)).isoformat()
+    want = httpx.get(site["url"] + "/v1/activities/export", timeout=30,
+                     params={"from": week_before, "to": f"{day}T23:59:59.999Z", "format": fmt},
+                     headers=bearer(site["creds"].reader_key))
+    assert want.status_code == 200
+    with signed_in_client(site) as client:
+        token = CSRF.search(client.get("/reports/export").text).group(1)  # type: ignore[union-attr]
+        fields = {"csrf_token": token, "format": fmt, "to": day}
+        got = client.post("/reports/export", data={**fields, "from": week_before})
+        assert got.status_code == 200 and got.text == want.text
+        assert got.headers["content-disposition"].startswith("attachment; filename=")
+        assert len(got.text.splitlines()) == 35 + (fmt == "csv")  # every log (and a header)
+        # the API's range limit: 31 days pass (the control), 32 are refused as the API does
+        widest = (DAY - timedelta(days=30)).isoformat()
+        assert client.post("/reports/export", data={**fields, "from": widest}).status_code == 200
+        over = (DAY - timedelta(days=31)).isoformat()
+        refused = client.post("/reports/export", data={**fields, "from": over})
+        assert refused.status_code == 422 and "WATCHLOG_MAX_RANGE_DAYS" in refused.text
