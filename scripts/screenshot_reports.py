@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from watchlog.http import require_token
+from watchlog.clients.http import require_token
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,11 +29,11 @@ from flask.sessions import SecureCookieSessionInterface
 
 from conftest import bearer, serve, service_env
 from tools import require_tool
-from watchlog.launcher.credentials import Credentials, load_or_create, read_env_file
+from watchlog.api.auth import digest
+from watchlog.core.credentials import Credentials, load_or_create, read_env_file
+from watchlog.core.schema import iso_ms
 from watchlog.launcher.procs import free_redis_ports
-from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.schema import iso_ms
-from watchlog.web.auth import digest
+from watchlog.launcher.redis.cluster import LocalCluster
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "reports"
 DEVICE_TOKEN = "dev-reports-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:24]
@@ -133,8 +133,8 @@ PAGES = ("/reports/", f"/reports/users/{USER}", "/reports/export", "/reports/ext
 def test_every_reports_route_is_listed_here(site: dict[str, Any]) -> None:
     """PAGES covers every route of the blueprint but sign-in, sign-out and static files:
     a new page cannot ship without the sign-in check below."""
-    from watchlog.consumer.app import create_app
-    from watchlog.settings import Settings
+    from watchlog.api.consumer.app import create_app
+    from watchlog.core.settings import Settings
 
     app = create_app(Settings(session_secret="x"), store=object())  # type: ignore[arg-type]
     rules = {r.rule for r in app.url_map.iter_rules() if r.endpoint.startswith("reports.")}
@@ -256,8 +256,8 @@ def test_the_cookie_is_httponly_samesite_strict_and_bounded(site: dict[str, Any]
     assert "httponly" in attrs and attrs["samesite"].lower() == "samesite=strict"
     assert attrs["path"] == "Path=/reports" and "expires" in attrs
     assert "secure" not in attrs  # plain http here; a request over https gets Secure:
-    from watchlog.consumer.app import create_app
-    from watchlog.settings import Settings
+    from watchlog.api.consumer.app import create_app
+    from watchlog.core.settings import Settings
 
     app = create_app(Settings(session_secret="s" * 32), store=object())  # type: ignore[arg-type]
     over_https = app.test_client().get("/reports/sign-in", base_url="https://localhost")
@@ -267,8 +267,8 @@ def test_the_cookie_is_httponly_samesite_strict_and_bounded(site: dict[str, Any]
 
 
 def test_no_session_secret_refuses_the_reports(site: dict[str, Any]) -> None:
-    from watchlog.consumer.app import create_app
-    from watchlog.settings import Settings
+    from watchlog.api.consumer.app import create_app
+    from watchlog.core.settings import Settings
 
     off = create_app(Settings(session_secret=""), store=object()).test_client()  # type: ignore[arg-type]
     r = off.get("/reports/sign-in")
