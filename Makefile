@@ -6,8 +6,8 @@ BIN    := $(VENV)/bin
 # redis_exporter (the monitoring), wrk (the benchmark load generator).
 SYSTEM_PACKAGES := redis-server redis-tools prometheus prometheus-alertmanager \
 	prometheus-redis-exporter wrk
-# The tests also lint shell scripts.
-TEST_PACKAGES := $(SYSTEM_PACKAGES) shellcheck
+# The tests also lint shell scripts, and drive the reports page in chromium (Playwright).
+TEST_PACKAGES := $(SYSTEM_PACKAGES) shellcheck chromium
 
 .PHONY: help venv system-deps install install-dev run test test-fast lint bench bench-quick bench-capacity clean
 

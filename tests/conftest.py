@@ -62,9 +62,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     The mark, not a list of fixture names, decides what ``flush`` empties: a new fixture built
     on ``cluster`` is covered without being named here, and a test may carry the mark itself.
+    A module whose tests read what one module fixture ingested carries ``shared_data``
+    instead, and is not emptied between its tests.
     """
     for item in items:
-        if "cluster" in getattr(item, "fixturenames", ()):
+        if "cluster" in getattr(item, "fixturenames", ()) and \
+                item.get_closest_marker("shared_data") is None:
             item.add_marker(pytest.mark.flushed)
 
 

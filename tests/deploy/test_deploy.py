@@ -43,6 +43,7 @@ SECRETS = {
     "WATCHLOG_INGEST_TOKEN": "dummy-ingest-token",
     "WATCHLOG_READER_KEY": "dummy-reader-key",
     "WATCHLOG_ADMIN_KEY": "dummy-admin-key",
+    "WATCHLOG_SESSION_SECRET": "dummy-session-secret",
     "GF_SECURITY_ADMIN_PASSWORD": "dummy-grafana-password",
 }
 SETTINGS = {name for name, _, _ in SETTINGS_DOC}

@@ -95,6 +95,11 @@ def test_installed_wheel_runs_up_detach_with_monitoring(installed: Path,
                       str(state)], tmp_path)
         running = {c["component"] for c in json.loads(status.stdout) if c["state"] == "running"}
         assert {"prometheus", "redis-exporter", "producer", "consumer"} <= running
+        # the reports page: its address printed, its templates and CSS in the wheel
+        assert f"reports: http://127.0.0.1:{ports[1]}/reports/" in up.stdout
+        for path in ("/reports/sign-in", "/reports/static/reports.css"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[1]}{path}", timeout=10) as r:
+                assert r.status == 200, path
         with urllib.request.urlopen(f"http://127.0.0.1:{ports[2]}/api/v1/rules",
                                     timeout=10) as r:
             groups = json.load(r)["data"]["groups"]

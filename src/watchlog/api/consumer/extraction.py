@@ -69,6 +69,11 @@ def _create(name: str, start: str, reset: bool) -> None:
     store().extractor_create(name, start)
 
 
+def extractor_items() -> list[dict[str, Any]]:
+    """Every extractor with its lag and pending count (the API's list; the reports page's)."""
+    return [{"name": n, **info} for n, info in store().extractor_infos().items()]
+
+
 def extraction_blueprint() -> Blueprint:
     bp = Blueprint("extraction", __name__)
 
@@ -76,8 +81,7 @@ def extraction_blueprint() -> Blueprint:
     @requires("reader")
     def list_extractors() -> Response:
         """Every extractor with its lag and pending count."""
-        return json_response({"items": [{"name": n, **info}
-                                        for n, info in store().extractor_infos().items()]})
+        return json_response({"items": extractor_items()})
 
     @bp.put("/v1/extractors/<name>")
     @requires("reader")
