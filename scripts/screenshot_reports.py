@@ -3,7 +3,7 @@
 
 It signs in through the page's own form with the reader key (found as the CLI finds it:
 WATCHLOG_READER_KEY, else the credentials file of `watchlog up`), opens the fleet day and
-saves a screenshot, in Debian's chromium driven by Playwright (as tests/test_reports_page.py).
+saves a screenshot, in Debian's chromium driven by Playwright (as tests/api/test_reports_page.py).
 
     .venv/bin/watchlog up --detach
     .venv/bin/watchlog simulate --count 3000 --users 40 --json

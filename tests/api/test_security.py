@@ -153,7 +153,7 @@ def identities(ingest_headers: dict[str, str], reader_headers: dict[str, str],
 def test_every_endpoint_has_a_role(secured: dict[str, Flask]) -> None:
     for service, app in secured.items():
         # The reports page signs in with a session cookie, not a bearer key: its routes
-        # (reports.*) are proved in tests/test_reports_page.py.
+        # (reports.*) are proved in tests/api/test_reports_page.py.
         endpoints = {r.endpoint for r in app.url_map.iter_rules()
                      if r.endpoint != "static" and not r.endpoint.startswith("reports.")}
         mine = {e for e in ROLES if service in services_of(e)}

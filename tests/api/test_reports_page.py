@@ -27,15 +27,14 @@ import pytest
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
-from conftest import bearer, serve, service_env
-from tools import require_tool
+from helpers import ROOT, bearer, require_tool, serve, service_env
 from watchlog.api.auth import digest
 from watchlog.core.credentials import Credentials, load_or_create, read_env_file
 from watchlog.core.schema import iso_ms
 from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis.cluster import LocalCluster
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "reports"
+ARTIFACTS = ROOT / "test-artifacts" / "reports"
 DEVICE_TOKEN = "dev-reports-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:24]
 DAY = datetime.now(UTC).date() - timedelta(days=3)
 EMPTY_DAY = DAY - timedelta(days=20)
