@@ -10,7 +10,7 @@ from flask import Blueprint, Flask, Response, current_app
 
 from watchlog import schema
 from watchlog.consumer import arrivals
-from watchlog.consumer.export import export_response
+from watchlog.consumer.export import EXPORT_FORMATS, export_response
 from watchlog.consumer.extraction import extraction_blueprint, scrape_gauges
 from watchlog.consumer.openapi import consumer_spec
 from watchlog.errors import InvalidInput
@@ -126,12 +126,13 @@ def queries_blueprint() -> Blueprint:
     @bp.get("/v1/activities/export")
     @requires("reader")
     def export() -> Response:
-        """Every log of a range, streamed in event-time order (NDJSON or CSV)."""
+        """Every log of a range, streamed in event-time order (NDJSON, CSV or Parquet)."""
         s = settings()
-        frm, to = params.time_range(s.max_range_days, DAY_MS)
         fmt = params.arg("format") or "ndjson"
-        if fmt not in ("ndjson", "csv"):
-            raise InvalidInput("format: ndjson or csv", field="format")
+        if fmt not in EXPORT_FORMATS:
+            raise InvalidInput(f"format: one of {', '.join(EXPORT_FORMATS)}", status=400,
+                               field="format", accepted=list(EXPORT_FORMATS))
+        frm, to = params.time_range(s.max_range_days, DAY_MS)
         return export_response(store().export(frm, to, params.activity_type()), fmt,
                                s.send_timeout, current_app.extensions["watchlog_stream_slots"])
 

@@ -163,8 +163,12 @@ def progress(quiet: bool) -> Any:
 
 
 def download(c: Client, params: dict[str, Any], output: Path, csv: bool,
-             quiet: bool = False) -> tuple[int, int]:
-    """Stream the export into ``output`` (via ``output.part``); return rows and bytes."""
+             quiet: bool = False, rows_of: Callable[[Path], int] | None = None
+             ) -> tuple[int, int]:
+    """Stream the export into ``output`` (via ``output.part``); return rows and bytes.
+
+    ``rows_of`` counts the rows of a binary file (and refuses a torn one) before the rename.
+    """
     part = output.with_name(output.name + ".part")
     try:
         with c.stream("GET", "/v1/activities/export", params=params) as resp:
@@ -172,11 +176,16 @@ def download(c: Client, params: dict[str, Any], output: Path, csv: bool,
                 resp.read()
                 raise click.ClickException(f"export: {error_message(resp)}")
             rows, size = _save(resp, part, quiet, header=csv)
+            if rows_of is not None:
+                rows = rows_of(part)
     except GaveUp as e:
         raise click.ClickException(str(e)) from None
     except httpx.HTTPError as e:
         part.unlink(missing_ok=True)
         raise click.ClickException(f"export interrupted: {e!r}; run it again") from None
+    except ValueError as e:  # rows_of: a torn file
+        part.unlink(missing_ok=True)
+        raise click.ClickException(f"export: {e}; run it again") from None
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -203,15 +212,17 @@ def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool) -> tuple[
 @click.option("--from", "frm", default=None, help="Start: date or ISO time (default: 24 h ago).")
 @click.option("--to", default=None, help="End: date (whole day) or ISO time (default: now).")
 @click.option("--activity-type", type=click.Choice(ACTIVITY_TYPES), default=None)
-@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="ndjson",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson", "parquet"]),
+              default="ndjson", show_default=True, help="parquet: docs/formats.md.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Default: <state dir>/exports/logs-<from>-<to>.<format>.")
+@click.option("--force", is_flag=True, help="Overwrite an existing Parquet file.")
 @url_option
 @state_dir_option
 @json_option
 def export(frm: str | None, to: str | None, activity_type: str | None, fmt: str,
-           output: Path | None, url: str, state: StateDir, as_json: bool) -> None:
+           output: Path | None, force: bool, url: str, state: StateDir, as_json: bool
+           ) -> None:
     """Stream every log of a time range to a file (written as FILE.part, then renamed)."""
     params = {"from": frm, "to": end_of_day(to), "activity_type": activity_type, "format": fmt}
     params = {k: v for k, v in params.items() if v is not None}
@@ -221,9 +232,17 @@ def export(frm: str | None, to: str | None, activity_type: str | None, fmt: str,
         if output is None:
             name = f"logs-{frm or 'last'}-{to or 'now'}.{fmt}"
             output = output_root(state) / "exports" / name
+        if fmt == "parquet" and output.exists() and not force:
+            raise click.ClickException(f"{output} exists; --force overwrites it")
         output.parent.mkdir(parents=True, exist_ok=True)
+        rows_of = None
+        if fmt == "parquet":
+            from watchlog.consumer.parquet import rows_in
+
+            rows_of = rows_in
         with client(url, state) as c:
-            rows, size = download(c, params, output, fmt == "csv", quiet=as_json)
+            rows, size = download(c, params, output, fmt == "csv", quiet=as_json,
+                                  rows_of=rows_of)
     if as_json:
         emit({"rows": rows, "bytes": size, "file": str(output)})
 
