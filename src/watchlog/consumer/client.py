@@ -275,8 +275,13 @@ def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
 @click.option("--follow", is_flag=True, help="Keep polling after the feed is drained.")
 @click.option("--interval", type=click.FloatRange(0), default=15.0, show_default=True,
               help="Seconds between polls that found nothing (with --follow).")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", "--out", "out_dir",
+              type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Default: <state dir>/extracts/NAME.")
+@click.option("--format", "fmt", type=click.Choice(["ndjson", "parquet"]), default="ndjson",
+              show_default=True, help="parquet: a dataset DIR/date=YYYY-MM-DD/part-*.parquet.")
+@click.option("--compact", is_flag=True,
+              help="parquet: merge a complete day's files into one (atomic swap).")
 @click.option("--max", "max_items", type=click.IntRange(1, 1000), default=500,
               show_default=True, help="Logs per batch.")
 @click.option("--visibility-timeout", type=click.IntRange(1, 3600), default=None,
@@ -290,14 +295,24 @@ def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
 @url_option
 @state_dir_option
 @json_option
-def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_items: int,
-            visibility_timeout: int | None, drop_rate: float, seed: int | None,
-            metrics_port: int | None, metrics_host: str, url: str, state: StateDir,
-            as_json: bool) -> None:
-    """Extract logs incrementally into DIR, each exactly once, one NDJSON file per batch."""
+def extract(name: str, follow: bool, interval: float, out_dir: Path | None, fmt: str,
+            compact: bool, max_items: int, visibility_timeout: int | None, drop_rate: float,
+            seed: int | None, metrics_port: int | None, metrics_host: str, url: str,
+            state: StateDir, as_json: bool) -> None:
+    """Extract logs incrementally into DIR, each exactly once: one NDJSON file per batch,
+    or with --format parquet a day-partitioned Parquet dataset (docs/formats.md)."""
     from prometheus_client import start_http_server
 
     from watchlog.consumer.extractor import REGISTRY, ExtractError, Extractor
+
+    if compact and fmt != "parquet":
+        raise click.UsageError("--compact needs --format parquet")
+    kind: Any = Extractor
+    options: dict[str, Any] = {}
+    if fmt == "parquet":
+        from watchlog.consumer.dataset import DatasetExtractor
+
+        kind, options = DatasetExtractor, {"compact": compact}
 
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
@@ -307,8 +322,8 @@ def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_
     # exit at once, not after the retry budget (up to 30 s).
     with (umask(UMASK), client(url, state, sleep=sleep_unless(stop)) as c,
           stop_on_signals(stop)):
-        ex = Extractor(c, name, out_dir, max_items, visibility_timeout, drop_rate=drop_rate,
-                       seed=seed)
+        ex = kind(c, name, out_dir, max_items, visibility_timeout, drop_rate=drop_rate,
+                  seed=seed, **options)
         try:
             stats = ex.run(follow, interval, stop)
         except ExtractError as e:

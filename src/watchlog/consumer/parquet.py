@@ -81,7 +81,7 @@ def _columns_of(name: str, t: Any, nullable: bool, path: tuple[str, ...]) -> lis
         return [c for f in t.fields for c in _columns_of(f.name, f.type, nullable,
                                                          (*path, f.name))]
     if isinstance(t, mi.LiteralType):
-        values = _ENUMS[frozenset(t.values)]
+        values = _ENUMS[frozenset(map(str, t.values))]
         return [Column(name, pa.dictionary(pa.int8(), pa.string()), nullable, path, None,
                        "enum", values)]
     if isinstance(t, mi.DateTimeType):
@@ -236,11 +236,12 @@ class _Sink:
         return out
 
 
-def parquet_chunks(bodies: Iterable[bytes], row_group: int = ROW_GROUP) -> Iterator[bytes]:
+def parquet_chunks(bodies: Iterable[bytes], row_group: int | None = None) -> Iterator[bytes]:
     """Yield a Parquet file's bytes: a row group as the merge produces it, the footer last.
 
     Memory holds one row group (and the merge's chunks), whatever the range.
     """
+    row_group = row_group or ROW_GROUP
     sink = _Sink()
     w = writer(pa.PythonFile(sink, mode="w"))
     it = iter(bodies)
@@ -253,7 +254,7 @@ def parquet_chunks(bodies: Iterable[bytes], row_group: int = ROW_GROUP) -> Itera
     yield sink.take()
 
 
-def write_file(bodies: Iterable[bytes], path: Any, row_group: int = ROW_GROUP) -> int:
+def write_file(bodies: Iterable[bytes], path: Any, row_group: int | None = None) -> int:
     """Write the export into a file (the spooling alternative the bench measures)."""
     n = 0
     with open(path, "wb") as f:
