@@ -10,6 +10,8 @@ from itertools import islice
 import msgspec
 from flask import Response, request, stream_with_context
 
+# (pyarrow loads with the worker, not during the first Parquet export)
+from watchlog.consumer.parquet import parquet_chunks
 from watchlog.schema import bodies_out
 from watchlog.web.bodies import StreamSlots, send_within
 
@@ -65,8 +67,6 @@ def export_response(bodies: Iterator[bytes], fmt: str, send_timeout: float = 0,
     release = slots.take() if slots is not None else None
     sock = request.environ.get("gunicorn.socket")
     if fmt == "parquet":
-        from watchlog.consumer.parquet import parquet_chunks
-
         response = Response(
             stream_with_context(send_within(parquet_chunks(bodies), send_timeout, sock,
                                             release)),
