@@ -27,10 +27,10 @@ from rich.console import Console
 
 from bench import reads, sysinfo
 from bench.stack import Service, Stack
-from watchlog.consumer import parquet
-from watchlog.consumer.dataset import DatasetExtractor
-from watchlog.consumer.extractor import Extractor
-from watchlog.http import Client
+from watchlog.api.consumer import parquet
+from watchlog.clients.dataset import DatasetExtractor
+from watchlog.clients.extractor import Extractor
+from watchlog.clients.http import Client
 from watchlog.store import Store
 
 console = Console(stderr=True)

@@ -28,11 +28,12 @@ from payloads import random_logs
 from test_clients import run
 from test_consumer import post_all
 from test_processes import WATCHLOG, process_env, set_faults, wait_for
-from watchlog import keys
-from watchlog.consumer import dataset, parquet
-from watchlog.consumer.dataset import DatasetExtractor, ParquetLedger
-from watchlog.http import Client, token_for
-from watchlog.schema import iso_ms
+from watchlog.api.consumer import parquet
+from watchlog.clients import dataset
+from watchlog.clients.dataset import DatasetExtractor, ParquetLedger
+from watchlog.clients.http import Client, token_for
+from watchlog.core import keys
+from watchlog.core.schema import iso_ms
 
 DAY_MS = 86_400_000
 
@@ -117,7 +118,7 @@ def duck_rows(source: str, order: str = "timestamp, event_id") -> list[dict[str,
 
 def test_parquet_schema_comes_from_the_api_schema() -> None:
     """One definition: the API's fields, in its order, location as two columns; typed."""
-    from watchlog.schema import ActivityOut
+    from watchlog.core.schema import ActivityOut
 
     api = [f for f in ActivityOut.__struct_fields__ if f != "location"]
     names = parquet.SCHEMA.names
