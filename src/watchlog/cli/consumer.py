@@ -164,7 +164,7 @@ def download(c: Client, params: dict[str, Any], output: Path, csv: bool,
             if resp.status_code >= 400:
                 resp.read()
                 raise click.ClickException(f"export: {error_message(resp)}")
-            rows, size = _save(resp, part, quiet, header=csv)
+            rows, size = _save(resp, part, quiet, header=csv, text=rows_of is None)
             if rows_of is not None:
                 rows = rows_of(part)
     except GaveUp as e:
@@ -182,15 +182,18 @@ def download(c: Client, params: dict[str, Any], output: Path, csv: bool,
     return rows, size
 
 
-def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool) -> tuple[int, int]:
-    """Write the body to ``part``; return its rows (a CSV's header is not one) and bytes."""
+def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool, text: bool = True
+          ) -> tuple[int, int]:
+    """Write the body to ``part``; return its rows (a CSV's header is not one) and bytes.
+
+    A binary body (``text`` false: Parquet) has no lines: its rows are counted after."""
     lines = size = 0
     with part.open("wb") as f, progress(quiet) as bar:
         task = bar.add_task(f"export to {part.name[:-5]}", rows=0, total=None)
         for chunk in resp.iter_bytes():
             f.write(chunk)
             size += len(chunk)
-            lines += chunk.count(b"\n")
+            lines += chunk.count(b"\n") if text else 0
             bar.update(task, completed=size, rows=max(lines - header, 0))
         f.flush()
         os.fsync(f.fileno())
