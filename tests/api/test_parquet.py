@@ -23,11 +23,9 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from payloads import random_logs
-from test_clients import run
-from test_consumer import post_all
 from test_processes import WATCHLOG, process_env, set_faults, wait_for
+
+from helpers import post_all, random_logs, run
 from watchlog.api.consumer import parquet
 from watchlog.clients import dataset
 from watchlog.clients.dataset import DatasetExtractor, ParquetLedger
