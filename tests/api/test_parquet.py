@@ -23,9 +23,8 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_processes import WATCHLOG, process_env, set_faults, wait_for
 
-from helpers import post_all, random_logs, run
+from helpers import WATCHLOG, post_all, process_env, random_logs, run, set_faults, wait_for
 from watchlog.api.consumer import parquet
 from watchlog.clients import dataset
 from watchlog.clients.dataset import DatasetExtractor, ParquetLedger
