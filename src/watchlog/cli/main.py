@@ -20,6 +20,7 @@ COMMANDS = {
     "down": ("watchlog.launcher.cli", "down"),
     "status": ("watchlog.launcher.cli", "status"),
     "chaos": ("watchlog.launcher.chaos", "chaos"),
+    "cluster": ("watchlog.launcher.cluster_cli", "cluster"),
     "alerts": ("watchlog.alerts", "alerts"),
     "alert-sink": ("watchlog.alerts", "alert_sink"),
 }
