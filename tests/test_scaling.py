@@ -1,0 +1,350 @@
+"""Growing and shrinking the Redis Cluster live: `watchlog cluster add/remove/rebalance`.
+
+Each test starts its own small system with the project's launcher (`Stack`, as `watchlog up
+--detach`), because these tests change the cluster's shape. Load is real HTTP: the checker
+of `watchlog chaos verify` writes with its own ledger while the `grow-shrink` nemesis adds a
+master (16 partitions move to it) and removes it again (they move back); meanwhile the
+simulator writes, a reader pages and an extractor drains, each counting every error it sees.
+
+Negative controls: the same run with partitions handed over the naive way (ownership
+moved without the keys) loses acknowledged logs and the checker says so; the spread check
+fails on a grow interrupted before its moves, and passes once `rebalance` resumed it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from watchlog.launcher import scale
+from watchlog.launcher.procs import free_redis_ports
+from watchlog.launcher.verify import Extraction, Options, Reader, failed, run_checker
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
+
+
+class System:
+    """`watchlog up --detach --replicas R` on free ports (monitoring optional)."""
+
+    def __init__(self, state: Path, replicas: int, *, simulate: bool, monitoring: bool) -> None:
+        from rich.console import Console
+
+        from watchlog.launcher.services import Ports
+        from watchlog.launcher.stack import Stack
+        from watchlog.settings import Settings
+
+        free = free_redis_ports("127.0.0.1", 9)
+        self.ports = Ports(*free)
+        settings = Settings.from_env({"WATCHLOG_PRODUCER_PORT": str(free[0]),
+                                      "WATCHLOG_CONSUMER_PORT": str(free[1])})
+        self.state = state
+        self.producer = f"http://127.0.0.1:{free[0]}"
+        self.consumer = f"http://127.0.0.1:{free[1]}"
+        self.prometheus = f"http://127.0.0.1:{self.ports.prometheus}"
+        self.stack = Stack(settings, state, replicas=replicas, simulate=simulate,
+                           monitoring=monitoring, redis_port=None,
+                           ports=self.ports,
+                           console=Console(file=open(os.devnull, "w")))  # noqa: SIM115
+
+    def __enter__(self) -> System:
+        self.stack.up(detach=True)
+        from watchlog.launcher.credentials import load_or_create
+
+        self.creds = load_or_create(self.state)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.down()
+
+    @property
+    def cluster(self) -> Any:
+        from watchlog.launcher.chaos import load_cluster
+
+        return load_cluster(self.state)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "watchlog", "cluster", *args, "--state-dir", str(self.state)],
+            capture_output=True, text=True, timeout=240, check=False)
+
+
+class CountingReader(Reader):
+    """The checker's reader, but every error it meets is kept (then retried as before)."""
+
+    def __init__(self, url: str, token: str, errors: list[str]) -> None:
+        super().__init__(url, token, deadline=60.0)
+        self.errors = errors
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        while True:
+            try:
+                r = self.http.request(method, path, **kw)
+                if r.status_code < 400:
+                    return r.json()
+                self.errors.append(f"{method} {path}: HTTP {r.status_code} {r.text[:120]}")
+            except httpx.TransportError as e:
+                self.errors.append(f"{method} {path}: {type(e).__name__}")
+            if len(self.errors) > 50:
+                raise RuntimeError(f"too many errors: {self.errors[:3]}")
+            time.sleep(0.3)
+
+
+class Bystanders:
+    """A reader paging and an extractor draining while the cluster changes shape."""
+
+    def __init__(self, system: System) -> None:
+        self.errors: list[str] = []
+        self.reader = CountingReader(system.consumer, system.creds.reader_key, self.errors)
+        self.extraction = Extraction(self.reader, "scaling")
+        self.stop = threading.Event()
+        self.pages = self.batches = 0
+        self.threads = [threading.Thread(target=self._page, daemon=True),
+                        threading.Thread(target=self._drain, daemon=True)]
+
+    def __enter__(self) -> Bystanders:
+        self.extraction.create()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        self.reader.close()
+
+    def _page(self) -> None:
+        http = httpx.Client(base_url=self.reader.http.base_url, timeout=30,
+                            headers=self.reader.http.headers)
+        user = 0
+        while not self.stop.is_set():
+            user = (user + 1) % 50
+            params: dict[str, Any] = {"limit": 25}
+            for _ in range(20):
+                try:
+                    r = http.get(f"/v1/users/{user}/activities", params=params)
+                except httpx.TransportError as e:
+                    self.errors.append(f"page: {type(e).__name__}")
+                    break
+                if r.status_code != 200:
+                    self.errors.append(f"page: HTTP {r.status_code} {r.text[:120]}")
+                    break
+                self.pages += 1
+                cursor = r.json().get("next_cursor")
+                if not cursor:
+                    break
+                params["cursor"] = cursor
+        http.close()
+
+    def _drain(self) -> None:
+        while not self.stop.is_set():
+            doc = self.reader.call("POST", "/v1/extractors/scaling/batches",
+                                   params={"max": 200, "consumer": "scaling",
+                                           "visibility_timeout": 5})
+            if doc["items"]:
+                self.extraction._take(doc["items"])  # noqa: SLF001 - acks each batch
+                self.batches += 1
+            else:
+                time.sleep(0.2)
+
+
+@pytest.fixture
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("scaling")
+
+
+def grow_shrink(system: System, count: int = 2000) -> tuple[dict[str, Any], Bystanders]:
+    """Run the checker with the grow-shrink nemesis while the bystanders read and drain."""
+    opts = Options(producer_url=system.producer, consumer_url=system.consumer,
+                   state_dir=system.state, nemesis="grow-shrink", count=count, duration=12,
+                   heal_timeout=60)
+    tokens = {"ingest": system.creds.ingest_token, "reader": system.creds.reader_key}
+    with Bystanders(system) as bystanders:
+        result = run_checker(opts, tokens)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and len(run_ids(bystanders, result)) < result["attempted"]:
+            time.sleep(0.3)
+    return result, bystanders
+
+
+def run_ids(bystanders: Bystanders, result: dict[str, Any]) -> set[str]:
+    """The checker's logs the bystanding extractor delivered."""
+    return {i for i in bystanders.extraction.event_ids if i.startswith(result["run"] + "-")}
+
+
+@pytest.mark.parametrize("replicas", [0, 1], ids=["no-replicas", "replicas"])
+def test_grow_and_shrink_under_load_no_error_reaches_a_client_and_nothing_is_lost(
+        state: Path, replicas: int) -> None:
+    with System(state, replicas, simulate=True, monitoring=False) as system:
+        masters = len(system.cluster.ports) // (1 + replicas)
+        result, bystanders = grow_shrink(system)
+        notes = "\n".join(result["nemesis_log"])
+        assert not failed(result), (failed(result), result)
+        assert result["errors"] == {}, result["errors"]
+        assert result["acknowledged"] == result["attempted"]
+        assert notes.count("[16/16]") == 2, notes  # 16 partitions moved there and back
+        assert bystanders.errors == [], bystanders.errors[:5]
+        assert bystanders.pages > 0 and bystanders.batches > 0
+        assert bystanders.extraction.redelivered_after_ack == 0
+        # Drained while the partitions moved: every log the checker sent, none skipped.
+        assert len(run_ids(bystanders, result)) == result["attempted"]
+        cluster = system.cluster
+        assert len(cluster.ports) == masters * (1 + replicas)  # the new nodes retired
+        for name in ("simulator.log", "extractor.log"):
+            log = (state / "logs" / name).read_text()
+            assert " 503" not in log and "unavailable" not in log, log[-2000:]
+
+
+def test_grow_with_partitions_handed_over_without_their_keys_loses_logs(
+        state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: ownership moved the naive way (SETSLOT NODE, keys left behind)."""
+
+    def naive(self: scale.Mover, slots: list[int], src: scale.Node, dst: scale.Node,
+              view: dict[str, scale.Node], resuming: bool = False) -> None:
+        for node in [dst, src, *(n for n in view.values() if n.is_master)]:
+            client = self.admin.client(node.addr)
+            for s in slots:
+                try:
+                    client.execute_command("CLUSTER", "SETSLOT", s, "NODE", dst.node_id)
+                except redis.RedisError:
+                    pass  # the source refuses while it holds keys: they stay behind
+
+    monkeypatch.setattr(scale.Mover, "move_slots", naive)
+    with System(state, 0, simulate=False, monitoring=False) as system:
+        opts = Options(producer_url=system.producer, consumer_url=system.consumer,
+                       state_dir=system.state, nemesis="grow-shrink", count=1500, duration=8,
+                       heal_timeout=20)
+        tokens = {"ingest": system.creds.ingest_token, "reader": system.creds.reader_key}
+        try:
+            result = run_checker(opts, tokens)
+        except Exception as e:  # noqa: BLE001 - a run that cannot even heal also fails
+            result = {"lost": -1, "error": str(e)}
+        assert result.get("lost") != 0 or result.get("errors"), result
+
+
+def shares(cluster: Any) -> dict[int, float]:
+    """Each master's share of the keys (DBSIZE)."""
+    sizes = {}
+    for node in scale.local_admin(cluster).live(scale.local_admin(cluster).view()):
+        if node.is_master:
+            sizes[node.port] = cluster.node_client(node.port).dbsize()
+    total = sum(sizes.values())
+    return {p: n / total for p, n in sizes.items()}
+
+
+def ingest_users(system: System, users: int = 1000) -> None:
+    from payloads import seed_log
+
+    headers = {"Authorization": f"Bearer {system.creds.ingest_token}"}
+    with httpx.Client(timeout=30) as http:
+        docs = [seed_log(user_id=u, event_id=f"spread-{u}") for u in range(users)]
+        for i in range(0, users, 500):
+            r = http.post(system.producer + "/v1/activities", json=docs[i:i + 500],
+                          headers=headers)
+            assert r.status_code == 200, r.text
+
+
+def test_grow_interrupted_then_rebalanced_gives_four_masters_an_equal_share_and_prometheus_sees_them(  # noqa: E501
+        state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with System(state, 0, simulate=False, monitoring=True) as system:
+        ingest_users(system)
+        before = system.cluster
+        keys_before = sum(before.node_client(p).dbsize() for p in before.ports)
+        dry = system.cli("add", "--masters", "1", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "16 partitions to move" in dry.stdout, dry.stdout
+
+        # Interrupted in the middle of its first keyed slot: left MIGRATING/IMPORTING.
+        calls = {"n": 0}
+        real = scale.Mover._migrate_keys
+
+        def interrupted(self: scale.Mover, *a: Any) -> int:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            return real(self, *a)
+
+        monkeypatch.setattr(scale.Mover, "_migrate_keys", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            scale.add_masters(system.cluster, state, 1, progress=lambda _: None)
+        monkeypatch.undo()
+        cluster = system.cluster
+        assert len(cluster.ports) == 4
+        half = scale.Mover(scale.local_admin(cluster)).half_moved()
+        assert half, "the interruption left no slot half-moved"
+        # The control: a grow stopped before its moves leaves the new master short.
+        assert min(shares(cluster).values()) < 0.18
+
+        again = system.cli("rebalance")
+        assert again.returncode == 0, again.stderr
+        assert "finishing" in again.stdout and "done:" in again.stdout, again.stdout
+        assert scale.Mover(scale.local_admin(cluster)).half_moved() == []
+        share = shares(cluster)
+        assert len(share) == 4
+        assert all(0.18 <= s <= 0.32 for s in share.values()), share
+        assert sum(cluster.node_client(p).dbsize() for p in cluster.ports) == keys_before
+        plan = system.cli("rebalance", "--dry-run")
+        assert "0 partitions to move" in plan.stdout, plan.stdout
+
+        # Prometheus was reloaded (not restarted) and scrapes the new node through the
+        # exporter, which knows its password.
+        new = f"127.0.0.1:{max(cluster.ports)}"
+        up = None
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            r = httpx.get(system.prometheus + "/api/v1/query",
+                          params={"query": f'redis_up{{instance="{new}"}}'}).json()
+            found = r["data"]["result"]
+            if found and found[0]["value"][1] == "1":
+                up = found
+                break
+            time.sleep(1)
+        assert up, f"Prometheus does not see {new} up"
+
+        status = subprocess.run([sys.executable, "-m", "watchlog", "status", "--state-dir",
+                                 str(state)], capture_output=True, text=True, timeout=60,
+                                check=False)
+        assert f"redis-{max(cluster.ports)}" in status.stdout
+
+        # Shrink back: the node is drained, retired and forgotten.
+        gone = system.cli("remove", str(max(cluster.ports)))
+        assert gone.returncode == 0, gone.stderr
+        cluster = system.cluster
+        assert len(cluster.ports) == 3
+        assert sum(cluster.node_client(p).dbsize() for p in cluster.ports) == keys_before
+        assert all(0.25 <= s <= 0.42 for s in shares(cluster).values())
+
+
+def test_cluster_commands_refuse_what_cannot_be_done(state: Path) -> None:
+    with System(state, 0, simulate=False, monitoring=False) as system:
+        r = system.cli("add", "--masters", "1", "--replicas", "1", "--dry-run")
+        assert r.returncode != 0 and "0 replicas per master" in r.stderr
+        r = system.cli("remove", "1")
+        assert r.returncode == 0 and "not part of this cluster" in r.stdout
+
+
+def test_plan_evens_partitions_and_aligns_strays() -> None:
+    """The planner alone, on hand-made views (no Redis)."""
+    def node(i: int, slots: range | list[int]) -> scale.Node:
+        return scale.Node(f"id{i}", f"127.0.0.1:{7000 + i}", frozenset({"master"}), "-",
+                          "connected", frozenset(slots))
+
+    bounds = [0, 5461, 10923, 16384]  # what `redis-cli --cluster create` gives 3 masters
+    view = {f"id{i}": node(i, range(bounds[i], bounds[i + 1])) for i in range(3)}
+    view["id3"] = node(3, [])
+    p = scale.plan(view, ["id0", "id1", "id2", "id3"])
+    assert sorted(p.after.values()) == [16, 16, 16, 16]
+    assert sum(m.whole for m in p.moves) == 16
+    assert not any(m.whole for m in p.moves if m.target != "id3")
+    drained = scale.plan(view, ["id0", "id1", "id2"])
+    assert sorted(drained.after.values(), reverse=True)[:3] == [22, 21, 21]
+    assert scale.plan(view, ["id0", "id1", "id2"]).after.get("id3", 0) == 0
