@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from redis import exceptions as rx
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import PRIMARY, ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from watchlog import keys
@@ -45,13 +45,37 @@ LAG_RETRIES = 1  # a replica late once gets one more WAIT; late twice, the write
 REPLICA_RECOUNT_S = 5.0  # "auto" with no replica yet: look again this often
 
 
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, able to follow a redirect to a node it has not met.
+
+    During a grow (``watchlog cluster add``) the first ASK points at a master that owns no
+    slot yet, so no slot map lists it: redis-py 8.1 then looks the node up, finds None and
+    fails with ``AttributeError`` (a 500). Such a node is added to the client's table on
+    the spot, as a primary (an ASK or MOVED always names one).
+    """
+
+    def get_node(self, host: str | None = None, port: int | None = None,
+                 node_name: str | None = None) -> Any:
+        node = super().get_node(host, port, node_name)
+        if node is None and (node_name or (host and port)):
+            if node_name:
+                host, _, raw = node_name.rpartition(":")
+                port = int(raw)
+            manager = self.nodes_manager
+            with self._lock:
+                new = ClusterNode(host, port, PRIMARY)
+                node = manager.nodes_cache.setdefault(new.name, new)
+                manager.create_redis_connections([node])
+        return node
+
+
 def connect(settings: Settings) -> RedisCluster:
     """Return a cluster client for the seed node(s) in ``WATCHLOG_REDIS_URL``."""
     nodes = []
     for url in settings.redis_url.split(","):
         parts = urlsplit(url.strip() if "//" in url else "redis://" + url.strip())
         nodes.append(ClusterNode(parts.hostname or "127.0.0.1", parts.port or 6379))
-    return RedisCluster(
+    return _Cluster(
         startup_nodes=nodes,
         username=settings.redis_username or None,
         password=settings.redis_password or None,
