@@ -23,11 +23,17 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from watchlog.launcher import scale
 from watchlog.launcher.procs import free_redis_ports
-from watchlog.launcher.verify import Extraction, Options, Reader, failed, run_checker
+from watchlog.launcher.verify import (
+    Extraction,
+    Options,
+    Reader,
+    VerifyError,
+    failed,
+    run_checker,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -206,17 +212,16 @@ def test_grow_and_shrink_under_load_no_error_reaches_a_client_and_nothing_is_los
 
 def test_grow_with_partitions_handed_over_without_their_keys_loses_logs(
         state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Negative control: ownership moved the naive way (SETSLOT NODE, keys left behind)."""
+    """Negative control: ownership handed over the naive way, the keys left behind."""
 
     def naive(self: scale.Mover, slots: list[int], src: scale.Node, dst: scale.Node,
               view: dict[str, scale.Node], resuming: bool = False) -> None:
-        for node in [dst, src, *(n for n in view.values() if n.is_master)]:
-            client = self.admin.client(node.addr)
-            for s in slots:
-                try:
-                    client.execute_command("CLUSTER", "SETSLOT", s, "NODE", dst.node_id)
-                except redis.RedisError:
-                    pass  # the source refuses while it holds keys: they stay behind
+        # The target claims the slots with a newer config epoch; no IMPORTING/MIGRATING,
+        # no MIGRATE: the source learns it lost them and drops their keys.
+        target = self.admin.client(dst.addr)
+        for s in slots:
+            target.execute_command("CLUSTER", "SETSLOT", s, "NODE", dst.node_id)
+        target.execute_command("CLUSTER", "BUMPEPOCH")
 
     monkeypatch.setattr(scale.Mover, "move_slots", naive)
     with System(state, 0, simulate=False, monitoring=False) as system:
@@ -226,9 +231,14 @@ def test_grow_with_partitions_handed_over_without_their_keys_loses_logs(
         tokens = {"ingest": system.creds.ingest_token, "reader": system.creds.reader_key}
         try:
             result = run_checker(opts, tokens)
-        except Exception as e:  # noqa: BLE001 - a run that cannot even heal also fails
-            result = {"lost": -1, "error": str(e)}
-        assert result.get("lost") != 0 or result.get("errors"), result
+        except VerifyError as e:
+            # The keys left behind include the feeds' consumer groups: the checker's own
+            # extractor is gone before it can read back (what the runs here showed).
+            assert "does not exist" in str(e), e
+            return
+        # Or the verdict the load test requires to be clean: acknowledged logs are gone.
+        assert "lost" in failed(result), result
+        assert result["lost"] > 0
 
 
 def shares(cluster: Any) -> dict[int, float]:

@@ -48,6 +48,22 @@ for n in $replicas; do
     if [ -n "$(ip_of "$n")" ]; then present="$present $n"; else log "skipping $n (not running)"; fi
 done
 replicas=$present
+# Nodes added to grow the cluster (compose profile `scale`: redis-node-7 and -8), skipped
+# when not running. With replicas, they come in pairs: a master, then its replica (joined
+# with --cluster-slave, it follows the master with fewest replicas: the new one).
+extra=""
+for n in ${REDIS_EXTRA_MASTERS:-}; do
+    if [ -n "$(ip_of "$n")" ]; then extra="$extra $n"; else log "skipping $n (not running)"; fi
+done
+if [ -n "$replicas" ]; then
+    i=0
+    for n in $extra; do
+        if [ $((i % 2)) -eq 0 ]; then masters="$masters $n"; else replicas="$replicas $n"; fi
+        i=$((i + 1))
+    done
+else
+    masters="$masters $extra"
+fi
 nodes="$masters $replicas"
 for n in $nodes; do wait_for_ping "$n"; done
 
@@ -149,3 +165,10 @@ for n in $nodes; do
     cli "$n" CONFIG SET min-replicas-to-write "$guard" min-replicas-max-lag 10 >/dev/null
 done
 log "min-replicas-to-write $guard on every node"
+
+# REDIS_REBALANCE=yes: give every master an equal share of the 64 partitions, live, as
+# `watchlog cluster rebalance` does (docker/redis/rebalance.sh; docs/scaling.md). Run after
+# nodes were added (profile `scale`), or to resume a rebalance that was interrupted.
+if [ "${REDIS_REBALANCE:-no}" = yes ]; then
+    sh "${REDIS_REBALANCE_SCRIPT:-/usr/local/bin/watchlog-rebalance.sh}" "$first"
+fi
