@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from watchlog.launcher import scale
 from watchlog.launcher.procs import free_redis_ports
@@ -358,3 +359,70 @@ def test_plan_evens_partitions_and_aligns_strays() -> None:
     drained = scale.plan(view, ["id0", "id1", "id2"])
     assert sorted(drained.after.values(), reverse=True)[:3] == [22, 21, 21]
     assert scale.plan(view, ["id0", "id1", "id2"]).after.get("id3", 0) == 0
+
+
+# -- compose: nodes 7-8 joined and rebalanced by redis-cluster-init --------------------------
+
+
+def compose_init(masters: list[int], extra: list[int], rebalance: bool,
+                 timeout: int = 90) -> subprocess.CompletedProcess[str]:
+    """docker/redis/cluster-init.sh as compose's redis-cluster-init runs it (local nodes)."""
+    from test_deploy import REDIS_DIR, REDIS_PASSWORDS, ROOT, clean_env, run
+
+    env = {**clean_env(), "REDISCLI_AUTH": REDIS_PASSWORDS["REDIS_ADMIN_PASSWORD"],
+           "REDIS_MASTERS": " ".join(f"127.0.0.1:{p}" for p in masters),
+           "REDIS_REPLICAS": "",
+           "REDIS_EXTRA_MASTERS": " ".join(f"127.0.0.1:{p}" for p in extra),
+           "REDIS_REBALANCE": "yes" if rebalance else "no",
+           "REDIS_REBALANCE_SCRIPT": str(REDIS_DIR / "rebalance.sh"),
+           "REDIS_INIT_TIMEOUT": str(timeout),
+           "REDIS_FUNCTIONS": str(ROOT / "src/watchlog/store/lua/library.lua")}
+    return run("sh", str(REDIS_DIR / "cluster-init.sh"), env=env, timeout=timeout + 120)
+
+
+def test_compose_init_joins_nodes_7_8_and_rebalances_by_partition(tmp_path: Path) -> None:
+    from test_deploy import REDIS_PASSWORDS, Nodes, free_ports
+    from watchlog import keys
+
+    nodes = Nodes(tmp_path)
+    ports = free_ports(5)
+    try:
+        for i, port in enumerate(ports):
+            nodes.start(i, port)
+        masters, extra = ports[:3], ports[3:]
+        compose_init(masters, [], rebalance=False)
+        admin = scale.Admin([f"127.0.0.1:{masters[0]}"], "admin",
+                            REDIS_PASSWORDS["REDIS_ADMIN_PASSWORD"])
+        rc = redis.RedisCluster("127.0.0.1", masters[0], username="admin",
+                                password=REDIS_PASSWORDS["REDIS_ADMIN_PASSWORD"],
+                                decode_responses=True)
+        for p in range(keys.PARTITIONS):
+            for k in range(5):
+                rc.set(f"wl:{{{keys.TAGS[p]}}}:probe:{k}", f"{p}-{k}")
+        rc.close()
+
+        # `docker compose --profile scale up` without REDIS_REBALANCE: the nodes join, empty.
+        joined = compose_init(masters, extra, rebalance=False)
+        assert joined.stderr.count("as an empty master") == 2, joined.stderr
+        view = admin.view()
+        assert sum(1 for n in view.values() if n.is_master) == 5
+        assert len(scale.plan(view, [n.node_id for n in view.values() if n.is_master]).moves) > 0
+
+        # REDIS_REBALANCE=yes: the same rebalance as `watchlog cluster rebalance`.
+        done = compose_init(masters, extra, rebalance=True)
+        assert "partitions to move" in done.stderr and "rebalance: done" in done.stderr, \
+            done.stderr
+        view = admin.view()
+        the_plan = scale.plan(view, [n.node_id for n in view.values() if n.is_master])
+        assert the_plan.moves == []  # what the Python planner would do is done
+        assert sorted(the_plan.after.values()) == [12, 13, 13, 13, 13]
+        values = {}
+        for node in view.values():
+            client = admin.client(node.addr)
+            for key in client.keys("wl:*:probe:*"):
+                values[key] = client.get(key)
+        assert len(values) == keys.PARTITIONS * 5  # every key moved, none lost
+        again = compose_init(masters, extra, rebalance=True)
+        assert "0 partitions to move" in again.stderr, again.stderr
+    finally:
+        nodes.stop_all()

@@ -105,10 +105,15 @@ else
         is_member "$n" && continue
         case " $replicas " in
             *" $n "*) log "adding $n as a replica"; role=--cluster-slave ;;
-            *) log "adding $n as an empty master (move slots with: redis-cli --cluster rebalance --cluster-use-empty-masters)"; role="" ;;
+            *) log "adding $n as an empty master (move its share of partitions with REDIS_REBALANCE=yes)"; role="" ;;
         esac
+        # redis-cli refuses to add while the nodes' views differ (gossip of the node added
+        # just before has not spread yet): try again until it has.
         # shellcheck disable=SC2086  # $role is empty or one flag
-        redis-cli --user "$user" --cluster add-node "$(addr_of "$n")" "$(addr_of "$seed")" $role
+        until is_member "$n" || redis-cli --user "$user" --cluster add-node "$(addr_of "$n")" "$(addr_of "$seed")" $role >/dev/null; do
+            if expired; then log "could not add $n"; exit 1; fi
+            sleep 1
+        done
     done
 fi
 

@@ -79,8 +79,8 @@ plan() {
                 if (surplus[m] <= 0) continue
                 best = ""
                 for (i = 1; i <= n; i++) {
-                    r = order[i]
-                    if (surplus[r] < 0 && (best == "" || surplus[r] < surplus[best])) best = r
+                    m2 = order[i]
+                    if (surplus[m2] < 0 && (best == "" || surplus[m2] < surplus[best])) best = m2
                 }
                 target[p] = best; surplus[m]--; surplus[best]++
             }
@@ -102,7 +102,10 @@ move_slots() {
     for s in $slots; do echo "CLUSTER SETSLOT $s IMPORTING $1"; done | cli_batch "$dst" >/dev/null || true
     for s in $slots; do echo "CLUSTER SETSLOT $s MIGRATING $2"; done | cli_batch "$src" >/dev/null || true
     moved=0
-    for s in $slots; do
+    # Only the slots that hold keys (one per partition, p*256) need MIGRATE: count them in one go.
+    keyed=$(for s in $slots; do echo "CLUSTER COUNTKEYSINSLOT $s"; done | cli_batch "$src" \
+        | tr -d '\r' | awk -v slots="$slots" 'BEGIN { split(slots, S, " ") } $1 > 0 { print S[NR] }')
+    for s in $keyed; do
         while :; do
             keys=$(cli "$src" CLUSTER GETKEYSINSLOT "$s" 100 | tr -d '\r')
             [ -n "$keys" ] || break
