@@ -26,8 +26,9 @@ import httpx
 import pytest
 import redis
 
-from watchlog.launcher import scale, verify
+from watchlog.launcher import verify
 from watchlog.launcher.procs import free_redis_ports
+from watchlog.launcher.redis import scale
 from watchlog.launcher.verify import (
     Extraction,
     Options,
@@ -46,9 +47,9 @@ class System:
     def __init__(self, state: Path, replicas: int, *, simulate: bool, monitoring: bool) -> None:
         from rich.console import Console
 
+        from watchlog.core.settings import Settings
         from watchlog.launcher.services import Ports
         from watchlog.launcher.stack import Stack
-        from watchlog.settings import Settings
 
         free = free_redis_ports("127.0.0.1", 9)
         self.ports = Ports(*free)
@@ -65,7 +66,7 @@ class System:
 
     def __enter__(self) -> System:
         self.stack.up(detach=True)
-        from watchlog.launcher.credentials import load_or_create
+        from watchlog.core.credentials import load_or_create
 
         self.creds = load_or_create(self.state)
         return self
@@ -75,9 +76,9 @@ class System:
 
     @property
     def cluster(self) -> Any:
-        from watchlog.launcher.chaos import load_cluster
+        from watchlog.launcher.redis.cluster import LocalCluster
 
-        return load_cluster(self.state)
+        return LocalCluster.recorded(self.state)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -409,7 +410,7 @@ def compose_init(masters: list[int], extra: list[int], rebalance: bool, dry_run:
 
 def test_compose_init_joins_nodes_7_8_and_rebalances_by_partition(tmp_path: Path) -> None:
     from test_deploy import REDIS_PASSWORDS, Nodes, free_ports
-    from watchlog import keys
+    from watchlog.core import keys
 
     nodes = Nodes(tmp_path)
     ports = free_ports(5)

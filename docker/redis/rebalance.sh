@@ -1,6 +1,6 @@
 #!/bin/sh
 # Give every master of the cluster an equal share of watchlog's 64 partitions (±1), live:
-# the rebalance of `watchlog cluster rebalance` (src/watchlog/launcher/scale.py) for
+# the rebalance of `watchlog cluster rebalance` (src/watchlog/launcher/redis/scale.py) for
 # containers that have redis-cli but no Python (compose's redis-cluster-init runs it when
 # REDIS_REBALANCE=yes; docs/scaling.md).
 #
