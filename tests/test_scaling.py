@@ -53,8 +53,11 @@ class System:
 
         free = free_redis_ports("127.0.0.1", 9)
         self.ports = Ports(*free)
+        # The checker, a pager and a drainer share the reader key: more than the default
+        # 50 requests a second for one credential, which is not what is tested here.
         settings = Settings.from_env({"WATCHLOG_PRODUCER_PORT": str(free[0]),
-                                      "WATCHLOG_CONSUMER_PORT": str(free[1])})
+                                      "WATCHLOG_CONSUMER_PORT": str(free[1]),
+                                      "WATCHLOG_CONSUMER_RATE_LIMIT": "2000/second"})
         self.state = state
         self.producer = f"http://127.0.0.1:{free[0]}"
         self.consumer = f"http://127.0.0.1:{free[1]}"
