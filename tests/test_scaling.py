@@ -296,6 +296,8 @@ def ingest_users(system: System, users: int = 1000) -> None:
 
 def test_grow_interrupted_then_rebalanced_gives_four_masters_an_equal_share_and_prometheus_sees_them(  # noqa: E501
         state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from watchlog.core import keys
+
     with System(state, 0, simulate=False, monitoring=True) as system:
         ingest_users(system)
         before = system.cluster
@@ -303,6 +305,16 @@ def test_grow_interrupted_then_rebalanced_gives_four_masters_an_equal_share_and_
         dry = system.cli("add", "--masters", "1", "--dry-run")
         assert dry.returncode == 0, dry.stderr
         assert "16 partitions to move" in dry.stdout, dry.stdout
+
+        # Two cluster clients that know only the 3 masters: the store's, and redis-py's own.
+        from watchlog.core.settings import Settings
+        from watchlog.store.cluster import connect
+
+        app_env = {**system.creds.app_env(), "WATCHLOG_REDIS_URL": before.seed_urls}
+        store_rc = connect(Settings.from_env(app_env))
+        plain_rc = redis.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(
+            "127.0.0.1", p) for p in before.ports], username="watchlog",
+            password=system.creds.redis_app_password)
 
         # Interrupted in the middle of its first keyed slot: left MIGRATING/IMPORTING.
         calls = {"n": 0}
@@ -324,6 +336,21 @@ def test_grow_interrupted_then_rebalanced_gives_four_masters_an_equal_share_and_
         assert half, "the interruption left no slot half-moved"
         # The control: a grow stopped before its moves leaves the new master short.
         assert min(shares(cluster).values()) < 0.18
+
+        # A key of a half-moved partition that is not on the old owner: ASK, to a master no
+        # slot map of these clients lists. The store's client follows it (its pipelines
+        # too: the extractor's reads); redis-py 8.1 alone fails with AttributeError (a 500).
+        tag = keys.TAGS[half[0][0] // scale.PARTITION_SLOTS]
+        probe = f"wl:{{{tag}}}:absent"
+        pipe = store_rc.pipeline(transaction=False)
+        pipe.exists(probe)
+        assert pipe.execute(raise_on_error=False) == [0]
+        plain = plain_rc.pipeline(transaction=False)
+        plain.exists(probe)
+        with pytest.raises(AttributeError):
+            plain.execute(raise_on_error=False)
+        store_rc.close()
+        plain_rc.close()
 
         again = system.cli("rebalance")
         assert again.returncode == 0, again.stderr
