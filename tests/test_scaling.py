@@ -174,10 +174,10 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("scaling")
 
 
-def grow_shrink(system: System, count: int = 2000) -> tuple[dict[str, Any], Bystanders]:
+def grow_shrink(system: System, count: int = 1500) -> tuple[dict[str, Any], Bystanders]:
     """Run the checker with the grow-shrink nemesis while the bystanders read and drain."""
     opts = Options(producer_url=system.producer, consumer_url=system.consumer,
-                   state_dir=system.state, nemesis="grow-shrink", count=count, duration=12,
+                   state_dir=system.state, nemesis="grow-shrink", count=count, duration=10,
                    heal_timeout=60)
     tokens = {"ingest": system.creds.ingest_token, "reader": system.creds.reader_key}
     with Bystanders(system) as bystanders:
