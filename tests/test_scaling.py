@@ -392,12 +392,31 @@ def test_grow_interrupted_then_rebalanced_gives_four_masters_an_equal_share_and_
         assert all(0.25 <= s <= 0.42 for s in shares(cluster).values())
 
 
-def test_cluster_commands_refuse_what_cannot_be_done(state: Path) -> None:
+def test_cluster_commands_refuse_what_cannot_be_done_and_an_add_stopped_early_leaves_nothing(
+        state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from watchlog.launcher.redis.cluster import LocalCluster
+
     with System(state, 0, simulate=False, monitoring=False) as system:
         r = system.cli("add", "--masters", "1", "--replicas", "1", "--dry-run")
         assert r.returncode != 0 and "0 replicas per master" in r.stderr
         r = system.cli("remove", "1")
         assert r.returncode == 0 and "not part of this cluster" in r.stdout
+
+        # Ctrl-C while the new node meets the others: it is forgotten, stopped and removed.
+        ports = list(system.cluster.ports)
+
+        def interrupted(self: LocalCluster, deadline: float) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(LocalCluster, "_wait_all_known", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            scale.add_masters(system.cluster, state, 1, progress=lambda _: None)
+        monkeypatch.undo()
+        cluster = system.cluster
+        assert cluster.ports == ports
+        assert sorted(p.name for p in (state / "redis").iterdir() if p.is_dir()) == sorted(
+            map(str, ports))
+        cluster.wait_ok(time.monotonic() + 30)  # no stranger left in the node table
 
 
 def test_plan_evens_partitions_and_aligns_strays() -> None:

@@ -498,8 +498,6 @@ def add_masters(cluster: LocalCluster, state: Path, count: int, replicas: int | 
     Masters of the cluster that hold no partition (a grow interrupted before its moves)
     count among the ``count``: a rerun does not start more.
     """
-    from watchlog.launcher.redis.conf import find_redis_server, server_version
-
     replicas = cluster.replicas if replicas is None else replicas
     if replicas != cluster.replicas:
         raise ScaleError(f"this cluster runs {cluster.replicas} replicas per master; new "
@@ -529,34 +527,74 @@ def add_masters(cluster: LocalCluster, state: Path, count: int, replicas: int | 
             progress(line)
         return the_plan
     if ports:
-        binary = find_redis_server(None)
-        version = server_version(binary)
-        for port in ports:
-            cluster._spawn(port, binary, version)  # noqa: SLF001 - same config as `up`
-        deadline = time.monotonic() + 30
-        for port in ports:
-            cluster._wait_ping(port, deadline)  # noqa: SLF001
-        seed = cluster.node_client(cluster.ports[0])
-        for port in ports:
-            seed.execute_command("CLUSTER", "MEET", cluster.host, port)
-        cluster.ports = [*cluster.ports, *ports]
-        cluster.masters += new
+        try:
+            _start_and_join(cluster, state, ports, masters, followers, replicas, progress)
+        except BaseException:
+            # Nothing half-joined is left behind: the nodes are forgotten, stopped, removed.
+            _undo_start(cluster, ports)
+            raise
+    # Replicas in sync and the library loaded BEFORE any slot moves to a new master.
+    cluster.wait_ok(time.monotonic() + 60)
+    cluster.load_functions(time.monotonic() + 30)
+    refresh_monitoring(state, cluster, progress)
+    return rebalance(local_admin(cluster), progress=progress, wait_replicas=wait_replicas)
+
+
+def _start_and_join(cluster: LocalCluster, state: Path, ports: list[int], masters: list[int],
+                    followers: list[int], replicas: int, progress: Progress) -> None:
+    from watchlog.launcher.redis.conf import find_redis_server, server_version
+
+    binary = find_redis_server(None)
+    version = server_version(binary)
+    for port in ports:
+        cluster._spawn(port, binary, version)  # noqa: SLF001 - same config as `up`
+    deadline = time.monotonic() + 30
+    for port in ports:
+        cluster._wait_ping(port, deadline)  # noqa: SLF001
+    seed = cluster.node_client(cluster.ports[0])
+    for port in ports:
+        seed.execute_command("CLUSTER", "MEET", cluster.host, port)
+    before = list(cluster.ports)
+    cluster.ports = [*before, *ports]
+    try:
         cluster._wait_all_known(time.monotonic() + 30)  # noqa: SLF001
         ids = {p: cluster.node_client(p).execute_command("CLUSTER", "MYID") for p in masters}
         for i, port in enumerate(followers):
             master = masters[i // replicas]
             cluster.node_client(port).execute_command("CLUSTER", "REPLICATE", ids[master])
             progress(f"replica {cluster.host}:{port} follows {cluster.host}:{master}")
-        # Recorded at once: `status` and `down` know the new nodes even if a move fails.
-        cluster._save_layout()  # noqa: SLF001
-        record_ports(state, cluster)
-        progress(f"started {len(masters)} masters and {len(followers)} replicas: "
-                 f"{', '.join(map(str, ports))}")
-    # Replicas in sync and the library loaded BEFORE any slot moves to a new master.
-    cluster.wait_ok(time.monotonic() + 60)
-    cluster.load_functions(time.monotonic() + 30)
-    refresh_monitoring(state, cluster, progress)
-    return rebalance(local_admin(cluster), progress=progress, wait_replicas=wait_replicas)
+    except BaseException:
+        cluster.ports = before
+        raise
+    cluster.masters += len(masters)
+    # Recorded at once: `status` and `down` know the new nodes even if a move fails, and a
+    # rerun counts the joined, empty masters among those asked for.
+    cluster._save_layout()  # noqa: SLF001
+    record_ports(state, cluster)
+    progress(f"started {len(masters)} masters and {len(followers)} replicas: "
+             f"{', '.join(map(str, ports))}")
+
+
+def _undo_start(cluster: LocalCluster, ports: list[int]) -> None:
+    """Forget, stop and remove nodes started by an ``add`` that did not record them."""
+    if set(ports) <= set(cluster.ports):
+        return  # recorded: they are members now, a rerun uses them
+    ids = []
+    for port in ports:
+        try:
+            ids.append(cluster.node_client(port, timeout=1.0).execute_command("CLUSTER", "MYID"))
+        except redis.RedisError:
+            pass
+    for port in cluster.ports:
+        for node_id in ids:
+            try:
+                cluster.node_client(port, timeout=1.0).execute_command("CLUSTER", "FORGET",
+                                                                       node_id)
+            except redis.RedisError:
+                pass  # it never met that one
+    LocalClusterView(cluster, ports).stop()
+    for port in ports:
+        shutil.rmtree(cluster.node_dir(port), ignore_errors=True)
 
 
 def remove_master(cluster: LocalCluster, state: Path, port: int, *, dry_run: bool = False,
