@@ -13,6 +13,7 @@ fails on a grow interrupted before its moves, and passes once `rebalance` resume
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -306,6 +307,19 @@ def test_grow_interrupted_then_rebalanced_gives_four_masters_an_equal_share_and_
         assert dry.returncode == 0, dry.stderr
         assert "16 partitions to move" in dry.stdout, dry.stdout
 
+        def targets() -> set[str]:
+            r = httpx.get(system.prometheus + "/api/v1/targets").json()
+            return {t["labels"]["instance"] for t in r["data"]["activeTargets"]
+                    if t["labels"].get("job") == "redis"}
+
+        def prometheus_pid() -> int:
+            record = json.loads((state / "pids.json").read_text())
+            return next(e["pid"] for e in record["services"] if e["component"] == "prometheus")
+
+        pid = prometheus_pid()
+        new_node = f"127.0.0.1:{scale._next_ports(before, 1)[0]}"  # noqa: SLF001
+        assert new_node not in targets()  # the check below can fail: not scraped before
+
         # Two cluster clients that know only the 3 masters: the store's, and redis-py's own.
         from watchlog.core.settings import Settings
         from watchlog.store.cluster import connect
@@ -377,6 +391,8 @@ def test_grow_interrupted_then_rebalanced_gives_four_masters_an_equal_share_and_
                 break
             time.sleep(1)
         assert up, f"Prometheus does not see {new} up"
+        assert new == new_node and new in targets()
+        assert prometheus_pid() == pid  # reloaded (SIGHUP), not restarted
 
         status = subprocess.run([sys.executable, "-m", "watchlog", "status", "--state-dir",
                                  str(state)], capture_output=True, text=True, timeout=60,
