@@ -284,7 +284,7 @@ def shares(cluster: Any) -> dict[int, float]:
 
 
 def ingest_users(system: System, users: int = 1000) -> None:
-    from payloads import seed_log
+    from helpers import seed_log
 
     headers = {"Authorization": f"Bearer {system.creds.ingest_token}"}
     with httpx.Client(timeout=30) as http:
@@ -475,6 +475,7 @@ def compose_init(masters: list[int], extra: list[int], rebalance: bool, dry_run:
 
 def test_compose_init_joins_nodes_7_8_and_rebalances_by_partition(tmp_path: Path) -> None:
     from test_deploy import REDIS_PASSWORDS, Nodes, free_ports
+
     from watchlog.core import keys
 
     nodes = Nodes(tmp_path)
