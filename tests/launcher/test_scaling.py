@@ -523,10 +523,10 @@ def test_compose_init_joins_nodes_7_8_and_rebalances_by_partition(tmp_path: Path
         assert len(values) == keys.PARTITIONS * 5  # every key moved, none lost
         again = compose_init(masters, extra, rebalance=True)
         assert "0 partitions to move" in again.stderr, again.stderr
-        # `watchlog cluster rebalance --seed` (the Python rebalance) agrees: nothing to do.
+        # `watchlog cluster rebalance --node` (the Python rebalance) agrees: nothing to do.
         py = subprocess.run(
             [sys.executable, "-m", "watchlog", "cluster", "rebalance", "--dry-run",
-             "--seed", f"127.0.0.1:{masters[0]}"], capture_output=True, text=True, timeout=60,
+             "--node", f"127.0.0.1:{masters[0]}"], capture_output=True, text=True, timeout=60,
             env={**os.environ, "WATCHLOG_REDIS_ADMIN_PASSWORD":
                  REDIS_PASSWORDS["REDIS_ADMIN_PASSWORD"]}, check=False)
         assert py.returncode == 0 and "0 partitions to move" in py.stdout, py.stdout + py.stderr

@@ -1,7 +1,7 @@
 """``watchlog cluster``: grow, shrink and rebalance the running Redis Cluster by partitions.
 
 ``add`` and ``remove`` act on the native cluster that ``watchlog up`` recorded in the state
-directory; ``rebalance`` also takes ``--seed host:port`` (any reachable cluster, compose's
+directory; ``rebalance`` also takes ``--node host:port`` (any reachable cluster, compose's
 included) with the admin password in ``WATCHLOG_REDIS_ADMIN_PASSWORD`` or ``REDISCLI_AUTH``.
 Each prints its plan first; ``--dry-run`` stops there. Each can be interrupted and run again:
 it starts from what the nodes say (slots owned, slots MIGRATING/IMPORTING), never from a file.
@@ -79,25 +79,25 @@ def remove(state_dir: Path, port: int, dry_run: bool) -> None:
 
 @cluster.command()
 @state_dir_option
-@click.option("--seed", "seeds", multiple=True, metavar="HOST:PORT",
+@click.option("--node", "nodes", multiple=True, metavar="HOST:PORT",
               help="A node of the cluster to act on (repeatable); default: the native "
                    "cluster of the state directory.")
 @click.option("--user", default="admin", show_default=True,
-              help="Redis user for --seed (needs CLUSTER and MIGRATE).")
+              help="Redis user for --node (needs CLUSTER and MIGRATE).")
 @click.option("--dry-run", is_flag=True, help="Print what would move; do nothing.")
-def rebalance(state_dir: Path, seeds: tuple[str, ...], user: str, dry_run: bool) -> None:
+def rebalance(state_dir: Path, nodes: tuple[str, ...], user: str, dry_run: bool) -> None:
     """Give every master an equal share of the 64 partitions (±1)."""
     from watchlog.launcher.redis.scale import Admin, local_admin
     from watchlog.launcher.redis.scale import rebalance as run
 
     with _failures():
-        if seeds:
+        if nodes:
             password = os.environ.get("WATCHLOG_REDIS_ADMIN_PASSWORD") or os.environ.get(
                 "REDISCLI_AUTH")
             if not password:
                 raise click.ClickException("set WATCHLOG_REDIS_ADMIN_PASSWORD (or "
                                            "REDISCLI_AUTH) to the admin password")
-            admin = Admin(list(seeds), user, password)
+            admin = Admin(list(nodes), user, password)
         else:
             admin = local_admin(LocalCluster.recorded(state_dir))
         run(admin, dry_run=dry_run, progress=_say)
