@@ -49,7 +49,7 @@ sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 umask 077
 mkdir -p "$conf_dir" "$data_dir"
 
-# ACL users, the same rules as the native launcher's (src/watchlog/launcher/redis_conf.py;
+# ACL users, the same rules as the native launcher's (src/watchlog/launcher/redis/conf.py;
 # tests/deploy/test_redis_scripts.py renders both and compares them byte for byte):
 # - default: off with no password, so nothing logs in without a named user (NOAUTH). Its
 #   permissions stay full because Redis 7.0 replays the AOF as the default user: with
@@ -133,7 +133,7 @@ masteruser admin
 masterauth $REDIS_ADMIN_PASSWORD
 repl-diskless-sync-delay 0
 
-# Encodings sized for watchlog's keys, as natively (see launcher/redis_conf.py).
+# Encodings sized for watchlog's keys, as natively (see launcher/redis/conf.py).
 hash-max-listpack-entries 512
 hash-max-listpack-value 256
 zset-max-listpack-entries 256
