@@ -369,9 +369,9 @@ def ts_ms(doc: Doc) -> int:
 
 def same(sent: Doc, got: Doc) -> bool:
     """Return True when a log read back carries what was sent."""
-    return (str(got.get("user_id")) == sent["user_id"]
-            and got.get("activity_type") == sent["activity_type"]
-            and got.get("duration") == sent["duration"] and ts_ms(got) == sent["_ts"])
+    return bool(str(got.get("user_id")) == sent["user_id"]
+                and got.get("activity_type") == sent["activity_type"]
+                and got.get("duration") == sent["duration"] and ts_ms(got) == sent["_ts"])
 
 
 def judge(sent: dict[str, Doc], acked: set[str], rejected: set[str],
