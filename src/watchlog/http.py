@@ -20,13 +20,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from watchlog.launcher.credentials import FILENAME, read_env_file
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., object])
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_ERRORS = (httpx.TransportError,)  # connect/read/write errors, timeouts, protocol errors
@@ -291,7 +292,7 @@ def require_token(role: str, env: Mapping[str, str] | None = None,
         f"or pass --state-dir / set WATCHLOG_STATE_DIR.")
 
 
-def state_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
+def state_dir_option(f: F) -> F:
     """Add ``--state-dir``; the command receives the ``StateDir`` found (``state``)."""
     import click
 
