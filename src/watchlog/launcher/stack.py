@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from rich.console import Console
 from rich.table import Table
@@ -34,6 +34,17 @@ from watchlog.settings import Settings
 log = logging.getLogger(__name__)
 PIDS = "pids.json"
 READY_TIMEOUT = 60.0  # seconds; the APIs start in ~2 s, Prometheus in ~1 s
+
+
+class StatusRow(TypedDict):
+    """One line of ``watchlog status`` (``role`` and ``slots`` for Redis nodes only)."""
+
+    component: str
+    address: str
+    pid: int | None
+    state: str
+    role: NotRequired[str]
+    slots: NotRequired[int]
 
 
 class Stack:
@@ -184,9 +195,9 @@ class Stack:
         (self.state / PIDS).unlink(missing_ok=True)
         return stopped
 
-    def status(self) -> list[dict[str, Any]]:
+    def status(self) -> list[StatusRow]:
         """Return ``{component, address, pid, state}`` for every known component."""
-        rows = []
+        rows: list[StatusRow] = []
         cluster = self.cluster or self._saved_cluster()
         if cluster is not None:
             for n in cluster.nodes():
@@ -210,7 +221,7 @@ class Stack:
             return None
         return LocalCluster.from_state(self.state, load_or_create(self.state))
 
-def status_table(rows: list[dict[str, Any]]) -> Table:
+def status_table(rows: list[StatusRow]) -> Table:
     """Return the status rows as a rich table."""
     table = Table("component", "address", "pid", "state", title="watchlog")
     colour = {"running": "green", "unhealthy": "yellow", "stopped": "red"}

@@ -34,11 +34,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from watchlog.schema import ACTIVITY_TYPES, iso_ms
+
+if TYPE_CHECKING:  # nemesis imports this module
+    from watchlog.launcher.nemesis import Harm
 
 __all__ = ["NEMESES", "Options", "VerifyError", "failed", "judge", "run_checker"]
 
@@ -168,7 +171,7 @@ class Ledger:
 
 def send(http: httpx.Client, url: str, unit: Unit, ledger: Ledger, budget: float) -> None:
     """Send one unit until it is answered for sure or ``budget`` seconds ran out."""
-    body: Any = wire(unit.docs[0]) if unit.single else [wire(d) for d in unit.docs]
+    body: Doc | list[Doc] = wire(unit.docs[0]) if unit.single else [wire(d) for d in unit.docs]
     with ledger.lock:
         for d in unit.docs:
             ledger.sent[d["event_id"]] = d
@@ -456,7 +459,7 @@ def run_checker(opts: Options, tokens: dict[str, str],
 
 
 def read_back(opts: Options, run: str, day: date, units: list[Unit], ledger: Ledger,
-              reader: Reader, ext: Extraction, harm: Any) -> dict[str, Any]:
+              reader: Reader, ext: Extraction, harm: Harm) -> dict[str, Any]:
     frm = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
     to = frm + DAY_MS - 1
     everything, report = day_snapshot(reader, frm, to, day)
@@ -489,7 +492,7 @@ def read_back(opts: Options, run: str, day: date, units: list[Unit], ledger: Led
     return result
 
 
-def day_snapshot(reader: Reader, frm: int, to: int, day: date) -> tuple[list[Doc], Any]:
+def day_snapshot(reader: Reader, frm: int, to: int, day: date) -> tuple[list[Doc], Doc]:
     """The day's export and report, read while no other client wrote to that day.
 
     The report is read before and after the export; if it moved (someone else writes logs
@@ -506,7 +509,7 @@ def day_snapshot(reader: Reader, frm: int, to: int, day: date) -> tuple[list[Doc
     return everything, after
 
 
-def summary_of(run: str, day: date, units: list[Unit], ledger: Ledger, harm: Any,
+def summary_of(run: str, day: date, units: list[Unit], ledger: Ledger, harm: Harm,
                writes: tuple[float, float]) -> dict[str, Any]:
     """The counts of the run besides the verdict: workload, answers, errors, stall."""
     acks = [t for t, _ in ledger.ack_times]
