@@ -1,10 +1,12 @@
-"""Activity logs for tests: the seed's payload and variations on it."""
+"""Activity logs for tests: the seed's payload and variations on it, and reading answers."""
 
 from __future__ import annotations
 
 import random
 import time
 from typing import Any
+
+from werkzeug.test import TestResponse
 
 from watchlog.schema import ACTIVITY_TYPES, iso_ms
 
@@ -43,3 +45,10 @@ def random_logs(n: int, users: int, rng: random.Random, span_ms: int = 6 * 3600_
             "activity_status": "completed",
         })
     return out
+
+
+def json_of(r: TestResponse) -> Any:
+    """The JSON body of a Flask test client's answer (no JSON body fails the test)."""
+    doc = r.json
+    assert doc is not None, r.get_data(as_text=True)[:200]
+    return doc
