@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 
 from bench import sysinfo
-from watchlog.launcher.credentials import Credentials, load_or_create
+from watchlog.core.credentials import Credentials, load_or_create
+from watchlog.core.settings import Settings
 from watchlog.launcher.procs import free_redis_ports, spawn, terminate
-from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.settings import Settings
+from watchlog.launcher.redis.cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 

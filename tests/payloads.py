@@ -8,7 +8,7 @@ from typing import Any
 
 from werkzeug.test import TestResponse
 
-from watchlog.schema import ACTIVITY_TYPES, iso_ms
+from watchlog.core.schema import ACTIVITY_TYPES, iso_ms
 
 
 def seed_log(**changes: Any) -> dict[str, Any]:

@@ -98,11 +98,11 @@ def test_write_docs_replaces_only_the_generated_block(tmp_path: Path) -> None:
 
 
 def test_profile_summary_counts_self_and_inclusive_time() -> None:
-    raw = ("process 1:\"gunicorn\";post (watchlog/producer/app.py:10);"
-           "to_event (watchlog/schema.py:20) 3\n"
-           "process 1:\"gunicorn\";post (watchlog/producer/app.py:10) 1\n")
+    raw = ("process 1:\"gunicorn\";post (watchlog/api/producer/app.py:10);"
+           "to_event (watchlog/core/schema.py:20) 3\n"
+           "process 1:\"gunicorn\";post (watchlog/api/producer/app.py:10) 1\n")
     s = profile.summarise(raw)
     assert s["samples"] == 4
-    assert dict(s["self_pct"]) == {"watchlog.schema.to_event": 75.0,
-                                   "watchlog.producer.app.post": 25.0}
-    assert dict(s["total_pct"])["watchlog.producer.app.post"] == 100.0
+    assert dict(s["self_pct"]) == {"watchlog.core.schema.to_event": 75.0,
+                                   "watchlog.api.producer.app.post": 25.0}
+    assert dict(s["total_pct"])["watchlog.api.producer.app.post"] == 100.0

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 from payloads import now_ms, random_logs, seed_log
-from watchlog import keys, schema
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.core import keys, schema
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.store import Store
 
 

@@ -6,9 +6,9 @@ import pytest
 from werkzeug.test import TestResponse
 
 from payloads import json_of, seed_log
-from watchlog.launcher.credentials import load_or_create
-from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.settings import Settings
+from watchlog.core.credentials import load_or_create
+from watchlog.core.settings import Settings
+from watchlog.launcher.redis.cluster import LocalCluster
 
 
 @pytest.fixture
@@ -23,8 +23,8 @@ def doomed(tmp_path):  # noqa: ANN201
 
 
 def test_unavailable_cluster_turns_ready_and_writes_into_503(doomed) -> None:
-    from watchlog.consumer.app import create_app as consumer_app
-    from watchlog.producer.app import create_app as producer_app
+    from watchlog.api.consumer.app import create_app as consumer_app
+    from watchlog.api.producer.app import create_app as producer_app
 
     cluster, settings, creds = doomed
     producer = producer_app(settings).test_client()
@@ -54,7 +54,7 @@ EXTRACTOR_ROUTES = [("get", "/v1/extractors", None), ("put", "/v1/extractors/x",
 
 
 def test_extractor_routes_answer_503_with_retry_after_while_the_store_is_down(doomed) -> None:
-    from watchlog.consumer.app import create_app as consumer_app
+    from watchlog.api.consumer.app import create_app as consumer_app
 
     cluster, settings, creds = doomed
     consumer = consumer_app(settings).test_client()
@@ -80,7 +80,8 @@ def test_healthcheck_turns_unhealthy_when_the_store_goes(doomed, tmp_path) -> No
     cluster serves, 1 once it is gone, while the API process itself still runs."""
     from conftest import serve
     from test_processes import healthcheck
-    from watchlog.launcher.procs import alive, free_redis_ports
+    from watchlog.core.process import alive
+    from watchlog.launcher.procs import free_redis_ports
 
     cluster, _, creds = doomed
     port = free_redis_ports("127.0.0.1", 1)[0]

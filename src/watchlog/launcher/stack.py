@@ -16,20 +16,13 @@ from typing import Any, NotRequired, TypedDict
 from rich.console import Console
 from rich.table import Table
 
-from watchlog.launcher.credentials import FILENAME, Credentials, load_or_create
+from watchlog.core.credentials import FILENAME, Credentials, load_or_create
+from watchlog.core.process import UMASK, alive, umask
+from watchlog.core.settings import Settings
 from watchlog.launcher.observability import monitoring_services
-from watchlog.launcher.procs import (
-    UMASK,
-    LauncherError,
-    alive,
-    make_private,
-    require_free,
-    terminate,
-    umask,
-)
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.procs import LauncherError, make_private, require_free, terminate
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Ports, Service, app_services, base_env, client_services
-from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
 PIDS = "pids.json"

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from watchlog.schema import ACTIVITY_TYPES, iso_ms
+from watchlog.core.schema import ACTIVITY_TYPES, iso_ms
 
 if TYPE_CHECKING:  # nemesis imports this module
     from watchlog.launcher.nemesis import Harm

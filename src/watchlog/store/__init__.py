@@ -7,9 +7,9 @@ from collections.abc import Iterator, Sequence
 
 from redis.cluster import RedisCluster
 
-from watchlog.metrics import timed
-from watchlog.schema import Event
-from watchlog.settings import Settings
+from watchlog.core.metrics import timed
+from watchlog.core.schema import Event
+from watchlog.core.settings import Settings
 from watchlog.store import feed, reader, writer
 from watchlog.store.cluster import ScriptRunner, connect, unavailable_as_503
 

@@ -17,8 +17,8 @@ from typing import Any
 from redis import exceptions as rx
 from redis.cluster import ClusterPipeline, RedisCluster
 
-from watchlog import keys
-from watchlog.errors import InvalidInput, NotFound
+from watchlog.core import keys
+from watchlog.core.errors import InvalidInput, NotFound
 from watchlog.store.cluster import Call, Function
 
 P = keys.PARTITIONS

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import msgspec
 from redis.cluster import ClusterPipeline, RedisCluster
 
-from watchlog import keys
-from watchlog.errors import InvalidInput
-from watchlog.schema import ACTIVITY_TYPES, body_ts
+from watchlog.core import keys
+from watchlog.core.errors import InvalidInput
+from watchlog.core.schema import ACTIVITY_TYPES, body_ts
 from watchlog.store.cluster import Call, Function, ScriptRunner
 
 PAGE = Function("wl_page")
