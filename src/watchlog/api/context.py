@@ -21,8 +21,10 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def store() -> Store:
-    return current_app.extensions["watchlog_store"]  # type: ignore[no-any-return]
+    found: Store = current_app.extensions["watchlog_store"]
+    return found
 
 
 def settings() -> Settings:
-    return current_app.config["SETTINGS"]  # type: ignore[no-any-return]
+    found: Settings = current_app.config["SETTINGS"]
+    return found

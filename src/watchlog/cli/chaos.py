@@ -123,7 +123,8 @@ def faults_set(service: str, producer_url: str, consumer_url: str, preset: str |
 def _preset_dict(name: str) -> dict[str, Any]:
     import msgspec
 
-    return msgspec.to_builtins(PRESETS[name])  # type: ignore[no-any-return]
+    preset: dict[str, Any] = msgspec.to_builtins(PRESETS[name])
+    return preset
 
 
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
