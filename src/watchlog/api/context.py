@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from flask import Response, current_app
 
@@ -13,7 +11,7 @@ from watchlog.store import Store
 _encode = msgspec.json.encode
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
     """Return a JSON response encoded by msgspec (faster than Flask's json)."""
     return Response(_encode(body), status=status, headers=headers,

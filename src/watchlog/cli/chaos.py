@@ -110,7 +110,7 @@ def faults_show(service: str, producer_url: str, consumer_url: str, as_json: boo
 @click.option("--routes", help="Comma-separated URL rules (default: every business route).")
 @click.option("--json", "as_json", is_flag=True)
 def faults_set(service: str, producer_url: str, consumer_url: str, preset: str | None,
-               as_json: bool, **changes: Any) -> None:
+               as_json: bool, **changes: object) -> None:
     """Change the faults: the options given replace those of the current spec (or preset)."""
     with failures_as_click():
         specs = {}

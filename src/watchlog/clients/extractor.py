@@ -123,7 +123,7 @@ class Extractor:
         # neither written nor acknowledged, so the server delivers it again after the
         # visibility timeout: nothing is lost, and the ledger keeps it from being doubled.
         self.drop_rate, self.rng = drop_rate, random.Random(seed)
-        self.params: dict[str, Any] = {"max": max_items, "consumer": consumer}
+        self.params: dict[str, int | str] = {"max": max_items, "consumer": consumer}
         if visibility is not None:
             self.params["visibility_timeout"] = visibility
         root.mkdir(parents=True, exist_ok=True)

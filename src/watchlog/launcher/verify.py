@@ -292,7 +292,7 @@ class Reader:
     def pages(self, user: str, frm: int, to: int) -> list[Doc]:
         """A user's logs of the range, following ``next_cursor`` page by page."""
         out: list[Doc] = []
-        params: dict[str, Any] = {"from": frm, "to": to, "limit": 25}
+        params: dict[str, int | str] = {"from": frm, "to": to, "limit": 25}
         while True:
             doc = self.call("GET", f"/v1/users/{user}/activities", params=params)
             out += doc["items"]
