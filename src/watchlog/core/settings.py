@@ -50,6 +50,11 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
      "each bound to its owner(s) (docs/security.md)"),
     ("WATCHLOG_READER_KEY", "", "API key(s) with the reader role (queries, reports, extraction)"),
     ("WATCHLOG_ADMIN_KEY", "", "API key(s) with the admin role (also /admin/faults)"),
+    ("WATCHLOG_SESSION_SECRET", "",
+     "signs the reports page's session cookies and form tokens (or "
+     "WATCHLOG_SESSION_SECRET_FILE); empty: /reports/ answers 503, never a default key"),
+    ("WATCHLOG_SESSION_LIFETIME", "28800",
+     "seconds a sign-in to the reports page lasts (its cookie is refused after that)"),
     ("WATCHLOG_CREDENTIALS_FILE", "",
      "env file the clients read tokens from (default <state dir>/credentials.env)"),
     ("WATCHLOG_RATE_LIMIT", "2000/second",
@@ -87,7 +92,7 @@ _DEFAULTS = {name: default for name, default, _ in SETTINGS_DOC}
 
 def _read(env: Mapping[str, str], name: str) -> str:
     value = env.get(name)
-    if value is None and name.endswith(("_PASSWORD", "_TOKEN", "_KEY")):
+    if value is None and name.endswith(("_PASSWORD", "_TOKEN", "_KEY", "_SECRET")):
         path = env.get(name + "_FILE")
         if path:
             return Path(path).read_text().strip()
@@ -123,6 +128,8 @@ class Settings:
     device_tokens_file: str = ""
     reader_key: str = field(default="", repr=False)
     admin_key: str = field(default="", repr=False)
+    session_secret: str = field(default="", repr=False)
+    session_lifetime: int = 28800
     credentials_file: str = ""
     rate_limit: str = "2000/second"
     consumer_rate_limit: str = "50/second"
