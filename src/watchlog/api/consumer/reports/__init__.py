@@ -41,9 +41,9 @@ from wtforms import PasswordField
 from wtforms.validators import DataRequired
 
 from watchlog.api import params
+from watchlog.api.consumer.export import EXPORT_FORMATS
 from watchlog.api.consumer.extraction import extractor_items
 from watchlog.api.consumer.queries import (
-    EXPORT_FORMATS,
     daily_report_body,
     export_body,
     user_activities_body,
