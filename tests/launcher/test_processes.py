@@ -35,7 +35,8 @@ from helpers import (
     wait_for,
 )
 from watchlog.core.credentials import Credentials, read_env_file
-from watchlog.launcher.procs import alive, free_redis_ports
+from watchlog.core.process import alive
+from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis.cluster import LocalCluster
 
 
