@@ -334,3 +334,9 @@ class Nodes:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+
+
+def healthcheck(url: str) -> int:
+    """Exit code of `watchlog healthcheck URL`, run as its own process."""
+    return subprocess.run([WATCHLOG, "healthcheck", url, "--timeout", "3"],
+                          capture_output=True, timeout=30).returncode

@@ -322,3 +322,15 @@ def test_query_parameters_accept_only_their_ascii_form(query_client, reader_head
 
 def cluster_settings_max_page(client: Any) -> int:
     return int(client.application.config["SETTINGS"].max_page)
+
+
+@pytest.mark.parametrize("path", ["/v1/users/0%2F/activities", "/v1/users/0//activities"])
+def test_an_empty_path_segment_is_a_json_404_not_a_redirect(consumer, reader_headers,
+                                                             path: str) -> None:
+    """Werkzeug merges `//` with an HTML 308 to another URL unless told not to.
+
+    Negative control: ``/v1/users/0/activities`` (no empty segment) answers 200.
+    """
+    r = consumer.get(path, headers=reader_headers)
+    assert r.status_code == 404 and r.is_json, (r.status_code, r.data[:200])
+    assert consumer.get("/v1/users/0/activities", headers=reader_headers).status_code == 200

@@ -78,9 +78,7 @@ def test_extractor_routes_answer_503_with_retry_after_while_the_store_is_down(do
 def test_healthcheck_turns_unhealthy_when_the_store_goes(doomed, tmp_path) -> None:
     """The compose healthcheck (`watchlog healthcheck .../ready`) on a live API: 0 while the
     cluster serves, 1 once it is gone, while the API process itself still runs."""
-    from test_processes import healthcheck
-
-    from helpers import serve
+    from helpers import healthcheck, serve
     from watchlog.core.process import alive
     from watchlog.launcher.procs import free_redis_ports
 

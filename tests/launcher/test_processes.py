@@ -25,6 +25,7 @@ from helpers import (
     WATCHLOG,
     bearer,
     extracted,
+    healthcheck,
     process_env,
     run,
     seed_log,
@@ -38,13 +39,6 @@ from watchlog.core.credentials import Credentials, read_env_file
 from watchlog.core.process import alive
 from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis.cluster import LocalCluster
-
-
-def healthcheck(url: str) -> int:
-    return subprocess.run([WATCHLOG, "healthcheck", url, "--timeout", "3"],
-                          capture_output=True, timeout=30).returncode
-
-
 
 
 @contextmanager

@@ -21,6 +21,9 @@ def create_base_app(service: str, settings: Settings, store: Store | None) -> Fl
     app.config["SERVICE"] = service
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # A path with an empty segment (`/v1/users/0%2F/activities` decodes to `…/0//…`) is a JSON
+    # 404, not Werkzeug's HTML 308 to another user's URL.
+    app.url_map.merge_slashes = False
     app.extensions["watchlog_store"] = store if store is not None else Store(settings)
     cast(DefaultJSONProvider, app.json).sort_keys = False  # Flask's default provider
     app.extensions["watchlog_auth"] = Auth(settings)
