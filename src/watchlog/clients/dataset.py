@@ -5,9 +5,10 @@ written, then acknowledged. Its logs are grouped by the UTC day of their event t
 partitions that pandas, DuckDB and Spark read as a ``date`` column); each group becomes one
 file, written under a hidden temporary name, fsynced, renamed, and its directory fsynced,
 before the batch is acknowledged: a reader never sees half a file. Each row carries its
-``feed_id``; the ledger reads them back from the newest files at start, so a batch
-delivered again after a crash between write and acknowledgement is acknowledged but not
-written twice.
+``feed_id``; the ledger (``clients.extractor.Ledger``: a journal of the files not yet
+wholly acknowledged) reads them back at start, so a batch delivered again after a crash
+between write and acknowledgement, however many newer batches were written meanwhile, is
+acknowledged but not written twice.
 
 ``--compact`` merges a complete day's files (the day is over and the feed drained) into
 one, swapped in atomically: the merged file is built in a staging directory beside DIR,
@@ -39,7 +40,7 @@ PART_GLOB = "part-*.parquet"
 
 
 class ParquetLedger(Ledger):
-    """The ledger of a dataset: the ``feed_id`` column of the newest files."""
+    """The ledger of a dataset: the ``feed_id`` column of the files the journal names."""
 
     PATTERN = "*.parquet"
 
@@ -131,8 +132,10 @@ class DatasetExtractor(Extractor):
             by_day.setdefault(it["timestamp"][:10], []).append(it)
         for day, docs in sorted(by_day.items()):
             path = self.root / f"date={day}" / f"part-{docs[0]['feed_id']}.parquet"
+            ids = [d["feed_id"] for d in docs]
+            self.ledger.writing(path, ids)
             write_table_atomically(path, table_from_docs(docs, with_feed_id=True))
-            self.ledger.ids.update(d["feed_id"] for d in docs)
+            self.ledger.written(ids)
         self.stats.written += len(new)
         WRITTEN.inc(len(new))
         return len(new)

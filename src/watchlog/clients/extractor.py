@@ -2,8 +2,9 @@
 
 Delivery is at-least-once: a batch whose ack was lost (a crash, a timeout) comes back
 after the visibility timeout. Written files are the ledger: every line carries its
-``feed_id``, the set of written ids is rebuilt from the files at start, and an item
-already written is skipped (but still acknowledged), so each log lands on disk once.
+``feed_id``, the set of written-but-unacknowledged ids is rebuilt at start from the files
+a journal names (``Ledger``), and an item already written is skipped (but still
+acknowledged), so each log lands on disk once.
 A batch file is written to a temporary name, fsynced and renamed: a reader (or the
 ledger scan) never sees half a batch.
 """
@@ -67,22 +68,39 @@ class Ledger:
     """The feed ids on disk that the server may still deliver again.
 
     A batch is acknowledged right after it is written, and acknowledged entries never come
-    back, so only written-but-unacknowledged batches matter: after a crash, the newest
-    files. The ledger reads the newest ``RECENT_FILES`` at start and forgets a batch's ids
-    once its acknowledgement succeeds, so it stays small however long ``--follow`` runs.
+    back, so only written-but-unacknowledged files matter. They are not always the newest:
+    a run can stop between write and acknowledgement, and a later run drain newer entries
+    before the old ones come back (after their visibility timeout). So the ledger keeps a
+    journal, ``JOURNAL`` in the output directory: a file's name is added (and fsynced)
+    before the file is written, and removed once every id in it was acknowledged. At start
+    the ledger reads the files the journal names, and the newest ``RECENT_FILES`` (output
+    written before the journal existed). It forgets ids once acknowledged, so it stays small
+    however long ``--follow`` runs.
     """
 
     RECENT_FILES = 64
+    JOURNAL = ".unacknowledged"
     PATTERN = "*.ndjson"  # the batch files (watchlog.clients.dataset: "*.parquet")
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, journal: bool = True) -> None:
         self.root = root
         self.ids: set[str] = set()
-        files = sorted(root.rglob(self.PATTERN), key=lambda f: f.stat().st_mtime)
-        for path in files[-self.RECENT_FILES:]:
-            self._scan(path)
+        self.journal = root / self.JOURNAL if journal else None
+        # file (relative to root) -> its ids not yet acknowledged
+        self.unacked: dict[str, set[str]] = {}
         for stale in root.rglob("*" + TMP_SUFFIX):
             stale.unlink()  # a batch a crash left half-written: it was never acknowledged
+        named = set()
+        if self.journal is not None and self.journal.exists():
+            named = {line for line in self.journal.read_text().splitlines() if line}
+        files = sorted(root.rglob(self.PATTERN), key=lambda f: f.stat().st_mtime)
+        for path in {*files[-self.RECENT_FILES:], *(root / n for n in named)}:
+            if path.exists():
+                before = set(self.ids)
+                self._scan(path)
+                if str(path.relative_to(root)) in named:
+                    self.unacked[str(path.relative_to(root))] = self.ids - before
+        self._save()
         log.info("ledger: %d logs already in %s", len(self.ids), root)
 
     def _scan(self, path: Path) -> None:
@@ -95,6 +113,31 @@ class Ledger:
 
     def __contains__(self, feed_id: str) -> bool:
         return feed_id in self.ids
+
+    def writing(self, path: Path, ids: list[str]) -> None:
+        """Name ``path`` in the journal (durably) before it is written with ``ids``."""
+        self.unacked.setdefault(str(path.relative_to(self.root)), set()).update(ids)
+        self._save()
+
+    def written(self, ids: list[str]) -> None:
+        self.ids.update(ids)
+
+    def acknowledged(self, ids: list[str]) -> None:
+        """Forget acknowledged ids; drop from the journal the files now wholly acknowledged."""
+        done = set(ids)
+        self.ids.difference_update(done)
+        settled = [name for name, left in self.unacked.items() if not left - done]
+        for left in self.unacked.values():
+            left -= done
+        for name in settled:
+            del self.unacked[name]
+        if settled:
+            self._save()
+
+    def _save(self) -> None:
+        if self.journal is not None:
+            write_atomically(self.journal, "".join(f"{n}\n" for n in sorted(self.unacked))
+                             .encode())
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -164,8 +207,10 @@ class Extractor:
         if new:
             day = datetime.now(UTC).strftime("%Y-%m-%d")
             path = self.root / day / f"batch-{new[0]['feed_id']}-{len(new)}.ndjson"
+            ids = [it["feed_id"] for it in new]
+            self.ledger.writing(path, ids)
             write_atomically(path, b"".join(_encode(it) + b"\n" for it in new))
-            self.ledger.ids.update(it["feed_id"] for it in new)
+            self.ledger.written(ids)
             self.stats.written += len(new)
             WRITTEN.inc(len(new))
         return len(new)
@@ -174,7 +219,7 @@ class Extractor:
         """Acknowledge every item of a batch, written now or before."""
         ids = [it["feed_id"] for it in items]
         doc = self._call(f"/v1/extractors/{self.name}/ack", json={"ids": ids}).json()
-        self.ledger.ids.difference_update(ids)  # acknowledged: never delivered again
+        self.ledger.acknowledged(ids)  # acknowledged: never delivered again
         acknowledged: int = doc["acknowledged"]
         self.stats.acknowledged += acknowledged
         return acknowledged
