@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from watchlog.api import admin, errors, health, hooks
 from watchlog.api.auth import Auth
@@ -25,6 +26,10 @@ def create_base_app(service: str, settings: Settings, store: Store | None) -> Fl
     hooks.install(app, service, settings)
     app.wsgi_app = SecurityHeaders(BoundedBodies(  # type: ignore[method-assign]
         app.wsgi_app, settings.body_timeout, settings.body_min_rate, settings.threads))
+    if settings.proxy_hops:  # opt-in: a forwarding header is trusted only from known proxies
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
     return app
