@@ -663,15 +663,13 @@ def test_no_served_chart_holds_a_script(site: dict[str, Any]) -> None:
     with signed_in_client(site) as client:
         for path in charts_served:
             r = client.get(path)
-            assert r.status_code == 200 and r.headers["content-type"] == "image/svg+xml"
+            assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
             assert "<svg" in r.text and "<script" not in r.text.lower(), path
     # the control: what pygal renders with the same options does hold one
-    import pygal
+    from watchlog.api.consumer.reports import charts  # imports pygal, then unhooks it
 
-    from watchlog.api.consumer.reports import charts
-
-    raw = pygal.Bar(**charts._COMMON).render()
-    assert b"<script" in raw and b"<script" not in charts.static_svg(raw)
+    raw = charts.pygal.Bar(**charts._COMMON).render()
+    assert "<script" in raw and "<script" not in charts.static_svg(raw)
 
 
 def test_a_user_with_no_logs_in_the_range_is_an_answer_not_a_404(site: dict[str, Any]) -> None:

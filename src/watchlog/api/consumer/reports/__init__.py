@@ -166,7 +166,7 @@ def page(template: str, status: int = 200, **context: Any) -> Response:
                     headers={"Content-Security-Policy": PAGE_CSP})
 
 
-def svg(data: bytes) -> Response:
+def svg(data: str) -> Response:
     return Response(data, mimetype="image/svg+xml",
                     headers={"Content-Security-Policy": CHART_CSP})
 
@@ -187,6 +187,8 @@ def form_body_only() -> Response | None:
     fields only. JSON (which Flask-WTF would read as form data) gets 415; a file gets 400."""
     if request.method != "POST" or request.endpoint not in FORM_ENDPOINTS:
         return None
+    if not request.content_length and not request.mimetype:
+        return None  # an empty post: the form finds no token and says so (400)
     if request.mimetype not in FORM_TYPES:
         return page("error.html", 415, title="Not a form",
                     message="This address takes a form (application/x-www-form-urlencoded "
