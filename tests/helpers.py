@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from werkzeug.test import TestResponse
 
 from watchlog.cli.main import cli
 from watchlog.core import schema
@@ -132,6 +133,13 @@ def serve(service: str, settings_env: dict[str, str], port: int, logs: Path,
 def service_env(cluster: LocalCluster, credentials: Credentials) -> dict[str, str]:
     return {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.seed_urls,
             "WATCHLOG_WORKERS": "2", "WATCHLOG_THREADS": "4"}
+
+def json_of(r: TestResponse) -> Any:
+    """The JSON body of a Flask test client's answer (no JSON body fails the test)."""
+    doc = r.json
+    assert doc is not None, r.get_data(as_text=True)[:200]
+    return doc
+
 
 def post_all(producer, headers, docs) -> None:
     for i in range(0, len(docs), 500):
@@ -326,3 +334,9 @@ class Nodes:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+
+
+def healthcheck(url: str) -> int:
+    """Exit code of `watchlog healthcheck URL`, run as its own process."""
+    return subprocess.run([WATCHLOG, "healthcheck", url, "--timeout", "3"],
+                          capture_output=True, timeout=30).returncode

@@ -175,9 +175,12 @@ class Settings:
             raw = _read(env, "WATCHLOG_" + f.name.upper())
             values[f.name] = _convert(f.type, raw, f.name)
         values.update(overrides)
+        # Each value was converted to its field's type by _convert, which mypy cannot follow
+        # through a dict of mixed values.
         return cls(**values)  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Settings:
+        # Field names and types are checked by dataclasses at run time, not here.
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     @property

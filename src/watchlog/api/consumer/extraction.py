@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from flask import Blueprint, Response, request
@@ -22,6 +22,7 @@ from watchlog.core.errors import Conflict, InvalidInput, Malformed
 from watchlog.core.metrics import ScrapeTimeGauges
 from watchlog.store import Store
 
+T = TypeVar("T")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -39,7 +40,7 @@ def _name(name: str) -> str:
     return name
 
 
-def _decode(raw: bytes, kind: type[Any]) -> Any:
+def _decode(raw: bytes, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(raw or b"{}", type=kind)
     except msgspec.ValidationError as e:

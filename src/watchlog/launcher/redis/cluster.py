@@ -25,16 +25,14 @@ from redis.retry import Retry
 
 from watchlog.core import keys
 from watchlog.core.credentials import FILENAME, Credentials, load_or_create
+from watchlog.core.process import UMASK, alive, umask
 from watchlog.launcher.procs import (
     BUS_OFFSET,
-    UMASK,
     LauncherError,
-    alive,
     free_redis_ports,
     read_pid,
     require_free,
     spawn,
-    umask,
     wait_dead,
 )
 from watchlog.launcher.redis.conf import (

@@ -16,9 +16,8 @@ from __future__ import annotations
 import hmac
 import time
 from datetime import timedelta
-from typing import Any
 
-from flask import Flask, current_app, g, request, session
+from flask import Flask, Request, current_app, g, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import generate_csrf
 
@@ -34,7 +33,7 @@ class ReportsSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, opened only under ``/reports`` (the JSON API never
     pays for it), and ``Secure`` whenever the request came over https."""
 
-    def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         if not request.path.startswith(PATH):
             return self.session_class()
         return super().open_session(app, request)
