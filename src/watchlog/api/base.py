@@ -6,6 +6,7 @@ from typing import cast
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from watchlog.api import admin, errors, health, hooks
 from watchlog.api.auth import Auth
@@ -32,6 +33,11 @@ def create_base_app(service: str, settings: Settings, store: Store | None) -> Fl
     # WSGI middleware goes in place of the app's wsgi_app method, as Flask documents.
     app.wsgi_app = SecurityHeaders(BoundedBodies(  # type: ignore[method-assign]
         app.wsgi_app, settings.body_timeout, settings.body_min_rate, settings.threads))
+    if settings.proxy_hops:  # opt-in: a forwarding header is trusted only from known proxies
+        hops = settings.proxy_hops
+        # in place of wsgi_app too, outermost: every layer sees the client's scheme and host
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
     return app

@@ -55,6 +55,9 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
      "WATCHLOG_SESSION_SECRET_FILE); empty: /reports/ answers 503, never a default key"),
     ("WATCHLOG_SESSION_LIFETIME", "28800",
      "seconds a sign-in to the reports page lasts (its cookie is refused after that)"),
+    ("WATCHLOG_PROXY_HOPS", "0",
+     "reverse proxies in front of the APIs whose X-Forwarded-For/-Proto/-Host are trusted "
+     "(0: none, the headers are ignored; 1: the TLS proxy of docs/security.md)"),
     ("WATCHLOG_CREDENTIALS_FILE", "",
      "env file the clients read tokens from (default <state dir>/credentials.env)"),
     ("WATCHLOG_RATE_LIMIT", "2000/second",
@@ -130,6 +133,7 @@ class Settings:
     admin_key: str = field(default="", repr=False)
     session_secret: str = field(default="", repr=False)
     session_lifetime: int = 28800
+    proxy_hops: int = 0
     credentials_file: str = ""
     rate_limit: str = "2000/second"
     consumer_rate_limit: str = "50/second"
@@ -151,6 +155,8 @@ class Settings:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        if self.proxy_hops < 0:
+            raise ValueError(f"WATCHLOG_PROXY_HOPS={self.proxy_hops}: 0 or more proxies")
         if self.wait_replicas != "auto" and not (
                 self.wait_replicas.isascii() and self.wait_replicas.isdigit()):
             raise ValueError(f"WATCHLOG_WAIT_REPLICAS={self.wait_replicas!r}: a number of "

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from functools import wraps
 from typing import Any, ParamSpec, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -67,6 +67,9 @@ MEASURES = {  # chart name -> (figure of the API's totals, unit)
 TREND_DAYS = 14
 PAGE_SIZE = 50
 _ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}", re.ASCII)
+# What a form may be posted as: the browser's encodings of a form, never JSON.
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+FORM_ENDPOINTS = ("reports.signin", "reports.signout", "reports.export")
 
 
 class SignInForm(FlaskForm):  # type: ignore[misc]  # flask_wtf ships no types
@@ -96,7 +99,19 @@ def reports_blueprint(settings: Settings) -> Blueprint:
                                 "the sign-in cookie); it has no default. `watchlog up` "
                                 "generates one; under compose, set it in .env.")
         g.tz = zone()
-        return None
+        return form_body_only()
+
+    @bp.after_app_request
+    def relative_redirects(resp: Response) -> Response:
+        """Redirects under /reports name a path, never the request's Host (werkzeug's own
+        slash redirects would send ``GET /reports`` with ``Host: evil.example`` there)."""
+        location = resp.headers.get("Location")
+        if 300 <= resp.status_code < 400 and location and request.path.startswith(
+                auth.PATH):
+            parts = urlsplit(location)
+            if parts.netloc:
+                resp.headers["Location"] = parts._replace(scheme="", netloc="").geturl()
+        return resp
 
     @bp.errorhandler(WatchlogError)
     def readable_error(err: WatchlogError) -> Response:
@@ -153,7 +168,7 @@ def page(template: str, status: int = 200, **context: Any) -> Response:
                     headers={"Content-Security-Policy": PAGE_CSP})
 
 
-def svg(data: bytes) -> Response:
+def svg(data: str) -> Response:
     return Response(data, mimetype="image/svg+xml",
                     headers={"Content-Security-Policy": CHART_CSP})
 
@@ -169,10 +184,34 @@ def day_ms(d: date) -> int:
     return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
 
 
+def form_body_only() -> Response | None:
+    """A POST to a reports form must be a form: url-encoded, or multipart with plain text
+    fields only. JSON (which Flask-WTF would read as form data) gets 415; a file gets 400."""
+    if request.method != "POST" or request.endpoint not in FORM_ENDPOINTS:
+        return None
+    if not request.content_length and not request.mimetype:
+        return None  # an empty post: the form finds no token and says so (400)
+    if request.mimetype not in FORM_TYPES:
+        return page("error.html", 415, title="Not a form",
+                    message="This address takes a form (application/x-www-form-urlencoded "
+                            "or multipart/form-data), as the page's own forms send it.")
+    if request.files:
+        return page("error.html", 400, title="Check the form",
+                    message="Send every field of this form as text, not as a file.")
+    return None
+
+
 def safe_next(raw: str | None) -> str:
-    """Where to go after sign-in: a path of this page only (never another site)."""
-    if raw and raw.startswith("/reports/") and not urlsplit(raw).netloc and "\\" not in raw:
-        return raw
+    """Where to go after sign-in: a path under /reports/ only (never another site, never
+    out of it by ``..``), printable ASCII with no backslash; else the fleet day."""
+    if raw and raw.isascii() and raw.isprintable() and "\\" not in raw:
+        parts = urlsplit(raw)
+        path = unquote(parts.path)
+        segments = path.split("/")
+        if (not parts.scheme and not parts.netloc and path.startswith("/reports/")
+                and "." not in segments and ".." not in segments and "\\" not in path
+                and path.isprintable() and not parts.fragment):
+            return raw
     return url_for("reports.fleet")
 
 
@@ -282,7 +321,8 @@ def _routes(bp: Blueprint, settings: Settings) -> None:  # noqa: C901 (one view 
                        activity_type=params.arg("activity_type") or "",
                        types=schema.ACTIVITY_TYPES, page_no=params.integer("page", 1, 1, 10**9))
         if not summary["total"]["count"] and not rows and cursor is None:
-            return page("user.html", 404, empty=True, **context)
+            # as the JSON API (200, zeros) and the empty fleet day: an answer, not an error
+            return page("user.html", empty=True, **context)
         return page("user.html", empty=False, **context)
 
     @bp.route("/export", methods=["GET", "POST"])

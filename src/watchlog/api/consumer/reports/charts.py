@@ -1,12 +1,15 @@
 """The reports page's charts: SVG drawn on the server by pygal, served as images.
 
 Served as ``<img>`` from the page's own origin, a chart runs no script and needs nothing
-from the internet (``js=[]``: pygal's tooltip script would come from a CDN). The page shows
+from the internet (``js=[]``: pygal's tooltip script would come from a CDN). pygal still
+writes its configuration as an inline ``<script>``; ``static_svg`` removes every script
+element, so the SVG holds none (the charts are static: no tooltips). The page shows
 the same numbers in a table beside each chart, for screen readers and for copying.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 
@@ -26,35 +29,38 @@ STYLE = Style(
     font_family="system-ui, sans-serif", title_font_size=16, label_font_size=13,
     major_label_font_size=13, legend_font_size=13, value_font_size=12,
 )
+_SCRIPT = re.compile(r"<script\b[^>]*/>|<script\b.*?</script\s*>", re.S | re.I)
 _COMMON = {"js": [], "disable_xml_declaration": True, "style": STYLE, "width": 720,
            "height": 320, "print_values": False, "legend_at_bottom": True}
 
 
-def bars(title: str, labels: Sequence[str], values: Sequence[float], unit: str) -> bytes:
+def bars(title: str, labels: Sequence[str], values: Sequence[float], unit: str) -> str:
     """A horizontal bar per label (one measure, e.g. count by activity type)."""
     chart = pygal.HorizontalBar(title=title, show_legend=False, **_COMMON)
     chart.x_title = unit
     chart.x_labels = list(labels)
     chart.add(unit, list(values))
-    svg: bytes = chart.render()  # pygal ships no types
-    return svg
+    return static_svg(chart.render())
 
 
-def lines(title: str, labels: Sequence[str], series: dict[str, Sequence[float]]) -> bytes:
+def lines(title: str, labels: Sequence[str], series: dict[str, Sequence[float]]) -> str:
     """One line per series over days (the 14-day trend)."""
     chart = pygal.Line(title=title, x_label_rotation=30, dots_size=4, **_COMMON)
     chart.x_labels = list(labels)
     for name, values in series.items():
         chart.add(name, list(values))
-    svg: bytes = chart.render()  # pygal ships no types
-    return svg
+    return static_svg(chart.render())
 
 
-def stacked(title: str, labels: Sequence[str], series: dict[str, Sequence[float]]) -> bytes:
+def stacked(title: str, labels: Sequence[str], series: dict[str, Sequence[float]]) -> str:
     """Stacked bars over days, a series per activity type (a user's logs per day)."""
     chart = pygal.StackedBar(title=title, x_label_rotation=30, **_COMMON)
     chart.x_labels = list(labels)
     for name, values in series.items():
         chart.add(name, list(values))
-    svg: bytes = chart.render()  # pygal ships no types
-    return svg
+    return static_svg(chart.render())
+
+
+def static_svg(rendered: str) -> str:
+    """The SVG without any ``<script>`` element (pygal's inline configuration)."""
+    return _SCRIPT.sub("", rendered)

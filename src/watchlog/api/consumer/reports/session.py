@@ -5,17 +5,21 @@ timestamped). It holds the role and an 8-byte digest prefix of the key that sign
 never the key; each request checks that prefix against the keys configured now, so a key
 removed in a rotation ends its sessions. It is ``HttpOnly``, ``SameSite=Strict``, limited
 to ``/reports``, ``Secure`` when the request came over https, and refused by the server
-once older than ``WATCHLOG_SESSION_LIFETIME`` (Flask checks the signed timestamp).
+once ``WATCHLOG_SESSION_LIFETIME`` has passed since the sign-in: the cookie holds the
+sign-in time (``at``), checked on every request, so a cookie reissued later (Flask signs a
+fresh timestamp each time the session changes) does not extend it.
 Only reader and admin keys sign in; the ingest token and device tokens are refused.
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from datetime import timedelta
 
-from flask import Flask, Request, current_app, request, session
+from flask import Flask, Request, current_app, g, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask_wtf.csrf import generate_csrf
 
 from watchlog.api.auth import Auth, digest
 from watchlog.core.settings import Settings
@@ -60,6 +64,8 @@ def key_id(d: bytes) -> str:
 def role_of_key(key: str) -> tuple[str | None, str]:
     """Return (role, why not) for a key typed into the sign-in form."""
     auth: Auth = current_app.extensions["watchlog_auth"]
+    if not isinstance(key, str):
+        return None, "unknown key"
     d = digest(key.strip())
     role = auth.role_of(d)
     if role in ROLES:
@@ -75,6 +81,11 @@ def sign_in(role: str, key: str) -> None:
     session.permanent = True
     session["role"] = role
     session["kid"] = key_id(digest(key.strip()))
+    session["at"] = int(time.time())  # the lifetime runs from here, whatever the reissues
+    # a fresh forms' token now (not the one cached for this request before the clear), so
+    # the first page need not reissue the cookie
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
+    generate_csrf()
 
 
 def sign_out() -> None:
@@ -88,6 +99,10 @@ def signed_in() -> tuple[str, str] | None:
         return "admin", "addr:" + (request.remote_addr or "-")
     role, kid = session.get("role"), session.get("kid")
     if role not in ROLES or not isinstance(kid, str):
+        return None
+    at = session.get("at")
+    lifetime = current_app.permanent_session_lifetime.total_seconds()
+    if type(at) is not int or not 0 <= time.time() - at <= lifetime:
         return None
     # The key that signed in must still be configured, with the same role.
     found = False
