@@ -555,7 +555,7 @@ def add_masters(cluster: LocalCluster, state: Path, count: int, replicas: int | 
     replicas = cluster.replicas if replicas is None else replicas
     if replicas != cluster.replicas:
         raise Refused(f"this cluster runs {cluster.replicas} replicas per master; new "
-                         f"masters get the same (--replicas {cluster.replicas})")
+                      f"masters get the same (--replicas {cluster.replicas})")
     admin = local_admin(cluster)
     view = admin.view()
     empty = [n for n in admin.live(view) if n.is_master and not n.slots]
