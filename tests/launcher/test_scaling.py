@@ -415,8 +415,9 @@ def test_cluster_commands_refuse_what_cannot_be_done_and_an_add_stopped_early_le
     with System(state, 0, simulate=False, monitoring=False) as system:
         r = system.cli("add", "--masters", "1", "--replicas", "1", "--dry-run")
         assert r.returncode != 0 and "0 replicas per master" in r.stderr
+        assert "run the same command" not in r.stderr  # a refusal: a rerun does the same
         r = system.cli("remove", "1")
-        assert r.returncode == 0 and "not part of this cluster" in r.stdout
+        assert r.returncode == 1 and "not part of this cluster" in r.stderr, r
 
         # Ctrl-C while the new node meets the others: it is forgotten, stopped and removed.
         ports = list(system.cluster.ports)
@@ -433,6 +434,124 @@ def test_cluster_commands_refuse_what_cannot_be_done_and_an_add_stopped_early_le
         assert sorted(p.name for p in (state / "redis").iterdir() if p.is_dir()) == sorted(
             map(str, ports))
         cluster.wait_ok(time.monotonic() + 30)  # no stranger left in the node table
+
+
+# A `watchlog cluster` run whose key moves pause 3 s (announced on stdout), so that a signal
+# lands while a partition is half-moved; DEFER_SIGNALS=False is the negative control.
+SLOW_RUN = """
+import sys, time
+from watchlog.launcher.redis import scale
+scale.DEFER_SIGNALS = {defer}
+real = scale.Mover._migrate_keys
+def slow(self, source, dst, slot):
+    print("migrating slot", slot, flush=True)
+    time.sleep(3)
+    return real(self, source, dst, slot)
+scale.Mover._migrate_keys = slow
+sys.argv = ["watchlog", "cluster", *sys.argv[1:]]
+from watchlog.cli.main import main
+main()
+"""
+
+
+def signalled(argv: list[str], until: str, signum: int) -> tuple[int, str, str]:
+    """Start ``argv``, send ``signum`` right after it prints a line starting with ``until``."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    seen = []
+    timer = threading.Timer(180, proc.kill)  # bounded: a run that never prints it dies
+    timer.start()
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith(until):
+                proc.send_signal(signum)
+                break
+        out, err = proc.communicate(timeout=180)
+    finally:
+        timer.cancel()
+    return proc.returncode, "".join(seen) + out, err
+
+
+def test_signals_stop_a_run_between_partitions_and_only_a_killed_run_leaves_one_half_moved(
+        state: Path) -> None:
+    import signal
+
+    with System(state, 1, simulate=False, monitoring=False) as system:
+        ingest_users(system)
+        half = lambda: scale.Mover(scale.local_admin(system.cluster)).half_moved()  # noqa: E731
+        cli = [sys.executable, "-m", "watchlog", "cluster"]
+        where = ["--state-dir", str(state)]
+
+        # Ctrl-C right after the first partition moved: the next one is finished, then exit
+        # 130, pointing at rebalance (not at `add` again: that would start another master).
+        rc, out, err = signalled([*cli, "add", "--masters", "1", *where], "[", signal.SIGINT)
+        assert rc == 130, (out, err)
+        assert "[16/16]" not in out and "run `watchlog cluster rebalance` to finish" in out
+        assert "Exception ignored" not in err and "Traceback" not in err, err
+        assert half() == []
+
+        slow = [sys.executable, "-c"]
+        # The control: SIGKILL while a partition's keys move leaves it half-moved.
+        rc, out, err = signalled([*slow, SLOW_RUN.format(defer=True), "rebalance", *where],
+                                 "migrating slot", signal.SIGKILL)
+        assert rc == -signal.SIGKILL
+        stuck = half()
+        assert stuck, out
+        dry = system.cli("rebalance", "--dry-run")
+        assert f"finish {len(stuck)} slots an interrupted run left half-moved" in dry.stdout
+        assert half() == stuck  # the dry run moved nothing
+
+        # SIGINT at the same point: the half-moved partition is finished, then exit 130.
+        rc, out, err = signalled([*slow, SLOW_RUN.format(defer=True), "rebalance", *where],
+                                 "migrating slot", signal.SIGINT)
+        assert rc == 130 and "finishing" in out and "none left half-moved" in out, (out, err)
+        assert half() == []
+        # The same with the handler off (the negative control): SIGINT leaves it half-moved.
+        rc, out, err = signalled([*slow, SLOW_RUN.format(defer=False), "rebalance", *where],
+                                 "migrating slot", signal.SIGINT)
+        assert rc == 130, (out, err)
+        assert half(), out
+
+        done = system.cli("rebalance")
+        assert done.returncode == 0 and "done:" in done.stdout, done.stdout + done.stderr
+        assert half() == []
+        admin = scale.local_admin(system.cluster)
+        masters = [n for n in admin.live(admin.view()) if n.is_master]
+        assert len(masters) == 4 and all(n.slots for n in masters)
+
+        # A master's only replica, when writes wait for one: refused, dry run included.
+        view = admin.view()
+        master = masters[0]
+        replica = next(n for n in view.values() if n.master_id == master.node_id)
+        for dry_run in (["--dry-run"], []):
+            r = system.cli("remove", str(replica.port), *dry_run)
+            assert r.returncode == 1 and "only replica" in r.stderr, r
+            assert "run the same command" not in r.stderr
+        assert replica.port in system.cluster.ports
+        # --force removes it, and the master then refuses writes (what the refusal is for).
+        r = system.cli("remove", str(replica.port), "--force")
+        assert r.returncode == 0, r
+        assert replica.port not in system.cluster.ports
+        tag = keys_tag(master)
+        client = admin.client(master.addr)
+        end = time.monotonic() + 20
+        refused = None
+        while time.monotonic() < end and refused is None:
+            try:
+                client.set(f"wl:{{{tag}}}:probe", "1")
+                time.sleep(0.5)
+            except redis.ResponseError as e:
+                refused = str(e)
+        assert refused is not None and "NOREPLICAS" in refused, refused
+
+
+def keys_tag(master: scale.Node) -> str:
+    """The hash tag of a partition whose keys ``master`` holds."""
+    from watchlog.core import keys
+
+    p = next(p for p in range(keys.PARTITIONS) if p * scale.PARTITION_SLOTS in master.slots)
+    return keys.TAGS[p]
 
 
 def test_plan_evens_partitions_and_aligns_strays() -> None:

@@ -3,8 +3,9 @@
 ``add`` and ``remove`` act on the native cluster that ``watchlog up`` recorded in the state
 directory; ``rebalance`` also takes ``--node host:port`` (any reachable cluster, compose's
 included) with the admin password in ``WATCHLOG_REDIS_ADMIN_PASSWORD`` or ``REDISCLI_AUTH``.
-Each prints its plan first; ``--dry-run`` stops there. Each can be interrupted and run again:
-it starts from what the nodes say (slots owned, slots MIGRATING/IMPORTING), never from a file.
+Each prints its plan first; ``--dry-run`` stops there. Ctrl-C (SIGINT) or SIGTERM stops a
+run once the partition being moved is done (exit 130); ``rebalance`` then finishes the job
+from what the nodes say (slots owned, slots MIGRATING/IMPORTING), never from a file.
 """
 
 from __future__ import annotations
@@ -27,19 +28,26 @@ def _say(line: str) -> None:
 
 
 @contextmanager
-def _failures() -> Iterator[None]:
+def _failures(finish: str) -> Iterator[None]:
+    """Refusals say why; a failed or interrupted run names the command that finishes it."""
     import redis
 
     from watchlog.launcher.procs import LauncherError
-    from watchlog.launcher.redis.scale import ScaleError
+    from watchlog.launcher.redis.scale import Interrupted, Refused, ScaleError, deferred_signals
 
     try:
-        yield
+        with deferred_signals():
+            yield
+    except Refused as e:
+        raise click.ClickException(str(e)) from e
     except (ScaleError, LauncherError, redis.RedisError) as e:
-        raise click.ClickException(f"{e} (run the same command again to resume)") from e
+        raise click.ClickException(f"{e} (run `{finish}` to finish)") from e
+    except Interrupted as e:
+        _say(f"interrupted ({e}) between partitions, none left half-moved: run `{finish}` "
+             "to finish")
+        raise SystemExit(130) from None
     except KeyboardInterrupt:
-        _say("interrupted: run the same command again to finish (it resumes from the "
-             "cluster's own state)")
+        _say(f"interrupted: run `{finish}` to finish (it resumes from the cluster's own state)")
         raise SystemExit(130) from None
 
 
@@ -59,7 +67,7 @@ def add(state_dir: Path, masters: int, replicas: int | None, dry_run: bool) -> N
     """Start masters (and their replicas), join them, move partitions to them."""
     from watchlog.launcher.redis.scale import add_masters
 
-    with _failures():
+    with _failures("watchlog cluster rebalance"):
         add_masters(LocalCluster.recorded(state_dir), state_dir, masters, replicas, dry_run=dry_run,
                     progress=_say)
 
@@ -68,13 +76,15 @@ def add(state_dir: Path, masters: int, replicas: int | None, dry_run: bool) -> N
 @state_dir_option
 @click.argument("port", type=int)
 @click.option("--dry-run", is_flag=True, help="Print what would move; do nothing.")
-def remove(state_dir: Path, port: int, dry_run: bool) -> None:
+@click.option("--force", is_flag=True,
+              help="Remove a master's only replica even though its writes wait for one.")
+def remove(state_dir: Path, port: int, dry_run: bool, force: bool) -> None:
     """Move a master's partitions to the others, then retire it and its replicas."""
     from watchlog.launcher.redis.scale import remove_master
 
-    with _failures():
+    with _failures(f"watchlog cluster remove {port}"):
         remove_master(LocalCluster.recorded(state_dir), state_dir, port, dry_run=dry_run,
-                      progress=_say)
+                      progress=_say, force=force)
 
 
 @cluster.command()
@@ -90,7 +100,7 @@ def rebalance(state_dir: Path, nodes: tuple[str, ...], user: str, dry_run: bool)
     from watchlog.launcher.redis.scale import Admin, local_admin
     from watchlog.launcher.redis.scale import rebalance as run
 
-    with _failures():
+    with _failures("watchlog cluster rebalance" + "".join(f" --node {n}" for n in nodes)):
         if nodes:
             password = os.environ.get("WATCHLOG_REDIS_ADMIN_PASSWORD") or os.environ.get(
                 "REDISCLI_AUTH")

@@ -10,8 +10,9 @@ no slot is half-moved (Redis 7.0 can lose a slot moved again before the cluster 
 its last move: docs/chaos.md).
 
 Nothing is kept in a file of its own: a plan is computed from CLUSTER NODES each time, and
-a run interrupted half-way (a slot left MIGRATING/IMPORTING) is finished first by the next
-run, from the nodes' own migrating/importing states.
+a run killed half-way (a slot left MIGRATING/IMPORTING) is finished first by the next run,
+from the nodes' own migrating/importing states. SIGINT and SIGTERM do not stop a run
+mid-partition (``deferred_signals``): the partition being moved is finished first.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +49,51 @@ SETTLE_TIMEOUT_S = 30.0
 
 class ScaleError(Exception):
     """The cluster cannot be moved as asked (stated in the message)."""
+
+
+class Refused(ScaleError):
+    """Refused before anything changed: running the same command again does the same."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; the run stopped at a partition boundary, none half-moved."""
+
+
+# Off only for a test's negative control (the signal then stops the run wherever it is).
+DEFER_SIGNALS = True
+_signalled: list[int] = []
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into a request that ``checkpoint`` honours between partitions.
+
+    A partition stopped mid-move stays MIGRATING on its source and IMPORTING on its target,
+    its keys split, and every call to it gets TRYAGAIN/ASK (a 503) until a run finishes it;
+    and a KeyboardInterrupt raised inside redis-py can be swallowed by a ``__del__``. So the
+    handler only takes note; the run finishes the partition it moves (its slots, the
+    replicas' WAIT, every node naming the owner) and stops at the next ``checkpoint``.
+    """
+    if not DEFER_SIGNALS or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, _frame: object) -> None:
+        _signalled.append(signum)
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        _signalled.clear()
+
+
+def checkpoint() -> None:
+    """Stop here (``Interrupted``) if a signal arrived: no partition is half-moved now."""
+    if _signalled:
+        raise Interrupted(signal.Signals(_signalled[0]).name)
 
 
 def partition_of_slot(slot: int) -> int:
@@ -188,7 +236,7 @@ def plan(view: dict[str, Node], keep: list[str]) -> Plan:
     half-way) gets them back. Masters not in ``keep`` give all theirs away.
     """
     if not keep:
-        raise ScaleError("no master would be left to hold the partitions")
+        raise Refused("no master would be left to hold the partitions")
     owner = owners(view)
     missing = [s for s in range(SLOTS) if s not in owner]
     if missing:
@@ -343,6 +391,7 @@ class Mover:
                 f"stray slots of partition {mv.partition:2d}"
             self.progress(f"[{done}/{total}] {label} -> {target.addr}: {len(slots)} slots, "
                           f"{self.keys_moved - before} keys (total {self.keys_moved} keys)")
+            checkpoint()
 
     def move_slots(self, slots: list[int], src: Node, dst: Node, view: dict[str, Node],
                    resuming: bool = False) -> None:
@@ -395,7 +444,8 @@ class Mover:
         while (got := int(target.execute_command("WAIT", want, 1000))) < want:
             if time.monotonic() > deadline:
                 raise ScaleError(f"{dst.addr}: {got} of {want} replicas confirmed the {moved} "
-                                 "keys moved to it; the slots stay half-moved (rerun to finish)")
+                                 "keys moved to it; the slots stay half-moved (`watchlog cluster "
+                                 "rebalance` finishes them)")
 
     def settle(self, slots: list[int], owner: dict[int, str]) -> None:
         """Wait until every live node names the new owners and none is half-moved."""
@@ -445,6 +495,10 @@ def rebalance(admin: Admin, *, keep: list[str] | None = None, drain: str | None 
     mover = Mover(admin, progress, wait_replicas=wait_replicas)
     if not dry_run:
         mover.resume()
+        checkpoint()
+    elif stuck := mover.half_moved():
+        progress(f"finish {len(stuck)} slots an interrupted run left half-moved "
+                 f"(first {stuck[0][0]})")
     view = mover.wait_agreed() if not dry_run else admin.view()
     if keep is None:
         keep = [n.node_id for n in admin.live(view) if n.is_master and n.node_id != drain]
@@ -500,8 +554,8 @@ def add_masters(cluster: LocalCluster, state: Path, count: int, replicas: int | 
     """
     replicas = cluster.replicas if replicas is None else replicas
     if replicas != cluster.replicas:
-        raise ScaleError(f"this cluster runs {cluster.replicas} replicas per master; new "
-                         f"masters get the same (--replicas {cluster.replicas})")
+        raise Refused(f"this cluster runs {cluster.replicas} replicas per master; new "
+                      f"masters get the same (--replicas {cluster.replicas})")
     admin = local_admin(cluster)
     view = admin.view()
     empty = [n for n in admin.live(view) if n.is_master and not n.slots]
@@ -509,6 +563,9 @@ def add_masters(cluster: LocalCluster, state: Path, count: int, replicas: int | 
     ports = _next_ports(cluster, new * (1 + replicas)) if new else []
     masters, followers = ports[:new], ports[new:]
     if dry_run:
+        if stuck := Mover(admin).half_moved():
+            progress(f"finish {len(stuck)} slots an interrupted run left half-moved "
+                     f"(first {stuck[0][0]})")
         for n in empty:
             progress(f"empty master {n.addr} already joined: it takes partitions")
         for i, port in enumerate(masters):
@@ -537,6 +594,7 @@ def add_masters(cluster: LocalCluster, state: Path, count: int, replicas: int | 
     cluster.wait_ok(time.monotonic() + 60)
     cluster.load_functions(time.monotonic() + 30)
     refresh_monitoring(state, cluster, progress)
+    checkpoint()
     return rebalance(local_admin(cluster), progress=progress, wait_replicas=wait_replicas)
 
 
@@ -598,28 +656,45 @@ def _undo_start(cluster: LocalCluster, ports: list[int]) -> None:
 
 
 def remove_master(cluster: LocalCluster, state: Path, port: int, *, dry_run: bool = False,
-                  progress: Progress = print, wait_replicas: bool = True) -> Plan | None:
-    """Drain the master on ``port`` to the others, then retire it and its replicas."""
+                  progress: Progress = print, wait_replicas: bool = True,
+                  force: bool = False) -> Plan | None:
+    """Drain the master on ``port`` to the others, then retire it and its replicas.
+
+    A replica whose master would be left with fewer replicas than writes wait for
+    (``min-replicas-to-write``, 1 when ``WATCHLOG_WAIT_REPLICAS`` is auto or 1) is refused
+    unless ``force``: that master would refuse writes.
+    """
 
     admin = local_admin(cluster)
     view = admin.view()
     node = _by_port(view).get(port)
     if node is None:
         if port in cluster.ports:
-            raise ScaleError(f"redis node {port} is not part of the cluster its peers know")
-        progress(f"redis node {port} is not part of this cluster (already retired?)")
-        return None
+            raise Refused(f"redis node {port} is not part of the cluster its peers know")
+        raise Refused(f"redis node {port} is not part of this cluster (already retired?)")
     followers = [n for n in view.values() if n.master_id == node.node_id]
     if "master" not in node.flags:
         # A replica (or a drained master that already followed the new owner of its last
         # slot, as Redis 7 makes it do): nothing to drain, retire it.
+        master = view.get(node.master_id)
+        if master is not None and master.is_master and master.slots:
+            left = sum(1 for n in admin.live(view) if n.master_id == master.node_id
+                       and n.node_id != node.node_id)
+            if left < cluster.min_replicas:
+                why = (f"{node.addr} is the only replica of {master.addr}, and writes wait for "
+                       f"{cluster.min_replicas} replica (min-replicas-to-write, "
+                       f"WATCHLOG_WAIT_REPLICAS): without it {master.addr} refuses writes to "
+                       f"its {len(master.slots)} slots")
+                if not force:  # --dry-run included: it says what the run would do
+                    raise Refused(f"{why}; --force removes it anyway")
+                progress(f"warning: {why} (--force)")
         if dry_run:
             progress(f"retire replica {node.addr}")
             return None
         _retire(cluster, state, admin, view, [*followers, node], progress)
         return None
     if sum(1 for n in admin.live(view) if n.is_master) < 2:
-        raise ScaleError("the last master cannot be removed")
+        raise Refused("the last master cannot be removed")
     if dry_run:
         the_plan = rebalance(admin, drain=node.node_id, dry_run=True, progress=progress)
         progress(f"then retire {node.addr}"
