@@ -15,6 +15,7 @@ from bench import sysinfo
 from watchlog.launcher.credentials import Credentials, load_or_create
 from watchlog.launcher.procs import free_redis_ports, spawn, terminate
 from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis_conf import ADMIN_USER
 from watchlog.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,10 +69,11 @@ class Stack:
     services: dict[str, Service] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, state: Path, masters: int = 3) -> Stack:
+    def start(cls, state: Path, masters: int = 3, replicas: int = 0) -> Stack:
         state.mkdir(parents=True, exist_ok=True)
         creds = load_or_create(state)
-        cluster = LocalCluster(state, base_port=None, masters=masters, credentials=creds)
+        cluster = LocalCluster(state, base_port=None, masters=masters, replicas=replicas,
+                               credentials=creds)
         cluster.start()
         return cls(state, cluster, creds)
 
@@ -108,6 +110,12 @@ class Stack:
     def serve_trivial(self, name: str, **extra: str) -> Service:
         argv = [sys.executable, "-m", "bench.trivial_app", "--port", "{port}"]
         return self.serve(name, argv, "/", **extra)
+
+    def serve_naive(self, name: str, **extra: str) -> Service:
+        """The one-command RPUSH endpoint (``bench/naive_app.py``), as the admin user."""
+        argv = [sys.executable, "-m", "bench.naive_app", "--port", "{port}"]
+        return self.serve(name, argv, "/", WATCHLOG_REDIS_USERNAME=ADMIN_USER,
+                          WATCHLOG_REDIS_PASSWORD=self.credentials.redis_admin_password, **extra)
 
     def stop_service(self, name: str) -> None:
         svc = self.services.pop(name, None)

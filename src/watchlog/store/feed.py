@@ -18,10 +18,12 @@ from redis import exceptions as rx
 
 from watchlog import keys
 from watchlog.errors import InvalidInput, NotFound
+from watchlog.store import layout
 from watchlog.store.cluster import Call, Function
 
 P = keys.PARTITIONS
-BODIES = Function("wl_bodies")
+BODIES = Function(layout.BODIES.function)
+layout.BODIES.order("args", "item", ("key", "ref"))  # the pairs built in bodies_calls
 
 
 def create(rc: Any, name: str, start: str = "earliest") -> None:

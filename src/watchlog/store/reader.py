@@ -12,9 +12,12 @@ import msgspec
 from watchlog import keys
 from watchlog.errors import InvalidInput
 from watchlog.schema import ACTIVITY_TYPES, body_ts
+from watchlog.store import layout
 from watchlog.store.cluster import Call, Function, ScriptRunner
+from watchlog.store.layout import HR_MAX
 
-PAGE = Function("wl_page")
+PAGE = Function(layout.PAGE.function)
+layout.PAGE.order("keys", "day", ("index", "bodies"))  # the key pairs built below
 EXPORT_CHUNK = 2000
 
 
@@ -57,8 +60,9 @@ def user_page(runner: ScriptRunner, user: str, frm: int, to: int, limit: int,
     want = "" if tcode is None else str(tcode)
     key_list = [k for day in days for k in (keys.user_index(p, user, day),
                                             keys.bodies(p, day))]
-    call = Call(PAGE, key_list, (frm, to, limit, after, want, keys.ref(user, "")),
-                keys.partition_slot(p))
+    args = layout.PAGE.pack("head", from_ms=frm, to_ms=to, limit=limit, after=after,
+                            type=want, prefix=keys.ref(user, ""))
+    call = Call(PAGE, key_list, args, keys.partition_slot(p))
     exhausted, last_day, last, *items = runner.run([call])[0]  # every day in one round trip
     if exhausted or not items:
         return items, None
@@ -70,7 +74,8 @@ def parse_aggregates(raw: dict[bytes, bytes]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for f, v in raw.items():
         code, _, name = f.decode().partition(":")
-        out.setdefault(ACTIVITY_TYPES[int(code)], {})[name] = int(v)
+        if name:  # not layout.EXPIRES_FIELD, the keys' expire-at
+            out.setdefault(ACTIVITY_TYPES[int(code)], {})[name] = int(v)
     return out
 
 
@@ -101,12 +106,14 @@ def fleet_day(rc: Any, day: str) -> tuple[int, dict[str, dict[str, int]]]:
 def merge_aggregates(into: dict[str, int], agg: dict[str, int]) -> None:
     """Add one set of aggregate fields into another (heart-rate max ``x`` takes the max)."""
     for name, v in agg.items():
-        into[name] = max(into.get(name, 0), v) if name == "x" else into.get(name, 0) + v
+        into[name] = max(into.get(name, 0), v) if name == HR_MAX else into.get(name, 0) + v
 
 
 def _fleet_call(p: int, day: str, frm: int, to: int, want: str, after: str) -> Call:
-    return Call(PAGE, (keys.fleet_index(p, day), keys.bodies(p, day)),
-                (frm, to, EXPORT_CHUNK, after, want, ""), keys.partition_slot(p))
+    args = layout.PAGE.pack("head", from_ms=frm, to_ms=to, limit=EXPORT_CHUNK, after=after,
+                            type=want, prefix="")
+    return Call(PAGE, (keys.fleet_index(p, day), keys.bodies(p, day)), args,
+                keys.partition_slot(p))
 
 
 def _partition_stream(runner: ScriptRunner, p: int, day: str, frm: int, to: int,
