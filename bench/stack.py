@@ -83,7 +83,9 @@ class Stack:
                 "WATCHLOG_REDIS_URL": self.cluster.seed_urls,
                 "WATCHLOG_RATE_LIMIT": "1000000/second",
                 "WATCHLOG_CONSUMER_RATE_LIMIT": "1000000/second", "WATCHLOG_LOG_LEVEL": "WARNING",
-                "PYTHONPATH": str(ROOT), **extra}
+                # the bench's root first (for `bench.*`), then any path the caller set
+                "PYTHONPATH": os.pathsep.join(
+                    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), **extra}
 
     def settings(self) -> Settings:
         return Settings.from_env(self.env())
