@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 
 from bench import sysinfo
 from watchlog.launcher.credentials import Credentials, load_or_create
@@ -133,6 +134,17 @@ class Stack:
         """Empty every master (between the write and the read scenarios)."""
         rc = self.cluster.admin_client()
         try:
-            rc.flushall(target_nodes=rc.get_primaries())
+            try:
+                rc.flushall(target_nodes=rc.get_primaries())
+            except redis.exceptions.TimeoutError:
+                # a big store on a busy machine: the flush goes on; wait until it is done
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline:
+                    time.sleep(1)
+                    try:
+                        if not rc.dbsize(target_nodes=rc.get_primaries()):
+                            break
+                    except redis.exceptions.TimeoutError:
+                        continue
         finally:
             rc.close()
