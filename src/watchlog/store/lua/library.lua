@@ -85,13 +85,26 @@ local function add_log(accs, l)
   end
 end
 
+-- A type code's field names, built once per type for the life of the library.
+local FIELDS = {}
+local function fields_of(t)
+  local names = FIELDS[t]
+  if not names then
+    names = {}
+    for f = 1, #AGGREGATES do names[f] = t .. ':' .. AGGREGATES[f] end
+    FIELDS[t] = names
+  end
+  return names
+end
+
 -- Add `accs` (type code -> sums) into an aggregates hash with one HMGET and one HSET;
 -- return true when the hash's keys must get `expire` (EXPIREAT).
 local function write_aggregates(key, accs, expire)
   local fields, types = {}, {}
   for t in pairs(accs) do
     types[#types + 1] = t
-    for f = 1, #AGGREGATES do fields[#fields + 1] = t .. ':' .. AGGREGATES[f] end
+    local names = fields_of(t)
+    for f = 1, #names do fields[#fields + 1] = names[f] end
   end
   fields[#fields + 1] = EXPIRES
   local cur = redis.call('HMGET', key, unpack(fields))
