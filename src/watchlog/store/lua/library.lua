@@ -236,7 +236,11 @@ local function ingest(KEYS, ARGV)
   end
   local feed_key = KEYS[KH.feed]
   for i = 1, #feed do
-    redis.call('XADD', feed_key, 'MINID', '~', minid, '*', 'r', feed[i])
+    if i == 1 then -- the trim bound moves with the clock: once per call is enough
+      redis.call('XADD', feed_key, 'MINID', '~', minid, '*', 'r', feed[i])
+    else
+      redis.call('XADD', feed_key, '*', 'r', feed[i])
+    end
   end
   -- Always a write, duplicates or not: a retried call's WAIT (after a WAIT that timed out)
   -- then waits for the current replication offset, which covers the first write.
