@@ -16,7 +16,7 @@ help:
 	@echo "make test   - install and run the test suite against a real Redis Cluster"
 	@echo "make test-fast - the same without the slow and chaos tests (the inner loop)"
 	@echo "make bench  - run the full benchmark harness (minutes); bench-quick for seconds"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - ruff, mypy and the package layers (lint-imports)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "watchlog needs Python 3.11+"'
@@ -49,6 +49,7 @@ test-fast: install-dev
 lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install-dev
 	$(BIN)/python -m bench --full
@@ -57,4 +58,4 @@ bench-quick: install-dev
 	$(BIN)/python -m bench --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .import_linter_cache

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from watchlog import schema
+from watchlog.core import schema
 
 WRK = Path(__file__).resolve().parent / "wrk"
 TYPES = ("running", "walking", "cycling", "swimming", "hiking", "yoga")

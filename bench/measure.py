@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import sysinfo
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 
 
 def redis_info(cluster: LocalCluster) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import re
 from collections import Counter
 from typing import Any
 
-from watchlog import keys
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.core import keys
+from watchlog.launcher.redis.cluster import LocalCluster
 
 KIND = re.compile(r"^wl:\{[^}]+\}:([a-z]+)")
 NAMES = {"b": "event bodies (hash)", "t": "user time index (zset)",

@@ -16,7 +16,7 @@ import click
 from flask import Flask, Response, request
 
 from watchlog.cli.serve import GunicornServer, granian_server, gunicorn_options
-from watchlog.settings import Settings
+from watchlog.core.settings import Settings
 from watchlog.store.cluster import connect
 
 KEY = "naive:logs"

@@ -76,16 +76,16 @@ def summarise(raw: str) -> dict[str, Any]:
 # store's, the limiter's inside the auth wrapper the limiter's).
 PARTS = (
     ("store + Redis client", ("watchlog.store.", "redis.", "hiredis")),
-    ("metrics (prometheus multiprocess)", ("prometheus_client.", "watchlog.metrics.")),
-    ("rate limiter", ("watchlog.web.limits.", "limits.")),
-    ("faults", ("watchlog.faults.",)),
-    ("auth", ("watchlog.web.auth.",)),
-    ("body bound", ("watchlog.web.bodies.",)),
-    ("security headers", ("watchlog.web.common.SecurityHeaders",)),
-    ("hooks (metrics/faults before/after)", ("watchlog.web.common._install_hooks",)),
-    ("decode + validate (schema, msgspec)", ("watchlog.schema.", "msgspec.")),
-    ("the ingest view", ("watchlog.producer.", "watchlog.web.")),
-    ("Flask/Werkzeug dispatch", ("flask.", "werkzeug.", "click.", "jinja2.")),
+    ("metrics (prometheus multiprocess)", ("prometheus_client.", "watchlog.core.metrics.")),
+    ("rate limiter", ("watchlog.api.limits.", "limits.")),
+    ("faults", ("watchlog.api.faults.",)),
+    ("auth", ("watchlog.api.auth.",)),
+    ("body bound", ("watchlog.api.bodies.",)),
+    ("security headers", ("watchlog.api.security.",)),
+    ("hooks (metrics/faults before/after)", ("watchlog.api.hooks.",)),
+    ("decode + validate (schema, msgspec)", ("watchlog.core.schema.", "msgspec.")),
+    ("the ingest view", ("watchlog.api.",)),
+    ("Flask/Werkzeug dispatch", ("flask.", "werkzeug.", "click.", "jinja2.", "blinker.")),
     ("server (granian)", ("granian.",)),
 )
 

@@ -13,11 +13,11 @@ import httpx
 import redis
 
 from bench import sysinfo
-from watchlog.launcher.credentials import Credentials, load_or_create
+from watchlog.core.credentials import Credentials, load_or_create
+from watchlog.core.settings import Settings
 from watchlog.launcher.procs import free_redis_ports, spawn, terminate
-from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.launcher.redis_conf import ADMIN_USER
-from watchlog.settings import Settings
+from watchlog.launcher.redis.cluster import LocalCluster
+from watchlog.launcher.redis.conf import ADMIN_USER
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ import msgspec
 from flask import Flask, Response, request
 
 from watchlog.cli.serve import GunicornServer, granian_server, gunicorn_options
-from watchlog.settings import Settings
+from watchlog.core.settings import Settings
 
 
 def create_app() -> Flask:

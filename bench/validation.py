@@ -17,7 +17,7 @@ import msgspec
 from pydantic import BaseModel, Field, TypeAdapter
 
 from bench import load
-from watchlog import schema
+from watchlog.core import schema
 
 # pydantic-core's Rust regex has no look-around, and needs none: its `$` is the true end.
 SafeId = Annotated[str, Field(pattern=schema.SAFE_ID.removesuffix("(?!\\n)"))]
@@ -29,7 +29,7 @@ class PLocation(BaseModel):
 
 
 class PActivity(BaseModel):
-    """The same rules as ``watchlog.schema.Activity``, in pydantic v2."""
+    """The same rules as ``watchlog.core.schema.Activity``, in pydantic v2."""
 
     user_id: Annotated[int, Field(ge=0, le=2**53 - 1)] | SafeId
     activity_type: Literal[schema.ACTIVITY_TYPES]  # type: ignore[valid-type]

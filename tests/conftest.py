@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from tools import require_tool
-from watchlog.launcher.credentials import Credentials, load_or_create
+from watchlog.core.credentials import Credentials, load_or_create
+from watchlog.core.settings import Settings
 from watchlog.launcher.procs import free_redis_ports
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Service
-from watchlog.settings import Settings
 from watchlog.store import Store
 
 CLUSTER_FIXTURES = {"cluster", "cluster_settings", "store", "producer", "consumer",
@@ -97,14 +97,14 @@ def admin_headers(credentials: Credentials) -> dict[str, str]:
 
 @pytest.fixture
 def producer(cluster_settings: Settings, store: Store):  # noqa: ANN201
-    from watchlog.producer.app import create_app
+    from watchlog.api.producer.app import create_app
 
     return create_app(cluster_settings, store).test_client()
 
 
 @pytest.fixture
 def consumer(cluster_settings: Settings, store: Store):  # noqa: ANN201
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     return create_app(cluster_settings, store).test_client()
 

@@ -6,7 +6,7 @@ import random
 import time
 from typing import Any
 
-from watchlog.schema import ACTIVITY_TYPES, iso_ms
+from watchlog.core.schema import ACTIVITY_TYPES, iso_ms
 
 
 def seed_log(**changes: Any) -> dict[str, Any]:

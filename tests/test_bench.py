@@ -113,18 +113,18 @@ def test_write_docs_replaces_only_the_generated_block(tmp_path: Path) -> None:
 
 
 def test_profile_summary_counts_self_and_inclusive_time() -> None:
-    raw = ("process 1:\"gunicorn\";post (watchlog/producer/app.py:10);"
-           "to_event (watchlog/schema.py:20) 3\n"
-           "process 1:\"gunicorn\";post (watchlog/producer/app.py:10) 1\n")
+    raw = ("process 1:\"gunicorn\";post (watchlog/api/producer/app.py:10);"
+           "to_event (watchlog/core/schema.py:20) 3\n"
+           "process 1:\"gunicorn\";post (watchlog/api/producer/app.py:10) 1\n")
     s = profile.summarise(raw)
     assert s["samples"] == 4
-    assert dict(s["self_pct"]) == {"watchlog.schema.to_event": 75.0,
-                                   "watchlog.producer.app.post": 25.0}
-    assert dict(s["total_pct"])["watchlog.producer.app.post"] == 100.0
+    assert dict(s["self_pct"]) == {"watchlog.core.schema.to_event": 75.0,
+                                   "watchlog.api.producer.app.post": 25.0}
+    assert dict(s["total_pct"])["watchlog.api.producer.app.post"] == 100.0
 
 
 def test_profile_parts_give_each_sample_to_its_innermost_part() -> None:
-    raw = ("process 1:\"granian\";checked (watchlog/web/auth.py:5);"
-           "post (watchlog/producer/app.py:10);ingest (watchlog/store/__init__.py:40) 3\n"
-           "process 1:\"granian\";checked (watchlog/web/auth.py:5) 1\n")
+    raw = ("process 1:\"granian\";checked (watchlog/api/auth.py:5);"
+           "post (watchlog/api/producer/ingest.py:10);ingest (watchlog/store/__init__.py:40) 3\n"
+           "process 1:\"granian\";checked (watchlog/api/auth.py:5) 1\n")
     assert dict(profile.hooks(raw)) == {"store + Redis client": 75.0, "auth": 25.0}

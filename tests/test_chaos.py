@@ -25,13 +25,13 @@ from click.testing import CliRunner
 
 from payloads import random_logs
 from test_store import recompute, stored_aggregates, to_events
-from watchlog import keys, schema
-from watchlog.errors import ReplicasUnavailable, StoreUnavailable
-from watchlog.http import Client, RetryPolicy
-from watchlog.launcher.chaos import chaos
-from watchlog.launcher.credentials import Credentials, load_or_create
-from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.settings import Settings
+from watchlog.cli.chaos import chaos
+from watchlog.clients.http import Client, RetryPolicy
+from watchlog.core import keys, schema
+from watchlog.core.credentials import Credentials, load_or_create
+from watchlog.core.errors import ReplicasUnavailable, StoreUnavailable
+from watchlog.core.settings import Settings
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.store import Store
 
 # -- what every test checks ----------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_chaos_simulator_black_box_counts_match(producer_url: str, store: Store,
                                                 ) -> None:
     """Faults turned up by `watchlog chaos faults set` while the simulator runs: what is
     stored equals what the simulator reports as acknowledged."""
-    from watchlog.producer.simulator import Plan, run
+    from watchlog.clients.simulator import Plan, run
 
     ack_log = tmp_path / "acked.txt"
     plan = Plan(producer_url, users=50, rate=600, batch=20, count=3000, seed=5,
@@ -296,7 +296,7 @@ def test_chaos_extraction_survives_faults_and_a_crash(consumer_url: str, store: 
                                                       admin_headers: dict[str, str],
                                                       reader_headers: dict[str, str],
                                                       tmp_path: Path) -> None:
-    from watchlog.consumer.extractor import Extractor
+    from watchlog.clients.extractor import Extractor
 
     events = to_events(random_logs(3000, users=100, rng=random.Random(9)))
     store.ingest(events)
@@ -509,7 +509,7 @@ def test_chaos_extractor_routes_answer_503_while_a_master_refuses_writes(replica
     """A master with no replica in sync refuses writes (min-replicas-to-write): the extractor
     routes answered 500 and left a half-created extractor that PUT then called existing.
     Now: 503 with Retry-After, and a PUT after the heal finishes the creation."""
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     own = replicated
     nodes = own.nodes()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from watchlog.http import find_state_dir
+from watchlog.clients.http import find_state_dir
 
 
 def watchlog(cwd: Path, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

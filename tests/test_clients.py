@@ -23,9 +23,9 @@ import pytest
 from click.testing import CliRunner
 
 from watchlog.cli.main import cli
-from watchlog.consumer.extractor import Extractor
-from watchlog.http import Client, GaveUp, RetryPolicy, token_for
-from watchlog.producer import simulator
+from watchlog.clients import simulator
+from watchlog.clients.extractor import Extractor
+from watchlog.clients.http import Client, GaveUp, RetryPolicy, token_for
 
 
 def run(env: dict[str, Any], *args: str, code: int = 0) -> Any:

@@ -9,7 +9,7 @@ import random
 from datetime import datetime
 
 from payloads import now_ms, random_logs, seed_log
-from watchlog.schema import iso_ms
+from watchlog.core.schema import iso_ms
 
 
 def post_all(producer, headers, docs) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from dashboards import iter_panels, panel_queries, substitute, variable_queries, variable_values
-from watchlog.monitoring import monitoring_root
+from watchlog.launcher.monitoring import monitoring_root
 
 DASHBOARDS = sorted((monitoring_root() / "grafana" / "dashboards").glob("*.json"))
 
@@ -154,7 +154,7 @@ def test_watchlog_up_wires_alertmanager_and_the_sink(live_prometheus_url: str,
 
     from click.testing import CliRunner
 
-    from watchlog.alerts import alerts
+    from watchlog.cli.alerts import alerts
 
     managers = _get(live_prometheus_url, "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
     assert [m["url"] for m in managers] == [live_stack["alertmanager"] + "/api/v2/alerts"]
@@ -175,8 +175,8 @@ def _fault(live_stack: dict[str, str], fault: str) -> tuple[Callable[[], None], 
     import os
     import signal
 
-    from watchlog.launcher.credentials import load_or_create
-    from watchlog.launcher.redis_cluster import LocalCluster
+    from watchlog.core.credentials import load_or_create
+    from watchlog.launcher.redis.cluster import LocalCluster
 
     state = Path(live_stack["state_dir"])
     pids = {e["component"]: e["pid"]

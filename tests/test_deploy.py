@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from tools import require_tool  # noqa: E402
-from watchlog.settings import SETTINGS_DOC  # noqa: E402
+from watchlog.core.settings import SETTINGS_DOC  # noqa: E402
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -163,7 +163,8 @@ def test_watchlog_variables_exist_in_settings(model: dict[str, Any]) -> None:
             if not var.startswith("WATCHLOG_"):
                 continue
             if name in built(model):
-                assert var in SETTINGS, f"{name} sets {var}, which src/watchlog/settings.py lacks"
+                assert var in SETTINGS, (
+                    f"{name} sets {var}, which src/watchlog/core/settings.py lacks")
             else:
                 texts = [p.read_text(errors="replace") for p in mounted_files(svc)]
                 assert any(re.search(rf"\$\{{?{var}\b", t) for t in texts), (
@@ -541,8 +542,8 @@ def redis_version() -> tuple[int, int]:
 
 def test_redis_acl_is_the_native_launchers(tmp_path: Path) -> None:
     """Compose's generated users.acl equals the launcher's, byte for byte (one set of rules)."""
-    from watchlog.launcher.credentials import Credentials
-    from watchlog.launcher.redis_conf import render_acl
+    from watchlog.core.credentials import Credentials
+    from watchlog.launcher.redis.conf import render_acl
 
     version = redis_version()
     env = {**clean_env(), **REDIS_PASSWORDS, "REDIS_RENDER_ONLY": "1",
@@ -684,7 +685,7 @@ def test_cluster_init_creates_once_adds_replicas_and_heals_new_addresses(nodes: 
 
 @contextmanager
 def app_store(masters: list[int]) -> Iterator[Any]:
-    from watchlog.settings import Settings
+    from watchlog.core.settings import Settings
     from watchlog.store import Store
 
     store = Store(Settings(redis_url=",".join(f"redis://127.0.0.1:{p}" for p in masters),
@@ -700,7 +701,7 @@ def check_app_user(masters: list[int]) -> Any:
     """The apps' own store code works as the `watchlog` ACL user; dangerous commands do not."""
     from redis import exceptions as rx
 
-    from watchlog import schema
+    from watchlog.core import schema
 
     with app_store(masters) as store:
         assert store.ready() == (True, "ok")

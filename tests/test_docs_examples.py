@@ -21,8 +21,8 @@ import pytest
 
 from codeblocks import Block, run_blocks, shell_blocks
 from codeblocks import report as describe
-from watchlog.faults import REFRESH_S
-from watchlog.launcher.credentials import read_env_file
+from watchlog.api.faults import REFRESH_S
+from watchlog.core.credentials import read_env_file
 from watchlog.launcher.services import BUILTIN_EXTRACTOR
 
 ROOT = Path(__file__).resolve().parents[1]

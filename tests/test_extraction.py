@@ -14,9 +14,9 @@ from typing import Any
 
 from payloads import random_logs, seed_log
 from test_consumer import post_all
-from watchlog import keys
-from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.schema import iso_ms
+from watchlog.core import keys
+from watchlog.core.schema import iso_ms
+from watchlog.launcher.redis.cluster import LocalCluster
 
 X = "/v1/extractors"
 

@@ -13,8 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from payloads import seed_log
-from watchlog.errors import InjectedFault, InvalidInput
-from watchlog.faults import (
+from watchlog.api.faults import (
     PRESETS,
     REFRESH_S,
     Faults,
@@ -23,7 +22,8 @@ from watchlog.faults import (
     from_settings,
     parse_delay,
 )
-from watchlog.settings import Settings
+from watchlog.core.errors import InjectedFault, InvalidInput
+from watchlog.core.settings import Settings
 from watchlog.store import Store
 
 
@@ -56,7 +56,7 @@ def put_faults(client, headers: dict[str, str], **spec: object):  # noqa: ANN001
 
 
 def stored_ids(store: Store, user: str, day: str) -> set[str]:
-    from watchlog import keys
+    from watchlog.core import keys
 
     p = keys.partition_of(user)
     return {k.decode() for k in store.rc.zrange(keys.user_index(p, user, day), 0, -1)}
@@ -104,7 +104,7 @@ def test_faults_overflowing_delay_is_refused_over_http(producer, ingest_headers,
     """
     parse_delay.cache_clear()
     if not checked:
-        monkeypatch.setattr("watchlog.faults.check_delay_bounds", lambda *a: None)
+        monkeypatch.setattr("watchlog.api.faults.check_delay_bounds", lambda *a: None)
     try:
         for text in OVERFLOWING if checked else ["fixed:1e308"]:
             r = producer.put("/admin/faults", json={"delay_p": 1.0, "delay": text},
@@ -188,8 +188,8 @@ def test_faults_same_seed_replays_the_same_decisions() -> None:
 
 REPLAY = """
 import sys
-from watchlog.faults import Faults, FaultSpec
-from watchlog.settings import Settings
+from watchlog.api.faults import Faults, FaultSpec
+from watchlog.core.settings import Settings
 f = Faults("producer", Settings(fault_seed="7"), lambda: None)
 f._cached = (float("inf"), FaultSpec(abort_p=0.5, abort_phase="after"))
 print("".join("a" if f.before("/v1/activities") else "." for _ in range(64)))
@@ -291,7 +291,7 @@ def test_faults_consumer_delays_reads(consumer, reader_headers, admin_headers) -
 def test_faults_reach_other_workers_through_redis(cluster_settings, store, admin_headers,
                                                   ingest_headers) -> None:
     """A PUT on one worker reaches another (a second app on the same store) within 1 s."""
-    from watchlog.producer.app import create_app
+    from watchlog.api.producer.app import create_app
 
     one, two = (create_app(cluster_settings, store).test_client() for _ in range(2))
     assert two.post("/v1/activities", json=seed_log(), headers=ingest_headers).status_code == 201
@@ -304,7 +304,7 @@ def test_faults_reach_other_workers_through_redis(cluster_settings, store, admin
 def test_faults_admin_get_reads_what_another_worker_just_put(cluster_settings, store,
                                                              admin_headers) -> None:
     """GET is fresh, not the worker's cached copy: read-modify-write must not undo a PUT."""
-    from watchlog.producer.app import create_app
+    from watchlog.api.producer.app import create_app
 
     one, two = (create_app(cluster_settings, store).test_client() for _ in range(2))
     assert two.get("/admin/faults", headers=admin_headers).json["abort_p"] == 0.0
@@ -321,8 +321,8 @@ def test_faults_spec_written_with_the_redis_password_alone_is_ignored(
 
     Negative control: a spec signed and dated as ``PUT /admin/faults`` does it applies.
     """
-    from watchlog.faults import MAX_SPEC_AGE_S
-    from watchlog.producer.app import create_app
+    from watchlog.api.faults import MAX_SPEC_AGE_S
+    from watchlog.api.producer.app import create_app
 
     client = create_app(cluster_settings, store).test_client()
     admin = Faults("producer", cluster_settings, lambda: store.rc)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from watchlog import keys
+from watchlog.core import keys
 
 
 def test_keys_every_tag_lands_on_its_slot() -> None:

@@ -17,13 +17,13 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from tools import require_tool
-from watchlog.launcher.credentials import Credentials, load_or_create, read_env_file
+from watchlog.core.credentials import Credentials, load_or_create, read_env_file
+from watchlog.core.settings import Settings
 from watchlog.launcher.procs import BUS_OFFSET, LauncherError, free_redis_ports
-from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.launcher.redis_conf import EXPORTER_USER
+from watchlog.launcher.redis.cluster import LocalCluster
+from watchlog.launcher.redis.conf import EXPORTER_USER
 from watchlog.launcher.services import Ports
 from watchlog.launcher.stack import Stack
-from watchlog.settings import Settings
 
 
 @pytest.fixture(autouse=True)

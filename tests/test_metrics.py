@@ -48,12 +48,34 @@ def test_metrics_count_every_request_once_across_workers(live_services) -> None:
 
 def test_metrics_business_counters_follow_ingest(live_services, ingest_headers) -> None:
     url = live_services["producer"]
-    key = ("watchlog_logs_ingested_total", (("activity_type", "cycling"), ("result", "created")))
+    key = ("watchlog_logs_ingested_total",
+           (("activity_type", "cycling"), ("result", "created"), ("service", "producer")))
     before = samples(url).get(key, 0.0)
     docs = [seed_log(activity_type="cycling", event_id=f"m{i}") for i in range(30)]
     r = httpx.post(url + "/v1/activities", json=docs, headers=ingest_headers, timeout=10)
     assert r.json()["created"] == 30
     assert samples(url)[key] - before == 30
+
+
+@pytest.mark.parametrize("service", ["producer", "consumer"])
+def test_every_watchlog_series_names_its_service(live_services, ingest_headers, reader_headers,
+                                                 service) -> None:
+    """The business metrics both APIs share (store latency, refused writes…) carry ``service``.
+
+    Without it, ``watchlog_redis_command_duration_seconds`` of the producer and the consumer
+    are one series per job only where the scrape job says which is which; the label makes the
+    exposition itself say it (compose, Kubernetes, any job name).
+    """
+    httpx.post(live_services["producer"] + "/v1/activities", json=seed_log(),
+               headers=ingest_headers, timeout=10)
+    httpx.get(live_services["consumer"] + "/v1/users/7/activities", headers=reader_headers,
+              timeout=10)
+    got = samples(live_services[service])
+    ours = {(name, labels) for name, labels in got if name.startswith("watchlog_")}
+    store = [k for k in ours if k[0].startswith("watchlog_redis_command_duration_seconds")]
+    assert store, "the store's latency histogram is exposed"
+    unnamed = [k for k in ours if dict(k[1]).get("service") != service]
+    assert not unnamed, unnamed[:5]
 
 
 @pytest.mark.parametrize("service", ["producer", "consumer"])
@@ -126,7 +148,7 @@ def test_apis_expose_build_info_and_process_metrics_of_all_workers(live_services
 
 
 def test_redis_latency_buckets_reach_past_the_socket_timeout() -> None:
-    from watchlog import metrics
+    from watchlog.core import metrics
 
     # The client gives up after 2 s (plus retries in a failover): buckets must see that.
     assert max(metrics.REDIS_BUCKETS) >= 10
@@ -134,7 +156,7 @@ def test_redis_latency_buckets_reach_past_the_socket_timeout() -> None:
 
 def test_consumer_metrics_name_a_bounded_set_of_extractors(live_services, reader_headers) -> None:
     """Reader-chosen names: at most MAX_LABELLED_EXTRACTORS labelled, the rest as _other."""
-    from watchlog import metrics
+    from watchlog.core import metrics
 
     url = live_services["consumer"]
     names = [f"bound-{i:02d}" for i in range(metrics.MAX_LABELLED_EXTRACTORS + 5)]
@@ -225,7 +247,7 @@ def test_scrape_time_gauges_count_failed_reads() -> None:
     a read that works (the control) reports read_ok 1 and counts nothing."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from watchlog import metrics
+    from watchlog.core import metrics
 
     def broken() -> list:
         raise ConnectionError("cluster down")

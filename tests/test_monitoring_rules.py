@@ -19,7 +19,11 @@ import yaml
 
 from dashboards import iter_panels, panel_queries, variable_queries
 from tools import require_tool
-from watchlog.monitoring import compose_prometheus_config, monitoring_root, render_native_prometheus
+from watchlog.launcher.monitoring import (
+    compose_prometheus_config,
+    monitoring_root,
+    render_native_prometheus,
+)
 
 ROOT = monitoring_root()
 PROM = ROOT / "prometheus"
@@ -344,7 +348,7 @@ def test_compose_alertmanager_delivers_to_the_alert_sink_by_default() -> None:
     sink = services["alert-sink"]
     assert sink["command"][:2] == ["watchlog", "alert-sink"]
     assert "0.0.0.0:9095" in sink["command"] and "9095" in sink["expose"]
-    from watchlog.alerts import alert_sink
+    from watchlog.cli.alerts import alert_sink
 
     options = {o for p in alert_sink.params for o in p.opts}
     assert {a for a in sink["command"][2:] if a.startswith("-")} <= options
@@ -387,7 +391,7 @@ def test_prometheus_keeps_the_slo_window_and_offers_no_lifecycle_api(tmp_path: P
 
 
 def test_native_alertmanager_config_is_valid_and_authenticates_to_the_sink(tmp_path: Path) -> None:
-    from watchlog.monitoring import render_native_alertmanager
+    from watchlog.launcher.monitoring import render_native_alertmanager
 
     token = tmp_path / "sink.token"
     token.write_text("x")

@@ -24,7 +24,7 @@ import pytest
 from watchlog.launcher.procs import BUS_OFFSET, free_redis_ports, port_free
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBE = ("import json, watchlog, watchlog.monitoring as m\n"
+PROBE = ("import json, watchlog, watchlog.launcher.monitoring as m\n"
          "from pathlib import Path\n"
          "from watchlog.launcher.observability import prometheus_service\n"
          "from watchlog.launcher.services import Ports\n"

@@ -25,9 +25,9 @@ import pytest
 from conftest import bearer, serve, service_env
 from payloads import seed_log
 from test_clients import extracted, run, simulate
-from watchlog.launcher.credentials import Credentials, read_env_file
+from watchlog.core.credentials import Credentials, read_env_file
 from watchlog.launcher.procs import alive, free_redis_ports
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 
 WATCHLOG = str(Path(sys.executable).parent / "watchlog")
 

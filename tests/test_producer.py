@@ -147,10 +147,10 @@ def test_decompression_bomb_negative_control_unbounded_is_caught(
 
     A 64 MiB bomb (not 1 GiB: this control really allocates what it inflates).
     """
-    from watchlog.producer import app
+    from watchlog.api.producer import ingest
 
     limit = cluster_settings.max_body_bytes
-    monkeypatch.setattr(app, f"_{'gunzip' if encoding == 'gzip' else 'unzstd'}",
+    monkeypatch.setattr(ingest, f"_{'gunzip' if encoding == 'gzip' else 'unzstd'}",
                         _unbounded(encoding))
     r, peak = post_traced(producer, ingest_headers, BOMBS[encoding](64 * MiB), encoding)
     assert r.status_code == 413  # the status alone cannot tell the two apart...

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from payloads import seed_log
-from watchlog import schema
-from watchlog.errors import InvalidInput
+from watchlog.core import schema
+from watchlog.core.errors import InvalidInput
 
 
 def event(doc: dict) -> schema.Event:

@@ -24,14 +24,14 @@ from flask import Flask
 
 from conftest import bearer
 from payloads import now_ms, seed_log
+from watchlog.api.auth import Auth
+from watchlog.api.consumer.export import csv_row, neutralize
+from watchlog.api.openapi import DOCS_CSP
+from watchlog.api.security import SECURITY_HEADERS
 from watchlog.cli.serve import gunicorn_options
-from watchlog.consumer.export import csv_row, neutralize
-from watchlog.logs import JsonFormatter
-from watchlog.settings import Settings
+from watchlog.core.logs import JsonFormatter
+from watchlog.core.settings import Settings
 from watchlog.store import Store
-from watchlog.web.auth import Auth
-from watchlog.web.common import SECURITY_HEADERS
-from watchlog.web.openapi import DOCS_CSP
 
 DEVICE, OTHER_DEVICE = "watch_3", "watch_9"  # seed_log() writes for watch_3 and user 7
 TOKENS = {DEVICE: "dev-" + secrets.token_urlsafe(24),
@@ -134,8 +134,8 @@ def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def secured(cluster_settings: Settings, store: Store, tokens_file: Path) -> dict[str, Flask]:
     """Both apps with per-device tokens configured beside the shared keys."""
-    from watchlog.consumer.app import create_app as consumer_app
-    from watchlog.producer.app import create_app as producer_app
+    from watchlog.api.consumer.app import create_app as consumer_app
+    from watchlog.api.producer.app import create_app as producer_app
 
     s = cluster_settings.replace(device_tokens_file=str(tokens_file))
     return {"producer": producer_app(s, store), "consumer": consumer_app(s, store)}
@@ -216,7 +216,7 @@ def test_device_token_batch_with_another_users_item_stores_nothing(secured, stor
 
 
 def device_app(settings: Settings, store: Store, path: Path, lines: list[str]) -> Any:
-    from watchlog.producer.app import create_app
+    from watchlog.api.producer.app import create_app
 
     path.write_text("\n".join(lines) + "\n")
     return create_app(settings.replace(device_tokens_file=str(path)), store).test_client()
@@ -303,7 +303,7 @@ def test_auth_stays_on_unless_explicitly_off(value: str) -> None:
 
 
 def test_auth_on_without_any_key_refuses_everyone(store) -> None:
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     app = create_app(Settings(redis_url=store.settings.redis_url, auth="on"), store)
     r = app.test_client().get("/v1/reports/daily", headers=bearer(""))
@@ -311,7 +311,7 @@ def test_auth_on_without_any_key_refuses_everyone(store) -> None:
 
 
 def test_auth_off_is_warned_at_start_and_on_ready(cluster_settings, store, caplog) -> None:
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     with caplog.at_level(logging.WARNING):
         app = create_app(cluster_settings.replace(auth="off"), store)
@@ -327,8 +327,8 @@ def test_auth_off_is_warned_at_start_and_on_ready(cluster_settings, store, caplo
 
 @pytest.fixture(scope="module")
 def tight(cluster_settings: Settings, store: Store) -> dict[str, Any]:
-    from watchlog.consumer.app import create_app as consumer_app
-    from watchlog.producer.app import create_app as producer_app
+    from watchlog.api.consumer.app import create_app as consumer_app
+    from watchlog.api.producer.app import create_app as producer_app
 
     s = cluster_settings.replace(max_body_bytes=4096, max_batch=3, max_page=50,
                                  max_range_days=2)
@@ -384,7 +384,7 @@ def test_bounds_request_timeout_and_request_line_reach_gunicorn() -> None:
 
 def test_rate_limit_is_per_token_with_retry_after(cluster_settings, store, ingest_headers,
                                                   admin_headers) -> None:
-    from watchlog.producer.app import create_app
+    from watchlog.api.producer.app import create_app
 
     client = create_app(cluster_settings.replace(rate_limit="2/minute"), store).test_client()
     statuses = [client.post("/v1/activities", json=seed_log(duration=i),
@@ -440,8 +440,8 @@ def test_csv_export_has_no_formula_cell(producer, consumer, ingest_headers, read
                                         neutraliser: str) -> None:
     from datetime import UTC, datetime
 
-    from watchlog import schema
-    from watchlog.consumer import export
+    from watchlog.api.consumer import export
+    from watchlog.core import schema
 
     refused = producer.post("/v1/activities", json=seed_log(device_id=FORMULAS["device_id"]),
                             headers=ingest_headers)
@@ -493,7 +493,7 @@ class LeakyStore(Store):
 
 def test_logs_carry_no_payload_token_or_coordinates(secured, identities, cluster_settings,
                                                     all_logs) -> None:
-    from watchlog.producer.app import create_app
+    from watchlog.api.producer.app import create_app
 
     clients = [secured["producer"].test_client(), secured["consumer"].test_client(),
                create_app(cluster_settings, LeakyStore(cluster_settings)).test_client()]
@@ -595,7 +595,7 @@ def test_device_tokens_file_with_a_bad_line_stops_the_start(tmp_path, line: str)
 
 def test_key_rotation_accepts_old_and_new_until_the_old_is_removed(cluster_settings,
                                                                    store) -> None:
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     old, new = cluster_settings.reader_key, "new-" + secrets.token_urlsafe(16)
     during = create_app(cluster_settings.replace(reader_key=f"{old}, {new}"), store)
@@ -686,7 +686,7 @@ def test_identifier_pattern_anchors_at_the_true_end(pattern: str, accepted: bool
 
     import msgspec
 
-    from watchlog import schema
+    from watchlog.core import schema
 
     regex = schema.SAFE_ID if pattern == "schema.SAFE_ID" else pattern
     kind = Annotated[str, msgspec.Meta(pattern=regex)]

@@ -16,13 +16,13 @@ from click.testing import CliRunner
 from flask import request
 
 from payloads import now_ms, seed_log
+from watchlog.api.auth import Auth, Principal
 from watchlog.cli.main import cli
-from watchlog.launcher.credentials import Credentials
+from watchlog.core.credentials import Credentials
+from watchlog.core.schema import iso_ms
+from watchlog.core.settings import Settings
 from watchlog.launcher.services import Ports, base_env
-from watchlog.schema import iso_ms
-from watchlog.settings import Settings
 from watchlog.store import Store
-from watchlog.web.auth import Auth, Principal
 
 # ---- item 5: rate limits key on the principal ------------------------------------------
 
@@ -35,7 +35,7 @@ def _header_text_principal(self: Auth) -> Principal:
 @pytest.mark.parametrize("keyed_on", ["principal", "header-text-control"])
 def test_rate_limit_keys_on_the_principal_not_the_header_text(
         cluster_settings, store, ingest_headers, monkeypatch, keyed_on: str) -> None:
-    from watchlog.producer.app import create_app
+    from watchlog.api.producer.app import create_app
 
     if keyed_on != "principal":
         monkeypatch.setattr(Auth, "principal", _header_text_principal)
@@ -59,7 +59,7 @@ COSTLY = ["/v1/users/7/summary", "/v1/reports/daily", "/v1/activities/export",
 @pytest.mark.parametrize("limit", ["3/minute", "1000/minute"], ids=["limited", "control"])
 def test_consumer_costly_routes_are_rate_limited_per_principal(
         cluster_settings, store, reader_headers, admin_headers, limit: str) -> None:
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     client = create_app(cluster_settings.replace(consumer_rate_limit=limit),
                         store).test_client()
@@ -82,7 +82,7 @@ def test_consumer_costly_routes_are_rate_limited_per_principal(
 
 @pytest.fixture
 def capped(cluster_settings: Settings, store: Store) -> Any:
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     return create_app(cluster_settings.replace(max_extractors=3), store).test_client()
 
@@ -118,7 +118,7 @@ def test_extractors_are_created_only_by_put_and_unknown_names_are_404(
 @pytest.mark.parametrize("cap", [3, 4], ids=["capped", "control"])
 def test_extractors_are_capped_and_metrics_name_only_existing_ones(
         cluster_settings, store, reader_headers, cap: int) -> None:
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     client = create_app(cluster_settings.replace(max_extractors=cap), store).test_client()
     for i in range(3):
@@ -206,7 +206,7 @@ def _at(days: float) -> str:
                          ids=["retention", "control"])
 def test_logs_older_than_retention_are_422(cluster_settings, store, ingest_headers,
                                            retention: int, accepted: bool) -> None:
-    from watchlog.producer.app import create_app
+    from watchlog.api.producer.app import create_app
 
     client = create_app(cluster_settings.replace(retention_days=retention),
                         store).test_client()
@@ -260,7 +260,7 @@ def secrets_in(env: dict[str, str], creds: Credentials) -> set[str]:
 
 
 def test_native_processes_hold_only_the_secrets_they_check(live_stack) -> None:
-    from watchlog.launcher.credentials import load_or_create
+    from watchlog.core.credentials import load_or_create
 
     state = Path(live_stack["state_dir"])
     creds = load_or_create(state)
@@ -278,7 +278,7 @@ def test_native_processes_hold_only_the_secrets_they_check(live_stack) -> None:
 
 def test_native_env_scoping_without_a_stack(tmp_path) -> None:
     """The same rule, checked on the launcher's plan (quick, no processes)."""
-    from watchlog.launcher.credentials import load_or_create
+    from watchlog.core.credentials import load_or_create
     from watchlog.launcher.services import app_services, client_services
 
     creds = load_or_create(tmp_path)
@@ -297,7 +297,7 @@ def test_redelivery_metric_has_no_extractor_label_as_names_churn(
     """Creating, redelivering and deleting names leaves the redelivery counter unlabelled."""
     import time
 
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     client = create_app(cluster_settings.replace(max_extractors=2), store).test_client()
     producer.post("/v1/activities", json=seed_log(), headers=ingest_headers)

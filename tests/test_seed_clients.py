@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from watchlog.schema import ACTIVITY_TYPES, STATUSES
+from watchlog.core.schema import ACTIVITY_TYPES, STATUSES
 from watchlog.store import Store
 
 HEADER = "X-Next-Cursor"

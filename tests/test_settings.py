@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from watchlog.settings import SETTINGS_DOC, Settings
+from watchlog.core.settings import SETTINGS_DOC, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from watchlog.producer.simulator import SEED_RATE, default_rate
-from watchlog.settings import Settings
+from watchlog.cli.simulate import SEED_RATE, default_rate
+from watchlog.core.settings import Settings
 
 
 def simulate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

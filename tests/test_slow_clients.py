@@ -23,9 +23,9 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from conftest import bearer, serve, service_env
 from payloads import random_logs, seed_log
-from watchlog.launcher.credentials import Credentials
+from watchlog.core.credentials import Credentials
 from watchlog.launcher.procs import free_redis_ports
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Service
 
 SLOW_CLIENTS = 8  # more than the 2 x 2 request threads
@@ -260,8 +260,8 @@ def test_every_body_route_answers_408_to_a_stalled_body(
         bounded: bool) -> None:
     import os
 
-    from watchlog.consumer.app import create_app as consumer_app
-    from watchlog.producer.app import create_app as producer_app
+    from watchlog.api.consumer.app import create_app as consumer_app
+    from watchlog.api.producer.app import create_app as producer_app
 
     limits = {"body_timeout": 1.0} if bounded else {"body_timeout": 0.0, "body_min_rate": 0}
     create = producer_app if service == "producer" else consumer_app

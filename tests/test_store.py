@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 from payloads import now_ms, random_logs, seed_log
-from watchlog import keys, schema
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.core import keys, schema
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.store import Store
 
 

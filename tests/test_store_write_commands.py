@@ -9,8 +9,8 @@ import json
 from typing import Any
 
 from payloads import now_ms, seed_log
-from watchlog import keys, schema
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.core import keys, schema
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.store import Store, writer
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from payloads import seed_log
-from watchlog.launcher.credentials import load_or_create
-from watchlog.launcher.redis_cluster import LocalCluster
-from watchlog.settings import Settings
+from watchlog.core.credentials import load_or_create
+from watchlog.core.settings import Settings
+from watchlog.launcher.redis.cluster import LocalCluster
 
 
 @pytest.fixture
@@ -22,8 +22,8 @@ def doomed(tmp_path):  # noqa: ANN201
 
 
 def test_unavailable_cluster_turns_ready_and_writes_into_503(doomed) -> None:
-    from watchlog.consumer.app import create_app as consumer_app
-    from watchlog.producer.app import create_app as producer_app
+    from watchlog.api.consumer.app import create_app as consumer_app
+    from watchlog.api.producer.app import create_app as producer_app
 
     cluster, settings, creds = doomed
     producer = producer_app(settings).test_client()
@@ -53,7 +53,7 @@ EXTRACTOR_ROUTES = [("get", "/v1/extractors", None), ("put", "/v1/extractors/x",
 
 
 def test_extractor_routes_answer_503_with_retry_after_while_the_store_is_down(doomed) -> None:
-    from watchlog.consumer.app import create_app as consumer_app
+    from watchlog.api.consumer.app import create_app as consumer_app
 
     cluster, settings, creds = doomed
     consumer = consumer_app(settings).test_client()

@@ -36,9 +36,9 @@ class LocalSystem:
     def __init__(self, state: Path, **env: str) -> None:
         from rich.console import Console
 
+        from watchlog.core.settings import Settings
         from watchlog.launcher.services import Ports
         from watchlog.launcher.stack import Stack
-        from watchlog.settings import Settings
 
         free = free_redis_ports("127.0.0.1", 2)
         settings = Settings.from_env({"WATCHLOG_PRODUCER_PORT": str(free[0]),

@@ -12,16 +12,16 @@ from watchlog import __version__
 COMMANDS = {
     "serve": ("watchlog.cli.serve", "serve"),
     "healthcheck": ("watchlog.cli.health", "healthcheck"),
-    "simulate": ("watchlog.producer.simulator", "simulate"),
-    "report": ("watchlog.consumer.client", "report"),
-    "export": ("watchlog.consumer.client", "export"),
-    "extract": ("watchlog.consumer.client", "extract"),
-    "up": ("watchlog.launcher.cli", "up"),
-    "down": ("watchlog.launcher.cli", "down"),
-    "status": ("watchlog.launcher.cli", "status"),
-    "chaos": ("watchlog.launcher.chaos", "chaos"),
-    "alerts": ("watchlog.alerts", "alerts"),
-    "alert-sink": ("watchlog.alerts", "alert_sink"),
+    "simulate": ("watchlog.cli.simulate", "simulate"),
+    "report": ("watchlog.cli.consumer", "report"),
+    "export": ("watchlog.cli.consumer", "export"),
+    "extract": ("watchlog.cli.consumer", "extract"),
+    "up": ("watchlog.cli.stack", "up"),
+    "down": ("watchlog.cli.stack", "down"),
+    "status": ("watchlog.cli.stack", "status"),
+    "chaos": ("watchlog.cli.chaos", "chaos"),
+    "alerts": ("watchlog.cli.alerts", "alerts"),
+    "alert-sink": ("watchlog.cli.alerts", "alert_sink"),
 }
 
 
@@ -33,10 +33,10 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module, attr = COMMANDS[name]
-        try:
-            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
-        except (ImportError, AttributeError):
-            return None  # a part not installed here (e.g. the launcher in a slim image)
+        # Every command ships in every install: a module that fails to import is a bug, and
+        # it fails loudly (its traceback), never as "No such command".
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
 
 
 @click.group(cls=LazyGroup)

@@ -17,9 +17,9 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
-from watchlog import metrics
-from watchlog.logs import configure_logging
-from watchlog.settings import Settings
+from watchlog.core import metrics
+from watchlog.core.logs import configure_logging
+from watchlog.core.settings import Settings
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
@@ -43,13 +43,13 @@ SERVERS = ("granian", "gunicorn")
 
 def producer_app() -> Any:
     """The producer as a granian worker loads it (the factory runs in each worker)."""
-    from watchlog.producer.app import create_app
+    from watchlog.api.producer.app import create_app
 
     return _worker_app("producer", create_app)
 
 
 def consumer_app() -> Any:
-    from watchlog.consumer.app import create_app
+    from watchlog.api.consumer.app import create_app
 
     return _worker_app("consumer", create_app)
 

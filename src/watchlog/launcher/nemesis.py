@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import redis
 
+from watchlog.launcher.redis.nodes import parse_nodes
 from watchlog.launcher.verify import (
     FAULTS,
     Doc,
@@ -53,9 +54,9 @@ class Harm:
     @property
     def cluster(self) -> Any:
         if self._cluster is None:
-            from watchlog.launcher.chaos import load_cluster
+            from watchlog.launcher.redis.cluster import LocalCluster
 
-            self._cluster = load_cluster(self.opts.state_dir)
+            self._cluster = LocalCluster.recorded(self.opts.state_dir)
         return self._cluster
 
     def note(self, text: str) -> None:
@@ -93,9 +94,7 @@ class Harm:
         """Wait until every node serves and both APIs are ready again."""
         deadline = time.monotonic() + self.opts.heal_timeout
         if self.opts.nemesis not in ("none", "faults", "kill-extractor"):
-            from watchlog.launcher import redis_admin as ra
-
-            ra.wait_ok(self.cluster, deadline)
+            self.cluster.wait_ok(deadline)
             while (why := self.disagreement()) is not None:
                 if time.monotonic() > deadline:
                     raise VerifyError(f"the cluster did not heal: {why}")
@@ -117,8 +116,6 @@ class Harm:
 
     def view(self, skip: tuple[int, ...] = ()) -> dict[int, Any]:
         """CLUSTER NODES from the first live node not in ``skip`` (frozen nodes hang)."""
-        from watchlog.launcher import redis_admin as ra
-
         for port in self.cluster.ports:
             if port in skip:
                 continue
@@ -127,7 +124,7 @@ class Harm:
                     "CLUSTER", "NODES")
             except redis.RedisError:
                 continue
-            return ra.parse_nodes(text)
+            return parse_nodes(text)
         return {}
 
     def pair(self) -> tuple[int, int]:
@@ -243,14 +240,12 @@ class Harm:
     def _reshard(self) -> None:
         """Move 8 partitions to another master and back, again and again, for 4 s.
 
-        Each move returns once every node names the new owner (``ra.wait_settled``), and
+        Each move returns once every node names the new owner (``LocalCluster.wait_settled``), and
         the next starts half a second later: moved back and forth as fast as they go, a
         slot can end up owned by no node, its keys deleted (Redis 7.0; docs/chaos.md).
         """
-        from watchlog.launcher.chaos import partition_slots
-
         src, dst = self.masters()[:2]
-        slots = partition_slots(self.cluster, src, 8)
+        slots = self.cluster.partition_slots(src, 8)
         self.note(f"moving 8 partitions ({len(slots)} slots) between {src} and {dst}")
         end, moves = time.monotonic() + 4, 0
         while time.monotonic() < end or moves % 2:
@@ -273,9 +268,7 @@ class Harm:
                 continue
             if "[" in text:
                 return f"node {port} has a slot importing or migrating"
-            from watchlog.launcher import redis_admin as ra
-
-            mine = {p: e.ranges for p, e in ra.parse_nodes(text).items()
+            mine = {p: e.ranges for p, e in parse_nodes(text).items()
                     if "master" in e.flags and e.ranges}
             owners.setdefault(repr(sorted(mine.items())), set()).add(port)
         if len(owners) > 1:

@@ -13,8 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from watchlog.launcher.credentials import Credentials
-from watchlog.launcher.redis_conf import EXPORTER_USER
+from watchlog.core.credentials import Credentials
+from watchlog.launcher.redis.conf import EXPORTER_USER
 from watchlog.launcher.services import Ports, Service, find_binary, missing_hint
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def monitoring_root() -> Path | None:
     """Return the checkout's ``monitoring/`` directory, or None when not shipped."""
     try:
-        from watchlog.monitoring import monitoring_root as root
+        from watchlog.launcher.monitoring import monitoring_root as root
     except ImportError:
         return None
     path = root()
@@ -95,9 +95,9 @@ def prometheus_service(state: Path, host: str, ports: Ports, redis_nodes: list[s
         return missing_hint("prometheus")
     root = monitoring_root()
     try:
-        from watchlog.monitoring import render_native_prometheus
+        from watchlog.launcher.monitoring import render_native_prometheus
     except ImportError:
-        return "prometheus: watchlog.monitoring is not available in this install"
+        return "prometheus: watchlog.launcher.monitoring is not available in this install"
     if root is None:
         return "prometheus: no monitoring/ directory next to the package (rules, config)"
     config = render_native_prometheus(
@@ -135,7 +135,7 @@ def alertmanager_service(state: Path, ports: Ports,
     binary = find_binary("alertmanager")
     if binary is None:
         return missing_hint("alertmanager")
-    from watchlog.monitoring import render_native_alertmanager
+    from watchlog.launcher.monitoring import render_native_alertmanager
 
     directory = state / "alertmanager"
     (directory / "data").mkdir(parents=True, exist_ok=True)

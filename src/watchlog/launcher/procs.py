@@ -10,26 +10,13 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from watchlog.core.process import UMASK, alive, umask
 
 BUS_OFFSET = 10000  # Redis Cluster's bus listens on port + 10000
 LOWEST_PORT = 10000
-# The state directory holds personal data (Redis AOF/RDB: every log with its coordinates),
-# secrets and logs: its owner's only. Every file and folder the launcher or a process it
-# starts creates there is 0600/0700; Redis alone would make them 0644/0755.
-UMASK = 0o077
-
-
-@contextmanager
-def umask(mask: int) -> Iterator[None]:
-    """Create files and folders with ``mask`` for the duration (this process)."""
-    previous = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 def make_private(root: Path, mask: int = UMASK) -> None:
@@ -125,23 +112,6 @@ def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = N
             env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
             umask=mask,
         )
-
-
-def alive(pid: int | None) -> bool:
-    """Return True when ``pid`` runs (a zombie counts as dead)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def read_pid(path: Path) -> int | None:

@@ -16,7 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from watchlog.launcher.credentials import FILENAME, Credentials, load_or_create
+from watchlog.core.credentials import FILENAME, Credentials, load_or_create
+from watchlog.core.settings import Settings
 from watchlog.launcher.observability import monitoring_services
 from watchlog.launcher.procs import (
     UMASK,
@@ -27,9 +28,8 @@ from watchlog.launcher.procs import (
     terminate,
     umask,
 )
-from watchlog.launcher.redis_cluster import LocalCluster
+from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Ports, Service, app_services, base_env, client_services
-from watchlog.settings import Settings
 
 log = logging.getLogger(__name__)
 PIDS = "pids.json"

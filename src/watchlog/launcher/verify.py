@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from watchlog.schema import ACTIVITY_TYPES, iso_ms
+from watchlog.core.schema import ACTIVITY_TYPES, iso_ms
 
 __all__ = ["NEMESES", "Options", "VerifyError", "failed", "judge", "run_checker"]
 

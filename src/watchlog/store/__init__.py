@@ -6,9 +6,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from watchlog.metrics import timed
-from watchlog.schema import Event
-from watchlog.settings import Settings
+from watchlog.core.metrics import timed
+from watchlog.core.schema import Event
+from watchlog.core.settings import Settings
 from watchlog.store import feed, reader, writer
 from watchlog.store.cluster import ScriptRunner, connect, unavailable_as_503
 

@@ -25,10 +25,10 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from watchlog import keys
-from watchlog.errors import ReplicasUnavailable, StoreUnavailable
-from watchlog.metrics import WRITES_REFUSED
-from watchlog.settings import Settings
+from watchlog.core import keys
+from watchlog.core.errors import ReplicasUnavailable, StoreUnavailable
+from watchlog.core.metrics import WRITES_REFUSED
+from watchlog.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

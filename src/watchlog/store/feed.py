@@ -16,8 +16,8 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from watchlog import keys
-from watchlog.errors import InvalidInput, NotFound
+from watchlog.core import keys
+from watchlog.core.errors import InvalidInput, NotFound
 from watchlog.store import layout
 from watchlog.store.cluster import Call, Function
 

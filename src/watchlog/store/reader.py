@@ -9,9 +9,9 @@ from typing import Any
 
 import msgspec
 
-from watchlog import keys
-from watchlog.errors import InvalidInput
-from watchlog.schema import ACTIVITY_TYPES, body_ts
+from watchlog.core import keys
+from watchlog.core.errors import InvalidInput
+from watchlog.core.schema import ACTIVITY_TYPES, body_ts
 from watchlog.store import layout
 from watchlog.store.cluster import Call, Function, ScriptRunner
 from watchlog.store.layout import HR_MAX

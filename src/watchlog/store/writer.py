@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from watchlog import keys
-from watchlog.schema import Event
+from watchlog.core import keys
+from watchlog.core.schema import Event
 from watchlog.store import layout
 from watchlog.store.cluster import Call, Function
 

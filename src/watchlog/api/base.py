@@ -1,0 +1,30 @@
+"""The app skeleton both APIs share: errors, hooks, security headers, health and admin."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from watchlog.api import admin, errors, health, hooks
+from watchlog.api.auth import Auth
+from watchlog.api.bodies import BoundedBodies
+from watchlog.api.security import SecurityHeaders
+from watchlog.core.settings import Settings
+from watchlog.store import Store
+
+
+def create_base_app(service: str, settings: Settings, store: Store | None) -> Flask:
+    """Return a Flask app with errors, metrics, security headers and health routes."""
+    app = Flask(f"watchlog.{service}")
+    app.config["SERVICE"] = service
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["watchlog_store"] = store if store is not None else Store(settings)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["watchlog_auth"] = Auth(settings)
+    errors.install(app)
+    hooks.install(app, service, settings)
+    app.wsgi_app = SecurityHeaders(BoundedBodies(  # type: ignore[method-assign]
+        app.wsgi_app, settings.body_timeout, settings.body_min_rate, settings.threads))
+    app.register_blueprint(health.bp)
+    app.register_blueprint(admin.bp)
+    return app

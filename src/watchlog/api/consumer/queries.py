@@ -1,0 +1,149 @@
+"""The read routes: a user's logs and summary, the daily report, the export, the seed's list."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, current_app
+
+from watchlog.api import params
+from watchlog.api.auth import requires
+from watchlog.api.consumer import arrivals
+from watchlog.api.consumer.export import export_response
+from watchlog.api.context import json_response, settings, store
+from watchlog.core import schema
+from watchlog.core.errors import InvalidInput
+from watchlog.core.metrics import timed
+from watchlog.store.cluster import unavailable_as_503
+from watchlog.store.reader import merge_aggregates
+
+DAY_MS = 86400_000
+
+bp = Blueprint("queries", __name__)
+
+
+def totals(agg: dict[str, int]) -> dict[str, object]:
+    """Turn raw aggregate fields into the API's figures (units as the seed's)."""
+    k = agg.get("k", 0)
+    return {
+        "count": agg.get("n", 0),
+        "duration": agg.get("d", 0),
+        "distance": agg.get("m", 0) / 1000,
+        "calories_burned": agg.get("c", 0) / 10,
+        "avg_heart_rate": round(agg.get("h", 0) / k, 1) if k else None,
+        "max_heart_rate": agg.get("x") if k else None,
+    }
+
+
+def summarize(by_type: dict[str, dict[str, int]]) -> dict[str, object]:
+    total: dict[str, int] = {}
+    for agg in by_type.values():
+        merge_aggregates(total, agg)
+    return {"total": totals(total), "by_type": {t: totals(a) for t, a in by_type.items()}}
+
+
+_INTEGER = re.compile(r"^(0|[1-9][0-9]{0,17})$")
+
+
+def as_sent(user_id: str) -> int | str:
+    """Return a path's user id as watches send it: an integer when it is one (7, not "7")."""
+    return int(user_id) if _INTEGER.match(user_id) else user_id
+
+
+def _user_key(user_id: str) -> str:
+    if not schema.is_safe_id(user_id):
+        raise InvalidInput("user_id: 1-64 of A-Z a-z 0-9 . _ @ -", field="user_id")
+    return user_id
+
+
+@bp.get("/v1/users/<user_id>/activities")
+@requires("reader")
+def user_activities(user_id: str) -> Response:
+    """A user's logs in event-time order, a page at a time (default: last 24 h)."""
+    s = settings()
+    frm, to = params.time_range(s.max_range_days, DAY_MS)
+    limit = params.integer("limit", 100, 1, s.max_page)
+    bodies, cursor = store().user_page(_user_key(user_id), frm, to, limit,
+                                       params.arg("cursor") or None,
+                                       params.activity_type())
+    return json_response({"items": schema.bodies_out(bodies), "next_cursor": cursor})
+
+
+@bp.get("/v1/users/<user_id>/summary")
+@requires("reader")
+def user_summary(user_id: str) -> Response:
+    """A user's totals over a range of days, per day and per activity type."""
+    today = params.today()
+    to = params.day("to", today)
+    frm = params.day("from", to - timedelta(days=6))
+    days = _days(frm, to, settings().max_range_days)
+    per_day = store().user_days(_user_key(user_id), [d.strftime("%Y%m%d") for d in days])
+    whole: dict[str, dict[str, int]] = {}
+    for by_type in per_day:
+        for t, agg in by_type.items():
+            merge_aggregates(whole.setdefault(t, {}), agg)
+    return json_response({
+        "user_id": as_sent(user_id), "from": frm.isoformat(), "to": to.isoformat(),
+        **summarize(whole),
+        "days": [{"date": d.isoformat(), **summarize(bt)}
+                 for d, bt in zip(days, per_day, strict=True) if bt],
+    })
+
+
+@bp.get("/v1/reports/daily")
+@requires("reader")
+def daily_report() -> Response:
+    """Fleet-wide figures of one UTC day, read from aggregates."""
+    d = params.day("date", params.today())
+    users, by_type = store().fleet_day(d.strftime("%Y%m%d"))
+    s = summarize(by_type)
+    return json_response({"date": d.isoformat(), "active_users": users,
+                          "count": s["total"]["count"], **s})  # type: ignore[index]
+
+
+@bp.get("/v1/activities/export")
+@requires("reader")
+def export() -> Response:
+    """Every log of a range, streamed in event-time order (NDJSON or CSV)."""
+    s = settings()
+    frm, to = params.time_range(s.max_range_days, DAY_MS)
+    fmt = params.arg("format") or "ndjson"
+    if fmt not in ("ndjson", "csv"):
+        raise InvalidInput("format: ndjson or csv", field="format")
+    return export_response(store().export(frm, to, params.activity_type()), fmt,
+                           s.send_timeout, current_app.extensions["watchlog_stream_slots"])
+
+
+@bp.get("/activity_logs")
+@requires("reader")
+def activity_logs() -> Response:
+    """The seed's list, by arrival, oldest first: the latest ``limit`` logs, or with
+    ``after`` what arrived since; the next cursor is in ``X-Next-Cursor``."""
+    limit = params.integer("limit", 100, 1, settings().max_page)
+    raw = params.arg("after")
+    st = store()
+    with timed("query"), unavailable_as_503("recent"):
+        if raw:
+            entries, cursor = arrivals.after(st.rc, arrivals.decode_cursor(raw), limit)
+            stored = bool(entries) or arrivals.anything_stored(st.rc)
+        else:
+            entries, cursor, stored = arrivals.latest(st.rc, limit)
+        found = arrivals.bodies(st, entries)
+    if not stored:
+        return json_response({"message": "No activity logs found"}, 404)
+    nxt = arrivals.encode_cursor(cursor)
+    link = f'</activity_logs?{urlencode({"after": nxt, "limit": limit})}>; rel="next"'
+    return json_response(schema.bodies_out(found),
+                         headers={"X-Next-Cursor": nxt, "Link": link})
+
+
+def _days(frm: date, to: date, max_days: int) -> list[date]:
+    if frm > to:
+        raise InvalidInput("from: must not be after to", field="from")
+    n = (to - frm).days + 1
+    if n > max_days:
+        raise InvalidInput(f"to: range wider than {max_days} days (WATCHLOG_MAX_RANGE_DAYS)",
+                           field="to")
+    return [frm + timedelta(days=i) for i in range(n)]

@@ -1,0 +1,35 @@
+"""Security headers on every response, errors included (a WSGI middleware)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'",
+}
+
+
+class SecurityHeaders:
+    """WSGI middleware adding the security headers to every response, errors included.
+
+    At the WSGI layer it costs a list extend; as a Flask after_request hook it cost ~50 us
+    a request (werkzeug's Headers.setdefault, five times).
+    """
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+        self.extra = [(k, v) for k, v in SECURITY_HEADERS.items()]
+        self.names = {k.lower() for k in SECURITY_HEADERS}
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            present = {k.lower() for k, _ in headers} & self.names
+            headers.extend(kv for kv in self.extra if kv[0].lower() not in present)
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start)

@@ -1,0 +1,39 @@
+"""The ``watchlog`` group: every command resolves, and a broken import fails loudly."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from watchlog.cli import main
+
+
+def test_every_command_imports() -> None:
+    for name in main.COMMANDS:
+        assert main.cli.get_command(None, name) is not None, name  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("broken", [True, False])
+def test_a_broken_import_is_not_no_such_command(broken: bool, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command whose module cannot import shows the ImportError, not "No such command".
+
+    Negative control (``broken=False``): a name that is not a command still answers
+    "No such command", so the check tells the two apart.
+    """
+    (tmp_path / "watchlog_broken_cmd.py").write_text(
+        "import watchlog_no_such_module  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(main.COMMANDS, "broken", ("watchlog_broken_cmd", "broken"))
+    result = CliRunner().invoke(main.cli, ["broken" if broken else "no-such-command"])
+    assert result.exit_code != 0
+    if broken:
+        assert isinstance(result.exception, ImportError), result.output
+        assert "watchlog_no_such_module" in str(result.exception)
+        assert "No such command" not in result.output
+    else:
+        assert "No such command" in result.output
+    sys.modules.pop("watchlog_broken_cmd", None)
