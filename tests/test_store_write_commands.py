@@ -86,3 +86,20 @@ def test_expiry_moves_when_it_must_and_only_then(store: Store, cluster: LocalClu
     assert set(_expiry(cluster, first).values()) == {t0 // 1000 + 1001 + 30 * 86400}
     # The aggregates still count every log once; the bookkeeping field is not a figure.
     assert store.user_days("42", [first.day])[0]["running"]["n"] == 4
+
+
+def test_aggregates_read_packed_and_per_figure_fields() -> None:
+    """One field per activity type (figures in layout.AGGREGATES order); fields written one
+    per figure before that are still read and added; the expire-at field is no figure."""
+    from watchlog.store.layout import AGGREGATES, EXPIRES_FIELD
+    from watchlog.store.reader import parse_aggregates
+
+    assert AGGREGATES == ("n", "d", "m", "c", "h", "k", "x")
+    raw = {b"1": b"2 100 50 30 140 2 75", b"3": b"1 10 0 5 0 0 0",
+           EXPIRES_FIELD.encode(): b"1767225600",
+           b"1:n": b"1", b"1:d": b"5", b"1:h": b"90", b"1:k": b"1", b"1:x": b"90"}
+    assert parse_aggregates(raw) == {
+        schema.ACTIVITY_TYPES[1]: {"n": 3, "d": 105, "m": 50, "c": 30, "h": 230, "k": 3,
+                                   "x": 90},
+        schema.ACTIVITY_TYPES[3]: {"n": 1, "d": 10, "m": 0, "c": 5},  # no heart rate: none
+    }

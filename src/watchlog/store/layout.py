@@ -73,9 +73,11 @@ BODIES = Layout(
 
 LAYOUTS = (INGEST, PAGE, BODIES)
 
-# An aggregates hash (a user's day, a partition's day) has a field ``<type code>:<letter>``
-# per activity type and figure; every figure is an integer. Read by reader.parse_aggregates
-# (and merged with reader.merge_aggregates), and by the consumer's summaries.
+# An aggregates hash (a user's day, a partition's day) has one field per activity type,
+# its code, holding the type's figures in AGGREGATES order as space-separated integers
+# (the heart-rate ones 0 until a log of the type has one). Read by reader.parse_aggregates,
+# which names each figure by these letters (merged with reader.merge_aggregates), and by
+# the consumer's summaries.
 COUNT = "n"  # logs
 DURATION = "d"  # seconds
 DISTANCE = "m"  # metres
@@ -84,5 +86,5 @@ HR_SUM = "h"  # sum of heart rates (bpm) of the logs that have one
 HR_COUNT = "k"  # logs with a heart rate
 HR_MAX = "x"  # highest heart rate: merged by max, not summed
 AGGREGATES = (COUNT, DURATION, DISTANCE, CALORIES, HR_SUM, HR_COUNT, HR_MAX)  # Lua's order
-# The field (no ``:``) where an aggregates hash keeps the expire-at its keys were given.
+# The field (not a type code) where an aggregates hash keeps the expire-at its keys were given.
 EXPIRES_FIELD = "e"

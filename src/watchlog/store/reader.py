@@ -14,7 +14,7 @@ from watchlog.core.errors import InvalidInput
 from watchlog.core.schema import ACTIVITY_TYPES, body_ts
 from watchlog.store import layout
 from watchlog.store.cluster import Call, Function, ScriptRunner
-from watchlog.store.layout import HR_MAX
+from watchlog.store.layout import AGGREGATES, EXPIRES_FIELD, HR_COUNT, HR_MAX, HR_SUM
 
 PAGE = Function(layout.PAGE.function)
 layout.PAGE.order("keys", "day", ("index", "bodies"))  # the key pairs built below
@@ -70,12 +70,22 @@ def user_page(runner: ScriptRunner, user: str, frm: int, to: int, limit: int,
 
 
 def parse_aggregates(raw: dict[bytes, bytes]) -> dict[str, dict[str, int]]:
-    """Turn an aggregates hash (``<type code>:<field>``) into a dict per activity type."""
+    """Turn an aggregates hash into a dict per activity type (the figures ``AGGREGATES``
+    names; the heart-rate ones only when some log of the type had a heart rate)."""
     out: dict[str, dict[str, int]] = {}
+    legacy: dict[str, dict[str, int]] = {}
     for f, v in raw.items():
         code, _, name = f.decode().partition(":")
-        if name:  # not layout.EXPIRES_FIELD, the keys' expire-at
-            out.setdefault(ACTIVITY_TYPES[int(code)], {})[name] = int(v)
+        if name:  # one field per figure, as written before the packed fields: still read
+            legacy.setdefault(ACTIVITY_TYPES[int(code)], {})[name] = int(v)
+        elif code != EXPIRES_FIELD:
+            figures = dict(zip(AGGREGATES, map(int, v.split()), strict=True))
+            if not figures[HR_COUNT]:
+                for name in (HR_SUM, HR_COUNT, HR_MAX):
+                    del figures[name]
+            out[ACTIVITY_TYPES[int(code)]] = figures
+    for t, figures in legacy.items():
+        merge_aggregates(out.setdefault(t, {}), figures)
     return out
 
 

@@ -15,9 +15,9 @@ local function positions(names)
   return t
 end
 
--- Aggregate fields per activity type, '<type code>:<letter>' (store/layout.py AGGREGATES):
--- count, duration (s), distance (m), calories (0.1 kcal), heart-rate sum, heart-rate
--- count, heart-rate max. Summed below by position, in this order.
+-- An activity type's aggregates, in the order they are packed in its field (store/layout.py
+-- AGGREGATES): count, duration (s), distance (m), calories (0.1 kcal), heart-rate sum,
+-- heart-rate count, heart-rate max. Summed below by position, in this order.
 local AGGREGATES = {'n', 'd', 'm', 'c', 'h', 'k', 'x'}
 -- The expire-at (epoch s) last given to the keys an aggregates hash stands for
 -- (store/layout.py EXPIRES_FIELD): a user-day's hash for its index, a partition-day's for
@@ -58,7 +58,8 @@ local INGEST_ARGS = {
 -- batch counts nothing twice. The body is stored once, in the partition-day's bodies hash
 -- under "<user> <event_id>" (keys.ref); the fleet index and the feed hold that reference.
 -- One command per key per call: the bodies (HSET), the indexes (ZADD), each aggregates
--- hash (HMGET, then one HSET of the new values: exact integer sums, the heart-rate max).
+-- hash (HMGET, then one HSET of the new values: exact integer sums, the heart-rate max;
+-- one field per activity type).
 -- Keys get EXPIREAT only when their expiry must move: the aggregates hash keeps the
 -- expire-at its keys were given (EXPIRES), read and written by the same HMGET/HSET; a
 -- user-day new today also joins the active users then.
@@ -85,45 +86,34 @@ local function add_log(accs, l)
   end
 end
 
--- A type code's field names, built once per type for the life of the library.
-local FIELDS = {}
-local function fields_of(t)
-  local names = FIELDS[t]
-  if not names then
-    names = {}
-    for f = 1, #AGGREGATES do names[f] = t .. ':' .. AGGREGATES[f] end
-    FIELDS[t] = names
-  end
-  return names
-end
+-- An activity type's figures are one field of the aggregates hash, '<type code>', holding
+-- the AGGREGATES in order, space-separated integers (heart-rate ones 0 until a log has one).
+local PACKED = '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$'
 
 -- Add `accs` (type code -> sums) into an aggregates hash with one HMGET and one HSET;
 -- return true when the hash's keys must get `expire` (EXPIREAT).
 local function write_aggregates(key, accs, expire)
-  local fields, types = {}, {}
-  for t in pairs(accs) do
-    types[#types + 1] = t
-    local names = fields_of(t)
-    for f = 1, #names do fields[#fields + 1] = names[f] end
-  end
-  fields[#fields + 1] = EXPIRES
+  local fields = {}
+  for t in pairs(accs) do fields[#fields + 1] = t end
+  local ntypes = #fields
+  fields[ntypes + 1] = EXPIRES
   local cur = redis.call('HMGET', key, unpack(fields))
   local set = {}
-  for i, t in ipairs(types) do
-    local a, base = accs[t], (i - 1) * #AGGREGATES
-    local last = 4 -- count, duration, distance, calories: always; heart rate when seen
-    if a[6] > 0 then last = 6 end
-    for f = 1, last do
-      set[#set + 1] = fields[base + f]
-      set[#set + 1] = (tonumber(cur[base + f]) or 0) + a[f]
+  for i = 1, ntypes do
+    local t = fields[i]
+    local a, v = accs[t], {0, 0, 0, 0, 0, 0, 0}
+    if cur[i] then
+      local n, d, m, c, h, k, x = string.match(cur[i], PACKED)
+      v = {tonumber(n), tonumber(d), tonumber(m), tonumber(c), tonumber(h), tonumber(k),
+           tonumber(x)}
     end
-    local old = tonumber(cur[base + 7])
-    if a[6] > 0 and (not old or a[7] > old) then
-      set[#set + 1] = fields[base + 7]
-      set[#set + 1] = a[7]
-    end
+    for f = 1, 6 do v[f] = v[f] + a[f] end
+    if a[7] > v[7] then v[7] = a[7] end
+    set[#set + 1] = t
+    set[#set + 1] = string.format('%d %d %d %d %d %d %d', v[1], v[2], v[3], v[4], v[5], v[6],
+                                  v[7])
   end
-  local moved = tonumber(cur[#fields]) ~= tonumber(expire)
+  local moved = tonumber(cur[ntypes + 1]) ~= tonumber(expire)
   if moved then
     set[#set + 1] = EXPIRES
     set[#set + 1] = expire
