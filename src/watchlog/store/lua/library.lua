@@ -158,7 +158,7 @@ local function ingest(KEYS, ARGV)
     groups[g] = {tonumber(ARGV[o + AG.day]), ARGV[o + AG.user], logs}
   end
 
-  local out, days, feed = {}, {}, {}
+  local out, marks, days, feed = {}, {}, {}, {}
   for g = 1, ngroups do
     local d, user, logs = groups[g][1], groups[g][2], groups[g][3]
     local gk = gkeys + (g - 1) * KG.n
@@ -199,9 +199,9 @@ local function ingest(KEYS, ARGV)
         accs = accs or {}
         add_log(accs, l)
         add_log(D[3], l)
-        out[#out + 1] = 1
+        out[#out + 1], marks[#marks + 1] = 1, '1'
       else
-        out[#out + 1] = 0
+        out[#out + 1], marks[#marks + 1] = 0, '0'
       end
     end
     if accs then
@@ -234,7 +234,7 @@ local function ingest(KEYS, ARGV)
   end
   -- Always a write, duplicates or not: a retried call's WAIT (after a WAIT that timed out)
   -- then waits for the current replication offset, which covers the first write.
-  redis.call('SET', attempt, table.concat(out), 'EX', KEEP)
+  redis.call('SET', attempt, table.concat(marks), 'EX', KEEP) -- strings: no number formatting
   return out
 end
 redis.register_function{function_name = 'wl_ingest', callback = ingest}
