@@ -103,3 +103,32 @@ def test_aggregates_read_packed_and_per_figure_fields() -> None:
                                    "x": 90},
         schema.ACTIVITY_TYPES[3]: {"n": 1, "d": 10, "m": 0, "c": 5},  # no heart rate: none
     }
+
+
+def test_logs_built_without_validation_are_stored_as_given(store: Store) -> None:
+    """The script reads a log's figures from its body's head, so it must take any body the
+    store builds (negative figures, an event id with quotes: the CSV export's own test
+    stores such a log); a body it cannot read fails the whole call before any write."""
+    from datetime import UTC, datetime
+
+    import msgspec
+    import pytest
+    from redis.exceptions import ResponseError
+
+    odd = schema.Activity(user_id="odd-user", activity_type="running", device_id="w1",
+                          timestamp=datetime.fromtimestamp((now_ms() - 600_000) / 1000, UTC),
+                          duration=60, distance=-1.5, event_id='=1+"quoted"\\,x')
+    e = schema.to_event(odd)
+    assert store.ingest([e]) == [True]
+    agg = store.user_days("odd-user", [e.day])[0]["running"]
+    assert agg["m"] == -1500 and agg["n"] == 1
+    page, _ = store.user_page("odd-user", now_ms() - 86400_000, now_ms(), 10, None, None)
+    assert [schema.body_to_dict(b)["event_id"] for b in page] == ['=1+"quoted"\\,x']
+    # control: a body the script cannot read is refused, and nothing of the call is stored
+    bad = msgspec.structs.replace(e, event_id="bad-1", body=b"not a body")
+    good = msgspec.structs.replace(e, event_id="good-1", body=e.body.replace(
+        b'"=1+\\"quoted\\"\\\\,x"', b'"good-1"'))
+    calls, _ = writer.ingest_calls([good, bad], 30)
+    with pytest.raises(ResponseError, match="not a body"):
+        store.runner.run(calls, wait=True)
+    assert store.user_days("odd-user", [e.day])[0]["running"]["n"] == 1

@@ -44,8 +44,8 @@ class Layout:
 # wl_ingest: a batch of logs of ONE partition, grouped by UTC day and, within a day, by user.
 # KEYS: head, then per day the partition-day keys, then per (user, day) group its keys.
 # ARGV: head, then per day its expire-at, then per group (day number, user, log count),
-# then per log, in group order, its compact body (the script reads the time, type and
-# figures from the body's head and the event id from its end: schema.BODY_FIELDS).
+# then per log, in group order, its event id and compact body (the script reads the time,
+# type and figures from the body's head: schema.BODY_FIELDS).
 INGEST = Layout(
     "wl_ingest",
     keys={"head": ("feed", "attempt"),
@@ -54,7 +54,7 @@ INGEST = Layout(
     args={"head": ("minid", "retry", "days", "groups"),
           "day": ("expire_at",),
           "group": ("day", "user", "count"),
-          "log": ("body",)},
+          "log": ("event_id", "body")},
 )
 
 # wl_page: one page of time indexes, one (index, bodies hash) pair of keys per day.

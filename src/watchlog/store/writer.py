@@ -23,7 +23,7 @@ layout.INGEST.order("keys", "day", ("fleet_index", "fleet_aggregates", "active_u
 layout.INGEST.order("keys", "group", ("user_index", "user_aggregates"))
 layout.INGEST.order("args", "day", ("expire_at",))
 layout.INGEST.order("args", "group", ("day", "user", "count"))
-layout.INGEST.order("args", "log", ("body",))
+layout.INGEST.order("args", "log", ("event_id", "body"))
 
 
 @lru_cache(maxsize=512)
@@ -58,7 +58,7 @@ def _call(p: int, days: dict[str, dict[str, list[int]]], events: Sequence[Event]
     group_keys: list[str] = []
     day_args: list[int] = []
     group_args: list[object] = []
-    bodies: list[bytes] = []
+    bodies: list[object] = []
     order: list[int] = []
     for day_no, (d, users) in enumerate(days.items(), 1):
         key_list += (keys.fleet_index(p, d), keys.fleet_aggregates(p, d),
@@ -69,7 +69,8 @@ def _call(p: int, days: dict[str, dict[str, list[int]]], events: Sequence[Event]
         for u, idx in users.items():
             group_keys += (keys.user_index(p, u, d), keys.user_aggregates(p, u, d))
             group_args += (day_no, u, len(idx))
-            bodies += [events[i].body for i in idx]
+            for i in idx:
+                bodies += (events[i].event_id, events[i].body)
             order += idx
     head = layout.INGEST.pack("head", minid=minid, retry=0, days=len(days),
                               groups=len(group_args) // 3)

@@ -42,15 +42,15 @@ local INGEST_ARGS = {
   head = positions{'minid', 'retry', 'days', 'groups'},
   day = positions{'expire_at'},
   group = positions{'day', 'user', 'count'},
-  log = positions{'body'},
+  log = positions{'event_id', 'body'},
 }
 --
 -- The logs come grouped by (user, UTC day); `attempt` is this attempt's answer key
 -- (keys.attempt); every key carries the partition's hash tag (one slot). `minid` bounds
 -- the feed's trim, `retry` is 1 when an earlier attempt of this same call may have run,
 -- a day's `expire_at` is when its keys expire, a group names its day (1-based), its user
--- and how many of the following bodies are its logs. The time, type and figures of a log
--- are read from its compact body (schema.BODY_FIELDS), its event id from the body's end.
+-- and how many of the following logs are its own. A log is its event id and its compact
+-- body; the time, type and figures are read from the body's head (schema.BODY_FIELDS).
 --
 -- The user-day index is also the idempotency set: a log is stored only when its id is not
 -- in it yet (ZADD NX for one log, ZMSCORE then one ZADD for more); only then are the body,
@@ -67,11 +67,10 @@ local INGEST_ARGS = {
 -- in `attempt` for KEEP seconds: a retry of the same attempt (the reply or a replica's WAIT
 -- was lost) returns the first answer instead of finding its own writes and calling them
 -- duplicates.
-local function parse(body)
+local function parse(eid, body)
   local ts, t, dur, meters, hr, dk = string.match(
-    body, '^%[(%d+),(%d+),%d+,(%d+),(%d+),([%w]+),(%d+),')
-  local eid = string.match(body, '"([^"]+)"%]$')
-  if not (ts and eid) then return nil end
+    body, '^%[(%-?%d+),(%d+),%-?%d+,(%-?[%d.]+),(%-?%d+),([^,]+),(%-?%d+),')
+  if not ts then return nil end
   return {eid, ts, t, tonumber(dur), tonumber(meters), tonumber(hr), tonumber(dk), body}
 end
 
@@ -88,7 +87,7 @@ end
 
 -- An activity type's figures are one field of the aggregates hash, '<type code>', holding
 -- the AGGREGATES in order, space-separated integers (heart-rate ones 0 until a log has one).
-local PACKED = '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$'
+local PACKED = '^(%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+)$'
 
 -- Add `accs` (type code -> sums) into an aggregates hash with one HMGET and one HSET;
 -- return true when the hash's keys must get `expire` (EXPIREAT).
@@ -149,7 +148,7 @@ local function ingest(KEYS, ARGV)
     local o = gargs + (g - 1) * AG.n
     local logs = {}
     for j = 1, tonumber(ARGV[o + AG.count]) do
-      local l = parse(ARGV[at + AL.body])
+      local l = parse(ARGV[at + AL.event_id], ARGV[at + AL.body])
       if not l then
         return redis.error_reply('wl_ingest: argument ' .. (at + AL.body) .. ' is not a body')
       end
