@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from bench import load
-from bench.measure import probe
+from bench.measure import per_event, probe
 from bench.stack import Stack
 from watchlog.store import Store
 
@@ -36,7 +36,7 @@ def direct_write(stack: Stack, events: int, run: str) -> dict[str, Any]:
     return {"events_per_s": round((len(built) - 1) / secs), "events": len(built) - 1,
             "decode_validate_events_per_s": round(len(raws) / validate_s),
             "decode_validate_us_per_event": round(validate_s / len(raws) * 1e6, 2),
-            **p.result}
+            **p.result, **per_event(p.result, len(built) - 1)}
 
 
 def redis_benchmark(stack: Stack, requests: int) -> dict[str, Any]:
@@ -59,4 +59,4 @@ def redis_benchmark(stack: Stack, requests: int) -> dict[str, Any]:
     row = rows[-1]
     return {"calls_per_s": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]),
             "p99_ms": float(row["p99_latency_ms"]), "requests": requests,
-            "pipeline": 64, "clients": 16, **p.result}
+            "pipeline": 64, "clients": 16, **p.result, **per_event(p.result, requests)}

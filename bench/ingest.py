@@ -9,7 +9,7 @@ from typing import Any
 import zstandard
 
 from bench import load, sysinfo
-from bench.measure import probe
+from bench.measure import per_event, probe
 from bench.modes import Mode
 from bench.stack import Service, Stack
 
@@ -24,7 +24,8 @@ def post(stack: Stack, svc: Service, mode: Mode, batch: int, run: str,
     with probe(stack.cluster, lambda: sysinfo.tree(svc.proc.pid)) as p:
         w = load.wrk(svc.url, "ingest.lua", args, seconds=seconds or mode.seconds,
                      connections=CONNECTIONS[batch])
-    return {**w, "events_per_s": round(w["rps"] * batch), "batch": batch, **p.result}
+    return {**w, "events_per_s": round(w["rps"] * batch), "batch": batch, **p.result,
+            **per_event(p.result, w["requests"] * batch)}
 
 
 def pool_bodies(count: int, batch: int, run: str, encoding: str) -> list[bytes]:
@@ -52,16 +53,18 @@ def post_pool(stack: Stack, svc: Service, mode: Mode, encoding: str, run: str,
     with probe(stack.cluster, lambda: sysinfo.tree(svc.proc.pid)) as p:
         w = load.wrk(svc.url, "pool.lua", args, seconds=mode.seconds, connections=8)
     path.unlink()
-    return {**w, "events_per_s": round(w["rps"] * 1000), "batch": 1000,
+    return {**per_event(p.result, w["requests"] * 1000), **w,
+            "events_per_s": round(w["rps"] * 1000), "batch": 1000,
             "encoding": encoding, "pool": count, "reused_bodies": w["requests"] > count,
             "bytes_per_request": round(sum(map(len, bodies)) / len(bodies)), **p.result}
 
 
 def trivial(stack: Stack, svc: Service, mode: Mode, run: str,
             seconds: float | None = None) -> dict[str, Any]:
-    """The same single-log POST as the producer's, to the one-route app."""
+    """The same single-log POST as the producer's, to the one-route app (or the naive
+    RPUSH app, which stores it with one command)."""
     args = ["/", "none", "1", run, str(load.now_s()), "100000"]
     with probe(stack.cluster, lambda: sysinfo.tree(svc.proc.pid)) as p:
         w = load.wrk(svc.url, "ingest.lua", args, seconds=seconds or mode.seconds,
                      connections=CONNECTIONS[1])
-    return {**w, **p.result}
+    return {**w, **p.result, **per_event(p.result, w["requests"])}

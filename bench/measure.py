@@ -12,13 +12,14 @@ from bench import sysinfo
 from watchlog.launcher.redis.cluster import LocalCluster
 
 
-def redis_info(cluster: LocalCluster) -> dict[str, float]:
-    """Sum the figures of every master: commands, memory, CPU seconds."""
-    total = {"commands": 0.0, "used_memory": 0.0, "cpu": 0.0}
+def redis_info(cluster: LocalCluster) -> dict[str, Any]:
+    """Sum the figures of every master: commands, memory, CPU seconds, and per command
+    (``INFO commandstats``) its calls and microseconds."""
+    total: dict[str, Any] = {"commands": 0.0, "used_memory": 0.0, "cpu": 0.0, "per_command": {}}
     for port in cluster.ports:
         client = cluster.node_client(port)
         try:
-            info = client.info()
+            info = client.info("all")
         finally:
             client.close()
         if info.get("role") != "master":
@@ -26,7 +27,27 @@ def redis_info(cluster: LocalCluster) -> dict[str, float]:
         total["commands"] += info["total_commands_processed"]
         total["used_memory"] += info["used_memory"]
         total["cpu"] += info["used_cpu_user"] + info["used_cpu_sys"]
+        for k, v in info.items():
+            if k.startswith("cmdstat_") and isinstance(v, dict):
+                c = total["per_command"].setdefault(k.removeprefix("cmdstat_"), [0, 0])
+                c[0] += int(v.get("calls", 0))
+                c[1] += int(v.get("usec", 0))
     return total
+
+
+def command_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Return, per command run during the block, its calls and microseconds (summed over
+    the masters; commands run inside functions are counted too), the costliest first."""
+    out = {}
+    for name, (calls, usec) in after["per_command"].items():
+        c0, u0 = before["per_command"].get(name, (0, 0))
+        if calls - c0 > 0 and name not in BOOKKEEPING:
+            out[name] = {"calls": calls - c0, "usec": usec - u0,
+                         "usec_per_call": round((usec - u0) / (calls - c0), 2)}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["usec"]))
+
+
+BOOKKEEPING = ("info", "cluster|slots", "cluster|nodes", "cluster|shards", "ping")
 
 
 def wait_quiet(cluster: LocalCluster, timeout: float = 120.0) -> float:
@@ -75,4 +96,19 @@ def probe(cluster: LocalCluster, server_pids: Callable[[], list[int]] = list):  
         "redis_cmds_per_s": round((r1["commands"] - r0["commands"]) / secs),
         "redis_cpu_cores": round((r1["cpu"] - r0["cpu"]) / secs, 2),
         "redis_mem_mb": round(r1["used_memory"] / 2**20, 1),
+        "redis_cpu_s": round(r1["cpu"] - r0["cpu"], 4),
+        "seconds_measured": round(secs, 3),
+        "commandstats": command_delta(r0, r1),
     }
+
+
+def per_event(result: dict[str, Any], events: float) -> dict[str, Any]:
+    """Redis CPU (µs) per stored event over the block, and each command's calls and µs per
+    event, from a probe's ``result``."""
+    if not events:
+        return {}
+    return {"redis_cpu_us_per_event": round(result["redis_cpu_s"] / events * 1e6, 2),
+            "commands_per_event": {k: {"calls": round(v["calls"] / events, 3),
+                                       "usec": round(v["usec"] / events, 2),
+                                       "usec_per_call": v["usec_per_call"]}
+                                   for k, v in result["commandstats"].items()}}

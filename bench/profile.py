@@ -67,7 +67,53 @@ def summarise(raw: str) -> dict[str, Any]:
         for f in set(frames):
             total[f] += n
     ours = Counter({f: v for f, v in total.items() if "watchlog" in f})
-    return {"samples": samples, "self_pct": _top(own, samples), "total_pct": _top(ours, samples)}
+    return {"samples": samples, "self_pct": _top(own, samples), "total_pct": _top(ours, samples),
+            "hooks_pct": hooks(raw)}
+
+
+# Where a request's Python time goes, by part: each sample is given to the part of its
+# innermost frame that belongs to one (so the store's time inside the view is the
+# store's, the limiter's inside the auth wrapper the limiter's).
+PARTS = (
+    ("store + Redis client", ("watchlog.store.", "redis.", "hiredis")),
+    ("metrics (prometheus multiprocess)", ("prometheus_client.", "watchlog.core.metrics.")),
+    ("rate limiter", ("watchlog.api.limits.", "limits.")),
+    ("faults", ("watchlog.api.faults.",)),
+    ("auth", ("watchlog.api.auth.",)),
+    ("body bound", ("watchlog.api.bodies.",)),
+    ("security headers", ("watchlog.api.security.",)),
+    ("hooks (metrics/faults before/after)", ("watchlog.api.hooks.",)),
+    ("decode + validate (schema, msgspec)", ("watchlog.core.schema.", "msgspec.")),
+    ("the ingest view", ("watchlog.api.",)),
+    ("Flask/Werkzeug dispatch", ("flask.", "werkzeug.", "click.", "jinja2.", "blinker.")),
+    ("server (granian)", ("granian.",)),
+)
+
+
+def hooks(raw: str) -> list[tuple[str, float]]:
+    """Return each part's share of the samples (see ``PARTS``), largest first."""
+    counts: Counter[str] = Counter()
+    samples = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [label(f) for f in stack.split(";")
+                  if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        n = int(count)
+        samples += n
+        counts[_part(frames)] += n
+    return [(k, round(100 * v / samples, 1)) for k, v in counts.most_common()] if samples else []
+
+
+def _part(frames: list[str]) -> str:
+    for f in reversed(frames):
+        for name, prefixes in PARTS:
+            if f.startswith(prefixes):
+                return name
+    return "other"
 
 
 def _top(counts: Counter[str], samples: int) -> list[tuple[str, float]]:
@@ -85,3 +131,31 @@ def profile(stack: Stack, svc: Service, mode: Mode, batch: int, run: str,
     if not out.exists():
         return {"error": err.decode(errors="replace")[-300:]}
     return {"events_per_s_while_sampled": load["events_per_s"], **summarise(out.read_text())}
+
+
+def main(batch: int = 1, seconds: float = 10.0) -> None:
+    """``python -m bench.profile [BATCH] [SECONDS]``: profile the producer alone, print parts."""
+    import tempfile
+
+    from bench.modes import MODES
+
+    work = Path(tempfile.mkdtemp(prefix="watchlog-profile-"))
+    stack = Stack.start(work / "state")
+    try:
+        prod = stack.serve_watchlog("producer")
+        mode = MODES["full"]
+        ingest.post(stack, prod, mode, batch, "warm", seconds=2)
+        r = profile(stack, prod, Mode(**{**mode.__dict__, "profile_seconds": seconds}), batch,
+                    "prof", work)
+    finally:
+        stack.stop()
+    print(f"{r.get('samples')} samples, {r.get('events_per_s_while_sampled')} events/s")
+    for name, pct in r.get("hooks_pct", []):
+        print(f"  {pct:5.1f}%  {name}")
+    for (f, pct) in r.get("self_pct", []):
+        print(f"  self {pct:5.1f}%  {f}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1,
+         float(sys.argv[2]) if len(sys.argv) > 2 else 10.0)

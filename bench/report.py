@@ -16,16 +16,23 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return each target of issue 7 with its measured value and whether it holds."""
+    """Return each target (issues 7 and 16) with its measured value and whether it holds."""
     s, c = r["scenarios"], r["ceilings"]
     batch = s["batch_1000"]["events_per_s"]
     mem = r["memory"]
+    ref_us = c["redis_benchmark"].get("redis_cpu_us_per_event")
     rows = [
+        ("single-event POST / naive one-command endpoint req/s", ">=", 1.0,
+         _ratio(s["single_post"]["rps"], c.get("naive", {}).get("rps"))),
         ("single-event POST / trivial endpoint req/s", ">=", 0.70,
          _ratio(s["single_post"]["rps"], c["trivial"]["rps"])),
+        ("Redis CPU per stored log, batch 1,000 / one two-key Lua call", "<=", 2.5,
+         _ratio(s["batch_1000"].get("redis_cpu_us_per_event"), ref_us)),
+        ("Redis CPU per stored log, single POST / one two-key Lua call", "<=", 4.0,
+         _ratio(s["single_post"].get("redis_cpu_us_per_event"), ref_us)),
         ("batch 1,000 events/s / direct write path", ">=", 0.60,
          _ratio(batch, c["direct_write"]["events_per_s"])),
-        ("batch 1,000 events/s / redis-benchmark two-key Lua calls/s", ">=", 0.15,
+        ("batch 1,000 events/s / redis-benchmark two-key Lua calls/s", ">=", 0.35,
          _ratio(batch, c["redis_benchmark"]["calls_per_s"])),
         ("per-user query p99: big store / 10k store", "<=", 1.5,
          _ratio(s["query_big"]["p99_ms"], s["query_10k"]["p99_ms"])),
@@ -85,9 +92,44 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _redis_cost(r: dict[str, Any]) -> list[str]:
+    """Redis CPU per stored log of each write, against the reference call, and per command."""
+    c, s = r["ceilings"], r["scenarios"]
+    ref = c["redis_benchmark"].get("redis_cpu_us_per_event")
+    rows = {k: d for k, d in {**c, **s}.items()
+            if d.get("redis_cpu_us_per_event") is not None and (
+                k in ("redis_benchmark", "direct_write", "naive") or k in s and "batch" in d)}
+    out = ["### Redis CPU per stored log (masters' used_cpu_sys + used_cpu_user)", ""]
+    out += _table(["write", "Redis µs per log", "× two-key Lua call", "Redis commands per log"],
+                  [[LABELS.get(k, k), d["redis_cpu_us_per_event"],
+                    _ratio(d["redis_cpu_us_per_event"], ref),
+                    sum(x["calls"] for x in d.get("commands_per_event", {}).values())]
+                   for k, d in rows.items()])
+    for k in ("single_post", "batch_1000"):
+        per = s.get(k, {}).get("commands_per_event")
+        if per:
+            out += ["", f"`INFO commandstats` per stored log, {LABELS[k]}:", ""]
+            out += _table(["command", "calls per log", "µs per log", "µs per call"],
+                          [[name, x["calls"], x["usec"], x["usec_per_call"]]
+                           for name, x in per.items()])
+    d = r.get("durability")
+    if d:
+        out += ["", f"### Durability: {d['replicas']} replica(s) per master, every write "
+                "waits for it (`WAIT`)", ""]
+        out += _table(["scenario", "throughput", "p99 ms", "× the same without replicas"],
+                      [[LABELS[k], d[k]["events_per_s"], d[k]["p99_ms"],
+                        _ratio(d[k]["events_per_s"], s[k]["events_per_s"])]
+                       for k in ("single_post", "batch_1000")])
+    rounds = r.get("single_rounds")
+    if rounds:
+        out += ["", "Single-log rounds, interleaved (req/s): " + "; ".join(
+            f"{k} {', '.join(_fmt(x) for x in v)}" for k, v in rounds.items()) + "."]
+    return out + [""]
+
+
 def _extras(r: dict[str, Any]) -> list[str]:
     mem, s = r["memory"], r["scenarios"]
-    out = ["### Memory per stored event", ""]
+    out = [*_redis_cost(r), "### Memory per stored event", ""]
     out += _table(["events stored", "Redis bytes/event", "compact JSON bytes/event", "ratio"],
                   [[mem["events"], mem["redis_bytes_per_event"], mem["json_bytes_per_event"],
                     _ratio(mem["redis_bytes_per_event"], mem["json_bytes_per_event"])]])
@@ -122,12 +164,17 @@ def _profile(prof: dict[str, Any]) -> list[str]:
                 " events/s while sampled)", ""]
         out += _table(["self: function", "%", "inclusive: watchlog function", "%"],
                       [[*a, *b] for a, b in zip(p["self_pct"], p["total_pct"], strict=False)])
+        if p.get("hooks_pct"):
+            out += ["", "By part (each sample to the part of its innermost frame that has "
+                    "one; `bench/profile.py` PARTS):", ""]
+            out += _table(["part", "% of Python time"], p["hooks_pct"])
         out.append("")
     return out
 
 
 LABELS = {
     "trivial": "ceiling: trivial endpoint (single POST)",
+    "naive": "ceiling: naive one-command endpoint (RPUSH, single POST)",
     "direct_write": "ceiling: Store.ingest direct (1,000/call)",
     "redis_benchmark": "ceiling: redis-benchmark two-key Lua, -P 64",
     "single_post": "single-event POST",

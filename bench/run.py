@@ -14,7 +14,18 @@ import click
 from rich.console import Console
 
 import bench.formats as formats  # on a line of its own: fewer merge conflicts
-from bench import ceilings, ingest, memory, profile, reads, report, sysinfo, validation, wsgi
+from bench import (
+    ceilings,
+    durability,
+    ingest,
+    memory,
+    profile,
+    reads,
+    report,
+    sysinfo,
+    validation,
+    wsgi,
+)
 from bench.modes import MODES, Mode
 from bench.stack import Stack
 
@@ -41,8 +52,19 @@ def writes(r: dict[str, Any], stack: Stack, mode: Mode, run: str, work: Path) ->
     stack.stop_service("trivial")
     step(r, "ceilings", "direct_write", ceilings.direct_write, stack, mode.direct_events, run)
     step(r, "ceilings", "redis_benchmark", ceilings.redis_benchmark, stack, mode.rb_requests)
+    naive = stack.serve_naive("naive")
     prod = stack.serve_watchlog("producer")
-    for batch, name in ((1, "single_post"), (100, "batch_100"), (1000, "batch_1000")):
+    # The naive endpoint and the single-log POST in interleaved rounds; the median of each.
+    rounds: dict[str, Any] = {}
+    for n in range(mode.single_rounds):
+        step(rounds, "naive", str(n), ingest.trivial, stack, naive, mode, f"{run}n{n}")
+        step(rounds, "single_post", str(n), ingest.post, stack, prod, mode, 1, f"{run}b1r{n}")
+    stack.stop_service("naive")
+    r.setdefault("ceilings", {})["naive"] = _median(list(rounds["naive"].values()))
+    r.setdefault("scenarios", {})["single_post"] = _median(
+        list(rounds["single_post"].values()))
+    r["single_rounds"] = {k: [x["rps"] for x in v.values()] for k, v in rounds.items()}
+    for batch, name in ((100, "batch_100"), (1000, "batch_1000")):
         step(r, "scenarios", name, ingest.post, stack, prod, mode, batch, f"{run}b{batch}")
     rps = r["scenarios"]["batch_1000"]["rps"]
     for enc in ("identity", "gzip", "zstd"):
@@ -53,6 +75,12 @@ def writes(r: dict[str, Any], stack: Stack, mode: Mode, run: str, work: Path) ->
             step(r, "profile", f"producer, {batch} log(s)/request", profile.profile, stack,
                  prod, mode, batch, f"{run}p{batch}", work)
     stack.stop_service("producer")
+
+
+def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median req/s, with every round's req/s beside it."""
+    ranked = sorted(results, key=lambda x: x["rps"])
+    return {**ranked[len(ranked) // 2], "rounds_rps": [x["rps"] for x in results]}
 
 
 def reads_(r: dict[str, Any], stack: Stack, mode: Mode, run: str, work: Path) -> None:
@@ -76,7 +104,7 @@ def reads_(r: dict[str, Any], stack: Stack, mode: Mode, run: str, work: Path) ->
     r["memory"]["share_pct"] = memory.breakdown(stack.cluster)
 
 
-def run_all(mode: Mode, state: Path | None) -> dict[str, Any]:
+def run_all(mode: Mode, state: Path | None, replicas: int = 1) -> dict[str, Any]:
     run = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + secrets.token_hex(2)
     r: dict[str, Any] = {"run": run, "mode": mode.name, "machine": sysinfo.machine(),
                          "started": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -90,6 +118,8 @@ def run_all(mode: Mode, state: Path | None) -> dict[str, Any]:
             step(r, "-", "wsgi", wsgi.compare, stack, mode, run, work)
         finally:
             stack.stop()
+        if replicas:
+            step(r, "-", "durability", durability.measure, mode, run, work, replicas)
     step(r, "-", "validation", validation.run, mode.validation_rounds)
     r["seconds"] = round(time.monotonic() - t0, 1)
     r["targets"] = report.targets(r)
@@ -106,17 +136,19 @@ def run_all(mode: Mode, state: Path | None) -> dict[str, Any]:
 @click.option("--no-docs", is_flag=True, help="Do not touch the Markdown file.")
 @click.option("--state", type=click.Path(path_type=Path), default=None,
               help="State directory of the bench cluster (default: a temporary one).")
+@click.option("--replicas", type=int, default=1, show_default=True,
+              help="Replicas per master of the durability scenario (0: skip it).")
 @click.option("--capacity", is_flag=True,
               help="Only the capacity figures with 1, 2, 3 masters (bench/capacity.py).")
 @click.pass_context
 def main(ctx: click.Context, mode: str, output: Path, docs: Path, no_docs: bool,
-         state: Path | None, capacity: bool) -> None:
+         state: Path | None, replicas: int, capacity: bool) -> None:
     """Benchmark watchlog: scenarios, their ceilings and the targets, in one run."""
     if capacity:
         from bench import capacity as capacity_bench
         ctx.invoke(capacity_bench.main)
         return
-    r = run_all(MODES[mode], state)
+    r = run_all(MODES[mode], state, replicas)
     output.mkdir(parents=True, exist_ok=True)
     path = output / f"{r['run']}.json"
     path.write_text(json.dumps(r, indent=2) + "\n")

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 
 from bench import sysinfo
 from watchlog.core.credentials import Credentials, load_or_create
 from watchlog.core.settings import Settings
 from watchlog.launcher.procs import free_redis_ports, spawn, terminate
 from watchlog.launcher.redis.cluster import LocalCluster
+from watchlog.launcher.redis.conf import ADMIN_USER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,10 +70,11 @@ class Stack:
     services: dict[str, Service] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, state: Path, masters: int = 3) -> Stack:
+    def start(cls, state: Path, masters: int = 3, replicas: int = 0) -> Stack:
         state.mkdir(parents=True, exist_ok=True)
         creds = load_or_create(state)
-        cluster = LocalCluster(state, base_port=None, masters=masters, credentials=creds)
+        cluster = LocalCluster(state, base_port=None, masters=masters, replicas=replicas,
+                               credentials=creds)
         cluster.start()
         return cls(state, cluster, creds)
 
@@ -81,7 +84,9 @@ class Stack:
                 "WATCHLOG_REDIS_URL": self.cluster.seed_urls,
                 "WATCHLOG_RATE_LIMIT": "1000000/second",
                 "WATCHLOG_CONSUMER_RATE_LIMIT": "1000000/second", "WATCHLOG_LOG_LEVEL": "WARNING",
-                "PYTHONPATH": str(ROOT), **extra}
+                # the bench's root first (for `bench.*`), then any path the caller set
+                "PYTHONPATH": os.pathsep.join(
+                    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), **extra}
 
     def settings(self) -> Settings:
         return Settings.from_env(self.env())
@@ -109,6 +114,12 @@ class Stack:
         argv = [sys.executable, "-m", "bench.trivial_app", "--port", "{port}"]
         return self.serve(name, argv, "/", **extra)
 
+    def serve_naive(self, name: str, **extra: str) -> Service:
+        """The one-command RPUSH endpoint (``bench/naive_app.py``), as the admin user."""
+        argv = [sys.executable, "-m", "bench.naive_app", "--port", "{port}"]
+        return self.serve(name, argv, "/", WATCHLOG_REDIS_USERNAME=ADMIN_USER,
+                          WATCHLOG_REDIS_PASSWORD=self.credentials.redis_admin_password, **extra)
+
     def stop_service(self, name: str) -> None:
         svc = self.services.pop(name, None)
         if svc is not None:
@@ -120,9 +131,19 @@ class Stack:
         self.cluster.stop()
 
     def flush(self) -> None:
-        """Empty every master (between the write and the read scenarios)."""
-        rc = self.cluster.admin_client()
+        """Empty every master (between the write and the read scenarios).
+
+        A big store on a busy machine takes a while to free: a long socket timeout, and a
+        master that still timed out is asked again until it is empty.
+        """
+        rc = self.cluster.admin_client(socket_timeout=120.0)
         try:
-            rc.flushall(target_nodes=rc.get_primaries())
+            for node in rc.get_primaries():
+                for _ in range(5):
+                    try:
+                        rc.flushall(target_nodes=node)
+                        break
+                    except redis.exceptions.TimeoutError:
+                        time.sleep(1)
         finally:
             rc.close()

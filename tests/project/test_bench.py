@@ -25,7 +25,7 @@ from helpers import ROOT
 SCENARIOS = ("single_post", "batch_100", "batch_1000", "batch_1000_identity",
              "batch_1000_gzip", "batch_1000_zstd", "query_10k", "query_big", "report",
              "export", "extraction")
-CEILINGS = ("trivial", "direct_write", "redis_benchmark")
+CEILINGS = ("trivial", "naive", "direct_write", "redis_benchmark")
 FIGURES = ("server_cpu_cores", "redis_cmds_per_s", "redis_cpu_cores", "redis_mem_mb")
 
 
@@ -64,12 +64,27 @@ def test_bench_quick_measures_every_ceiling(results: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 def test_bench_quick_evaluates_every_target(results: dict[str, Any]) -> None:
-    assert len(results["targets"]) == 8
+    assert len(results["targets"]) == 11
     assert all(t["measured"] is not None and t["met"] in (True, False)
                for t in results["targets"])
     mem = results["memory"]
     assert mem["redis_bytes_per_event"] > 0 and mem["json_bytes_per_event"] > 0
     assert mem["share_pct"]
+
+
+@pytest.mark.slow
+def test_bench_quick_measures_redis_cost_per_log_and_durability(results: dict[str, Any]) -> None:
+    c, s = results["ceilings"], results["scenarios"]
+    assert c["naive"]["rps"] > 0 and c["naive"]["errors"] == 0
+    for d in (c["redis_benchmark"], c["direct_write"], s["single_post"], s["batch_1000"]):
+        assert d["redis_cpu_us_per_event"] > 0
+        assert d["commands_per_event"]  # INFO commandstats, per stored log
+    assert "fcall" in s["batch_1000"]["commands_per_event"]
+    d = results["durability"]
+    assert d["replicas"] == 1
+    for name in ("single_post", "batch_1000"):
+        assert d[name]["events_per_s"] > 0 and d[name]["errors"] == 0
+    assert "### Durability" in report.markdown(results)
 
 
 @pytest.mark.slow
@@ -109,3 +124,10 @@ def test_profile_summary_counts_self_and_inclusive_time() -> None:
     assert dict(s["self_pct"]) == {"watchlog.core.schema.to_event": 75.0,
                                    "watchlog.api.producer.app.post": 25.0}
     assert dict(s["total_pct"])["watchlog.api.producer.app.post"] == 100.0
+
+
+def test_profile_parts_give_each_sample_to_its_innermost_part() -> None:
+    raw = ("process 1:\"granian\";checked (watchlog/api/auth.py:5);"
+           "post (watchlog/api/producer/ingest.py:10);ingest (watchlog/store/__init__.py:40) 3\n"
+           "process 1:\"granian\";checked (watchlog/api/auth.py:5) 1\n")
+    assert dict(profile.hooks(raw)) == {"store + Redis client": 75.0, "auth": 25.0}

@@ -56,11 +56,11 @@ class _Job:
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        """Read; the caller then releases ``done`` (after parking the reader again)."""
         try:
             self.data = self.fn(self.size)
         except BaseException as e:  # noqa: BLE001 - handed to the waiting request thread
             self.error = e
-        self.done.release()
 
 
 class Readers:
@@ -101,8 +101,12 @@ class Readers:
 
     def _serve(self, inbox: queue.SimpleQueue[_Job]) -> None:
         while True:
-            inbox.get().run()
+            job = inbox.get()
+            job.run()
+            # Parked again before the request thread wakes: its next read (or the next
+            # request's) finds this reader idle instead of starting another thread.
             self.idle.append(inbox)
+            job.done.release()
 
 
 class TimedInput:

@@ -21,6 +21,7 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
 
+from hiredis import pack_command
 from redis import exceptions as rx
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import PRIMARY, ClusterNode, RedisCluster
@@ -263,6 +264,9 @@ class ScriptRunner:
             ("FCALL", c.function.name, len(c.keys), *c.keys, *c.args) for c in calls]
         if replicas:
             commands.append(("WAIT", replicas, self.wait_ms))
+        # hiredis packs str, bytes and int arguments directly: redis-py's pack first walks
+        # every argument in Python (~10% of the producer's CPU on 1,000-log batches)
+        packed = b"".join([pack_command(c) for c in commands])
         idle = self._idle.setdefault(node.name, [])
         conn = None
         try:
@@ -270,7 +274,7 @@ class ScriptRunner:
                 conn = idle.pop()
             except IndexError:
                 conn = self.rc.get_redis_connection(node).connection_pool.get_connection()
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            conn.send_packed_command([packed], check_health=False)
         except TRANSIENT as e:
             if conn is not None:
                 idle.append(conn)  # disconnected by redis-py; it reconnects on its next use

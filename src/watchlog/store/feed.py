@@ -19,10 +19,12 @@ from redis.cluster import ClusterPipeline, RedisCluster
 
 from watchlog.core import keys
 from watchlog.core.errors import InvalidInput, NotFound
+from watchlog.store import layout
 from watchlog.store.cluster import Call, Function
 
 P = keys.PARTITIONS
-BODIES = Function("wl_bodies")
+BODIES = Function(layout.BODIES.function)
+layout.BODIES.order("args", "item", ("key", "ref"))  # the pairs built in bodies_calls
 # A stream entry as redis-py returns it: (id, fields); fields are None once XDEL took it.
 StreamEntry = tuple[bytes, dict[bytes, bytes] | None]
 

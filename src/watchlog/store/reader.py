@@ -12,9 +12,12 @@ from redis.cluster import ClusterPipeline, RedisCluster
 from watchlog.core import keys
 from watchlog.core.errors import InvalidInput
 from watchlog.core.schema import ACTIVITY_TYPES, body_ts
+from watchlog.store import layout
 from watchlog.store.cluster import Call, Function, ScriptRunner
+from watchlog.store.layout import AGGREGATES, EXPIRES_FIELD, HR_COUNT, HR_MAX, HR_SUM
 
-PAGE = Function("wl_page")
+PAGE = Function(layout.PAGE.function)
+layout.PAGE.order("keys", "day", ("index", "bodies"))  # the key pairs built below
 EXPORT_CHUNK = 2000
 
 
@@ -57,8 +60,9 @@ def user_page(runner: ScriptRunner, user: str, frm: int, to: int, limit: int,
     want = "" if tcode is None else str(tcode)
     key_list = [k for day in days for k in (keys.user_index(p, user, day),
                                             keys.bodies(p, day))]
-    call = Call(PAGE, key_list, (frm, to, limit, after, want, keys.ref(user, "")),
-                keys.partition_slot(p))
+    args = layout.PAGE.pack("head", from_ms=frm, to_ms=to, limit=limit, after=after,
+                            type=want, prefix=keys.ref(user, ""))
+    call = Call(PAGE, key_list, args, keys.partition_slot(p))
     exhausted, last_day, last, *items = runner.run([call])[0]  # every day in one round trip
     if exhausted or not items:
         return items, None
@@ -66,11 +70,22 @@ def user_page(runner: ScriptRunner, user: str, frm: int, to: int, limit: int,
 
 
 def parse_aggregates(raw: dict[bytes, bytes]) -> dict[str, dict[str, int]]:
-    """Turn an aggregates hash (``<type code>:<field>``) into a dict per activity type."""
+    """Turn an aggregates hash into a dict per activity type (the figures ``AGGREGATES``
+    names; the heart-rate ones only when some log of the type had a heart rate)."""
     out: dict[str, dict[str, int]] = {}
+    legacy: dict[str, dict[str, int]] = {}
     for f, v in raw.items():
         code, _, name = f.decode().partition(":")
-        out.setdefault(ACTIVITY_TYPES[int(code)], {})[name] = int(v)
+        if name:  # one field per figure, as written before the packed fields: still read
+            legacy.setdefault(ACTIVITY_TYPES[int(code)], {})[name] = int(v)
+        elif code != EXPIRES_FIELD:
+            figures = dict(zip(AGGREGATES, map(int, v.split()), strict=True))
+            if not figures[HR_COUNT]:
+                for name in (HR_SUM, HR_COUNT, HR_MAX):
+                    del figures[name]
+            out[ACTIVITY_TYPES[int(code)]] = figures
+    for t, figures in legacy.items():
+        merge_aggregates(out.setdefault(t, {}), figures)
     return out
 
 
@@ -102,12 +117,14 @@ def fleet_day(rc: RedisCluster, day: str) -> tuple[int, dict[str, dict[str, int]
 def merge_aggregates(into: dict[str, int], agg: dict[str, int]) -> None:
     """Add one set of aggregate fields into another (heart-rate max ``x`` takes the max)."""
     for name, v in agg.items():
-        into[name] = max(into.get(name, 0), v) if name == "x" else into.get(name, 0) + v
+        into[name] = max(into.get(name, 0), v) if name == HR_MAX else into.get(name, 0) + v
 
 
 def _fleet_call(p: int, day: str, frm: int, to: int, want: str, after: str) -> Call:
-    return Call(PAGE, (keys.fleet_index(p, day), keys.bodies(p, day)),
-                (frm, to, EXPORT_CHUNK, after, want, ""), keys.partition_slot(p))
+    args = layout.PAGE.pack("head", from_ms=frm, to_ms=to, limit=EXPORT_CHUNK, after=after,
+                            type=want, prefix="")
+    return Call(PAGE, (keys.fleet_index(p, day), keys.bodies(p, day)), args,
+                keys.partition_slot(p))
 
 
 def _partition_stream(runner: ScriptRunner, p: int, day: str, frm: int, to: int,

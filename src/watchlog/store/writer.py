@@ -11,11 +11,19 @@ from functools import lru_cache
 
 from watchlog.core import keys
 from watchlog.core.schema import Event
+from watchlog.store import layout
 from watchlog.store.cluster import Call, Function
 
-INGEST = Function("wl_ingest")
-# ARGV[4] of wl_ingest (lua/library.lua): 1 when an earlier attempt of the call may have run.
-RETRY_FLAG = 3
+INGEST = Function(layout.INGEST.function)
+# The position in a call's args of the flag a retry sets (its first attempt may have run).
+RETRY_FLAG = layout.INGEST.arg("head", "retry")
+# Parts this module builds by hand, in an order checked against the layout at import.
+layout.INGEST.order("keys", "head", ("feed", "attempt"))
+layout.INGEST.order("keys", "day", ("fleet_index", "fleet_aggregates", "active_users", "bodies"))
+layout.INGEST.order("keys", "group", ("user_index", "user_aggregates"))
+layout.INGEST.order("args", "day", ("expire_at",))
+layout.INGEST.order("args", "group", ("day", "user", "count"))
+layout.INGEST.order("args", "log", ("event_id", "body"))
 
 
 @lru_cache(maxsize=512)
@@ -27,44 +35,45 @@ def day_end(day: str) -> int:
 
 def ingest_calls(events: Sequence[Event], retention_days: int,
                  now_ms: int | None = None) -> tuple[list[Call], list[list[int]]]:
-    """Return one call per partition, and for each call the batch positions it covers."""
+    """Return one call per partition, and for each call the batch positions it covers, in
+    the order of the call's answers (its logs grouped by day, then user)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     minid = now_ms - retention_days * 86400_000
-    by_partition: dict[int, list[int]] = defaultdict(list)
+    # partition -> day -> user -> batch positions (dicts keep first-seen order)
+    by_partition: dict[int, dict[str, dict[str, list[int]]]] = defaultdict(dict)
     for i, e in enumerate(events):
-        by_partition[e.partition].append(i)
+        by_partition[e.partition].setdefault(e.day, {}).setdefault(e.user, []).append(i)
     keep_until = now_ms // 1000 + retention_days * 86400
-    calls = [_call(p, [events[i] for i in idx], retention_days, minid, keep_until)
-             for p, idx in by_partition.items()]
-    return calls, list(by_partition.values())
+    calls, positions = [], []
+    for p, days in by_partition.items():
+        call, idx = _call(p, days, events, retention_days, minid, keep_until)
+        calls.append(call)
+        positions.append(idx)
+    return calls, positions
 
 
-def _call(p: int, evs: list[Event], retention_days: int, minid: int, keep_until: int) -> Call:
+def _call(p: int, days: dict[str, dict[str, list[int]]], events: Sequence[Event],
+          retention_days: int, minid: int, keep_until: int) -> tuple[Call, list[int]]:
     key_list = [keys.feed(p), keys.attempt(p, secrets.token_hex(8))]
-    index: dict[str, int] = {}
-    expires: dict[int, int] = {}
-
-    def ref(key: str, day: str) -> int:
-        i = index.get(key)
-        if i is None:
-            key_list.append(key)
-            i = index[key] = len(key_list)
-            # A day is kept `retention` days after its end, or after its latest write when
-            # that is later (a late log is kept as long as any other, never dropped at once).
-            expires[i] = max(day_end(day) + retention_days * 86400, keep_until)
-        return i
-
-    per_event: list[object] = []
-    for e in evs:
-        d, u = e.day, e.user
-        per_event += (
-            ref(keys.user_index(p, u, d), d),
-            ref(keys.user_aggregates(p, u, d), d), ref(keys.fleet_index(p, d), d),
-            ref(keys.fleet_aggregates(p, d), d), ref(keys.active_users(p, d), d),
-            ref(keys.bodies(p, d), d),
-            e.event_id, e.ts, e.tcode, e.duration, e.meters,
-            "" if e.heart_rate is None else e.heart_rate, e.decikcal, u, e.body,
-        )
-    pairs = [x for kv in expires.items() for x in kv]
-    args = [minid, len(evs), len(expires), 0, *pairs, *per_event]
-    return Call(INGEST, key_list, args, keys.partition_slot(p), retry_flag=RETRY_FLAG)
+    group_keys: list[str] = []
+    day_args: list[int] = []
+    group_args: list[object] = []
+    bodies: list[object] = []
+    order: list[int] = []
+    for day_no, (d, users) in enumerate(days.items(), 1):
+        key_list += (keys.fleet_index(p, d), keys.fleet_aggregates(p, d),
+                     keys.active_users(p, d), keys.bodies(p, d))
+        # A day is kept `retention` days after its end, or after its latest write when
+        # that is later (a late log is kept as long as any other, never dropped at once).
+        day_args.append(max(day_end(d) + retention_days * 86400, keep_until))
+        for u, idx in users.items():
+            group_keys += (keys.user_index(p, u, d), keys.user_aggregates(p, u, d))
+            group_args += (day_no, u, len(idx))
+            for i in idx:
+                bodies += (events[i].event_id, events[i].body)
+            order += idx
+    head = layout.INGEST.pack("head", minid=minid, retry=0, days=len(days),
+                              groups=len(group_args) // 3)
+    call = Call(INGEST, key_list + group_keys, [*head, *day_args, *group_args, *bodies],
+                keys.partition_slot(p), retry_flag=RETRY_FLAG)
+    return call, order

@@ -6,106 +6,234 @@
 -- Each function gets KEYS and ARGV as a script would. The readers are flagged no-writes:
 -- they still run on a master that refuses writes (min-replicas-to-write).
 
+-- Each function's KEYS and ARGV are a head and repeated parts (per day, per group, per
+-- log…), named by the lists below and addressed by name. store/layout.py names the same
+-- lists for the Python side; tests/test_store_layout.py checks that they agree.
+local function positions(names)
+  local t = {n = #names}
+  for i = 1, #names do t[names[i]] = i end
+  return t
+end
+
+-- An activity type's aggregates, in the order they are packed in its field (store/layout.py
+-- AGGREGATES): count, duration (s), distance (m), calories (0.1 kcal), heart-rate sum,
+-- heart-rate count, heart-rate max. Summed below by position, in this order.
+local AGGREGATES = {'n', 'd', 'm', 'c', 'h', 'k', 'x'}
+-- The expire-at (epoch s) last given to the keys an aggregates hash stands for
+-- (store/layout.py EXPIRES_FIELD): a user-day's hash for its index, a partition-day's for
+-- its fleet index, active users and bodies. Absent: the keys are new (or predate it).
+local EXPIRES = 'e'
+local CHUNK = 4000 -- arguments per variadic command (Lua's unpack has a stack limit)
+
+local function variadic(cmd, key, list)
+  for i = 1, #list, CHUNK do
+    redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
+  end
+end
+
 -- == wl_ingest ==
--- Store a batch of events of ONE partition, atomically and idempotently.
+-- Store a batch of logs of ONE partition, atomically and idempotently.
+local INGEST_KEYS = {
+  head = positions{'feed', 'attempt'},
+  day = positions{'fleet_index', 'fleet_aggregates', 'active_users', 'bodies'},
+  group = positions{'user_index', 'user_aggregates'},
+}
+local INGEST_ARGS = {
+  head = positions{'minid', 'retry', 'days', 'groups'},
+  day = positions{'expire_at'},
+  group = positions{'day', 'user', 'count'},
+  log = positions{'event_id', 'body'},
+}
 --
--- KEYS[1] is the partition's feed stream, KEYS[2] this attempt's answer (keys.attempt);
--- the other keys are the distinct per-day keys the batch touches (all carry the
--- partition's hash tag, so they share one slot).
--- ARGV: minid (feed trim bound), n events, m expiring keys, retry (1 when an earlier
---   attempt of this same call may have run), then m pairs (key index, expire-at seconds),
---   then n groups of 15: ut, ua, ft, pa, pu, b (key indexes), event_id, event time (ms,
---   the indexes' score), type code, duration, meters, heart rate ('' when absent),
---   decikcal, user, body.
--- The user-day index is also the idempotency set: an event is stored only when ZADD NX
--- adds its id; only then are the body, the fleet index, the aggregates, the active users
--- and the feed updated, so a retried batch counts nothing twice. The body is stored once,
--- in the partition-day's bodies hash under "<user> <event_id>" (keys.ref); the fleet
--- index and the feed hold that reference.
--- Aggregates are summed in Lua tables and written once per field per call.
--- Returns one 1 (created) or 0 (duplicate) per event, and keeps that answer in KEYS[2]
--- for ATTEMPT_TTL_S: a retry of the same attempt (the reply or a replica's WAIT was lost)
--- returns the first answer instead of finding its own writes and calling them duplicates.
+-- The logs come grouped by (user, UTC day); `attempt` is this attempt's answer key
+-- (keys.attempt); every key carries the partition's hash tag (one slot). `minid` bounds
+-- the feed's trim, `retry` is 1 when an earlier attempt of this same call may have run,
+-- a day's `expire_at` is when its keys expire, a group names its day (1-based), its user
+-- and how many of the following logs are its own. A log is its event id and its compact
+-- body; the time, type and figures are read from the body's head (schema.BODY_FIELDS).
+--
+-- The user-day index is also the idempotency set: a log is stored only when its id is not
+-- in it yet (ZADD NX for one log, ZMSCORE then one ZADD for more); only then are the body,
+-- the fleet index, the aggregates, the active users and the feed updated, so a retried
+-- batch counts nothing twice. The body is stored once, in the partition-day's bodies hash
+-- under "<user> <event_id>" (keys.ref); the fleet index and the feed hold that reference.
+-- One command per key per call: the bodies (HSET), the indexes (ZADD), each aggregates
+-- hash (HMGET, then one HSET of the new values: exact integer sums, the heart-rate max;
+-- one field per activity type).
+-- Keys get EXPIREAT only when their expiry must move: the aggregates hash keeps the
+-- expire-at its keys were given (EXPIRES), read and written by the same HMGET/HSET; a
+-- user-day new today also joins the active users then.
+-- Returns one 1 (created) or 0 (duplicate) per log, in call order, and keeps that answer
+-- in `attempt` for KEEP seconds: a retry of the same attempt (the reply or a replica's WAIT
+-- was lost) returns the first answer instead of finding its own writes and calling them
+-- duplicates.
+local function parse(eid, body)
+  local ts, t, dur, meters, hr, dk = string.match(
+    body, '^%[(%-?%d+),(%d+),%-?%d+,(%-?[%d.]+),(%-?%d+),([^,]+),(%-?%d+),')
+  if not ts then return nil end
+  return {eid, ts, t, tonumber(dur), tonumber(meters), tonumber(hr), tonumber(dk), body}
+end
+
+local function add_log(accs, l)
+  local a = accs[l[3]]
+  if not a then a = {0, 0, 0, 0, 0, 0, 0}; accs[l[3]] = a end
+  a[1], a[2], a[3], a[4] = a[1] + 1, a[2] + l[4], a[3] + l[5], a[4] + l[7]
+  local hr = l[6]
+  if hr then
+    a[5], a[6] = a[5] + hr, a[6] + 1
+    if hr > a[7] then a[7] = hr end
+  end
+end
+
+-- An activity type's figures are one field of the aggregates hash, '<type code>', holding
+-- the AGGREGATES in order, space-separated integers (heart-rate ones 0 until a log has one).
+local PACKED = '^(%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+)$'
+
+-- Add `accs` (type code -> sums) into an aggregates hash with one HMGET and one HSET;
+-- return true when the hash's keys must get `expire` (EXPIREAT).
+local function write_aggregates(key, accs, expire)
+  local fields = {}
+  for t in pairs(accs) do fields[#fields + 1] = t end
+  local ntypes = #fields
+  fields[ntypes + 1] = EXPIRES
+  local cur = redis.call('HMGET', key, unpack(fields))
+  local set = {}
+  for i = 1, ntypes do
+    local t = fields[i]
+    local a, v = accs[t], {0, 0, 0, 0, 0, 0, 0}
+    if cur[i] then
+      local n, d, m, c, h, k, x = string.match(cur[i], PACKED)
+      v = {tonumber(n), tonumber(d), tonumber(m), tonumber(c), tonumber(h), tonumber(k),
+           tonumber(x)}
+    end
+    for f = 1, 6 do v[f] = v[f] + a[f] end
+    if a[7] > v[7] then v[7] = a[7] end
+    set[#set + 1] = t
+    set[#set + 1] = string.format('%d %d %d %d %d %d %d', v[1], v[2], v[3], v[4], v[5], v[6],
+                                  v[7])
+  end
+  local moved = tonumber(cur[ntypes + 1]) ~= tonumber(expire)
+  if moved then
+    set[#set + 1] = EXPIRES
+    set[#set + 1] = expire
+  end
+  redis.call('HSET', key, unpack(set))
+  return moved
+end
+
 local function ingest(KEYS, ARGV)
-  local minid, n, m = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-  local base = 5 + 2 * m
+  local KH, KD, KG = INGEST_KEYS.head, INGEST_KEYS.day, INGEST_KEYS.group
+  local AH, AD, AG, AL = INGEST_ARGS.head, INGEST_ARGS.day, INGEST_ARGS.group, INGEST_ARGS.log
   local KEEP = 60 -- seconds, keys.ATTEMPT_TTL_S
-  if ARGV[4] == '1' then
-    local first = redis.call('GET', KEYS[2])
+  local attempt = KEYS[KH.attempt]
+  if ARGV[AH.retry] == '1' then
+    local first = redis.call('GET', attempt)
     if first then
       local again = {}
       for i = 1, #first do again[i] = string.byte(first, i) - 48 end
       -- Still a write: the caller's WAIT then covers the first attempt's writes too.
-      redis.call('EXPIRE', KEYS[2], KEEP)
+      redis.call('EXPIRE', attempt, KEEP)
       return again
     end
   end
-  local out, sums, maxes, users = {}, {}, {}, {}
+  local minid = ARGV[AH.minid]
+  local ndays, ngroups = tonumber(ARGV[AH.days]), tonumber(ARGV[AH.groups])
+  local gkeys, gargs = KH.n + ndays * KD.n, AH.n + ndays * AD.n
+  local function day_key(d, name) return KEYS[KH.n + (d - 1) * KD.n + KD[name]] end
+  local function expire_of(d) return ARGV[AH.n + (d - 1) * AD.n + AD.expire_at] end
 
-  local function add(key, field, v)
-    local t = sums[key]
-    if not t then t = {}; sums[key] = t end
-    t[field] = (t[field] or 0) + v
-  end
-
-  local function aggregate(key, t, dur, meters, hr, dk)
-    add(key, t .. ':n', 1)
-    add(key, t .. ':d', dur)
-    add(key, t .. ':m', meters)
-    add(key, t .. ':c', dk)
-    if hr then
-      add(key, t .. ':h', hr)
-      add(key, t .. ':k', 1)
-      local mk = maxes[key]
-      if not mk then mk = {}; maxes[key] = mk end
-      local f = t .. ':x'
-      if not mk[f] or hr > mk[f] then mk[f] = hr end
+  -- Every body is read before anything is written: a malformed one fails the whole call.
+  local groups, at = {}, gargs + ngroups * AG.n
+  for g = 1, ngroups do
+    local o = gargs + (g - 1) * AG.n
+    local logs = {}
+    for j = 1, tonumber(ARGV[o + AG.count]) do
+      local l = parse(ARGV[at + AL.event_id], ARGV[at + AL.body])
+      if not l then
+        return redis.error_reply('wl_ingest: argument ' .. (at + AL.body) .. ' is not a body')
+      end
+      logs[j], at = l, at + AL.n
     end
+    groups[g] = {tonumber(ARGV[o + AG.day]), ARGV[o + AG.user], logs}
   end
 
-  for i = 0, n - 1 do
-    local o = base + i * 15
-    local eid, ts = ARGV[o + 6], ARGV[o + 7]
-    if redis.call('ZADD', KEYS[tonumber(ARGV[o])], 'NX', ts, eid) == 1 then
-      local user = ARGV[o + 13]
-      local ref = user .. ' ' .. eid
-      redis.call('HSET', KEYS[tonumber(ARGV[o + 5])], ref, ARGV[o + 14])
-      redis.call('ZADD', KEYS[tonumber(ARGV[o + 2])], ts, ref)
-      local t, dur, meters = ARGV[o + 8], tonumber(ARGV[o + 9]), tonumber(ARGV[o + 10])
-      local hr, dk = tonumber(ARGV[o + 11]), tonumber(ARGV[o + 12])
-      aggregate(KEYS[tonumber(ARGV[o + 1])], t, dur, meters, hr, dk)
-      aggregate(KEYS[tonumber(ARGV[o + 3])], t, dur, meters, hr, dk)
-      local pu = KEYS[tonumber(ARGV[o + 4])]
-      local u = users[pu]
-      if not u then u = {}; users[pu] = u end
-      u[#u + 1] = user
-      redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'r', ts .. ' ' .. ref)
-      out[#out + 1] = 1
+  local out, marks, days, feed = {}, {}, {}, {}
+  for g = 1, ngroups do
+    local d, user, logs = groups[g][1], groups[g][2], groups[g][3]
+    local gk = gkeys + (g - 1) * KG.n
+    local index = KEYS[gk + KG.user_index]
+    local fresh = {}
+    if #logs == 1 then
+      fresh[1] = redis.call('ZADD', index, 'NX', logs[1][2], logs[1][1]) == 1
     else
-      out[#out + 1] = 0
+      local ids, seen, add = {}, {}, {}
+      for j = 1, #logs do ids[j] = logs[j][1] end
+      local scores = {}
+      for i = 1, #ids, CHUNK do
+        local part = redis.call('ZMSCORE', index, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+        for k = 1, #part do scores[i + k - 1] = part[k] end
+      end
+      for j = 1, #logs do
+        local id = ids[j]
+        if not scores[j] and not seen[id] then
+          seen[id], fresh[j] = true, true
+          add[#add + 1] = logs[j][2]
+          add[#add + 1] = id
+        end
+      end
+      if #add > 0 then variadic('ZADD', index, add) end
+    end
+    local D, accs = days[d], nil
+    for j = 1, #logs do
+      if fresh[j] then
+        local l = logs[j]
+        if not D then D = {{}, {}, {}, {}}; days[d] = D end
+        local ref = user .. ' ' .. l[1]
+        local b, ix = D[1], D[2]
+        b[#b + 1] = ref
+        b[#b + 1] = l[8]
+        ix[#ix + 1] = l[2]
+        ix[#ix + 1] = ref
+        feed[#feed + 1] = l[2] .. ' ' .. ref
+        accs = accs or {}
+        add_log(accs, l)
+        add_log(D[3], l)
+        out[#out + 1], marks[#marks + 1] = 1, '1'
+      else
+        out[#out + 1], marks[#marks + 1] = 0, '0'
+      end
+    end
+    if accs then
+      local agg = KEYS[gk + KG.user_aggregates]
+      if write_aggregates(agg, accs, expire_of(d)) then
+        redis.call('EXPIREAT', index, expire_of(d))
+        redis.call('EXPIREAT', agg, expire_of(d))
+        D[4][#D[4] + 1] = user -- a user-day new in this call: one more active user
+      end
     end
   end
 
-  for key, fields in pairs(sums) do
-    for f, v in pairs(fields) do
-      redis.call('HINCRBY', key, f, v)
+  for d, D in pairs(days) do
+    variadic('HSET', day_key(d, 'bodies'), D[1])
+    variadic('ZADD', day_key(d, 'fleet_index'), D[2])
+    if #D[4] > 0 then variadic('SADD', day_key(d, 'active_users'), D[4]) end
+    if write_aggregates(day_key(d, 'fleet_aggregates'), D[3], expire_of(d)) then
+      for _, name in ipairs{'fleet_index', 'fleet_aggregates', 'active_users', 'bodies'} do
+        redis.call('EXPIREAT', day_key(d, name), expire_of(d))
+      end
     end
   end
-  for key, fields in pairs(maxes) do
-    for f, v in pairs(fields) do
-      local cur = tonumber(redis.call('HGET', key, f))
-      if not cur or v > cur then redis.call('HSET', key, f, v) end
+  local feed_key = KEYS[KH.feed]
+  for i = 1, #feed do
+    if i == 1 then -- the trim bound moves with the clock: once per call is enough
+      redis.call('XADD', feed_key, 'MINID', '~', minid, '*', 'r', feed[i])
+    else
+      redis.call('XADD', feed_key, '*', 'r', feed[i])
     end
   end
-  for key, list in pairs(users) do
-    redis.call('SADD', key, unpack(list))
-  end
-  -- Always runs, duplicates or not: it is a write, so a retried call's WAIT (after a WAIT that
-  -- timed out) waits for the current replication offset, which covers the first write.
-  for j = 0, m - 1 do
-    redis.call('EXPIREAT', KEYS[tonumber(ARGV[5 + 2 * j])], ARGV[6 + 2 * j])
-  end
-  redis.call('SET', KEYS[2], table.concat(out), 'EX', KEEP)
+  -- Always a write, duplicates or not: a retried call's WAIT (after a WAIT that timed out)
+  -- then waits for the current replication offset, which covers the first write.
+  redis.call('SET', attempt, table.concat(marks), 'EX', KEEP) -- strings: no number formatting
   return out
 end
 redis.register_function{function_name = 'wl_ingest', callback = ingest}
@@ -121,9 +249,12 @@ redis.register_function{function_name = 'wl_ingest', callback = ingest}
 -- Members are never removed one by one (whole keys expire), so a cursor's rank is exact:
 -- no gaps and no repeats across pages, even while new events arrive.
 -- Returns {exhausted (0/1), day number of the last body (1-based), its member, body...}.
+local PAGE_KEYS = {day = positions{'index', 'bodies'}}
+local PAGE_ARGS = {head = positions{'from_ms', 'to_ms', 'limit', 'after', 'type', 'prefix'}}
 local function page(KEYS, ARGV)
-  local lo, hi, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-  local after, want, prefix = ARGV[4], ARGV[5], ARGV[6]
+  local A, KD = PAGE_ARGS.head, PAGE_KEYS.day
+  local lo, hi, limit = ARGV[A.from_ms], tonumber(ARGV[A.to_ms]), tonumber(ARGV[A.limit])
+  local after, want, prefix = ARGV[A.after], ARGV[A.type], ARGV[A.prefix]
   local out, lastday, lastmember = {0, 0, ''}, 0, ''
   local HEAD = 3
 
@@ -160,9 +291,10 @@ local function page(KEYS, ARGV)
     return true
   end
 
-  local days = #KEYS / 2
+  local days = #KEYS / KD.n
   for d = 1, days do
-    local used_up = scan(d, KEYS[2 * d - 1], KEYS[2 * d], d == 1 and after or '')
+    local o = (d - 1) * KD.n
+    local used_up = scan(d, KEYS[o + KD.index], KEYS[o + KD.bodies], d == 1 and after or '')
     if #out - HEAD >= limit then
       if used_up and d == days then out[1] = 1 end
       break
@@ -180,10 +312,13 @@ redis.register_function{function_name = 'wl_page', callback = page, flags = {'no
 -- KEYS: the bodies hash keys (one per day) of ONE partition.
 -- ARGV: pairs (key index, reference).
 -- Returns one body per pair, or false when it is gone (retention).
+local BODIES_KEYS = {day = positions{'bodies'}}
+local BODIES_ARGS = {item = positions{'key', 'ref'}}
 local function bodies(KEYS, ARGV)
-  local out = {}
-  for i = 1, #ARGV, 2 do
-    out[#out + 1] = redis.call('HGET', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+  local A, out = BODIES_ARGS.item, {}
+  for i = 0, #ARGV - 1, A.n do
+    local key = KEYS[(tonumber(ARGV[i + A.key]) - 1) * BODIES_KEYS.day.n + BODIES_KEYS.day.bodies]
+    out[#out + 1] = redis.call('HGET', key, ARGV[i + A.ref])
   end
   return out
 end
