@@ -3,7 +3,7 @@
 A function's keys and arguments are a head (fixed positions) followed by repeated parts
 (one per day, per user-day group, per log…). Each part is a tuple of names, in order. The
 library declares the same lists (``positions{...}`` tables, which its code addresses by
-name); ``tests/test_store_layout.py`` checks that both sides name the same things in the
+name); ``tests/store/test_store_layout.py`` checks that both sides name the same things in the
 same order, so a new or moved argument cannot be counted differently on the two sides.
 """
 
