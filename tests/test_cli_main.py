@@ -37,3 +37,27 @@ def test_a_broken_import_is_not_no_such_command(broken: bool, tmp_path: Path,
     else:
         assert "No such command" in result.output
     sys.modules.pop("watchlog_broken_cmd", None)
+
+
+@pytest.mark.parametrize("raised", ["LauncherError", "KeyError"])
+def test_one_handler_turns_the_family_into_a_red_line(raised: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any ``WatchlogError`` a command raises ends in ``Error: <message>`` and exit 1, by the
+    group's one handler. Negative control: an error outside the family (a bug) is not
+    dressed up; its traceback stays (``result.exception``)."""
+    (tmp_path / "watchlog_failing_cmd.py").write_text(
+        "import click\n"
+        "from watchlog.core.errors import LauncherError\n"
+        "@click.command()\n"
+        "def failing():\n"
+        f"    raise {raised}('port 7000 is taken')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(main.COMMANDS, "failing", ("watchlog_failing_cmd", "failing"))
+    result = CliRunner().invoke(main.cli, ["failing"])
+    sys.modules.pop("watchlog_failing_cmd", None)
+    assert result.exit_code == 1
+    if raised == "LauncherError":
+        assert "Error: port 7000 is taken" in result.output
+        assert isinstance(result.exception, SystemExit)
+    else:
+        assert isinstance(result.exception, KeyError)

@@ -25,7 +25,8 @@ from click.testing import CliRunner
 from watchlog.cli.main import cli
 from watchlog.clients import simulator
 from watchlog.clients.extractor import Extractor
-from watchlog.clients.http import Client, GaveUp, RetryPolicy, token_for
+from watchlog.clients.http import Client, RetryPolicy, token_for
+from watchlog.core.errors import GaveUp
 
 
 def run(env: dict[str, Any], *args: str, code: int = 0) -> Any:

@@ -18,8 +18,9 @@ from redis.retry import Retry
 
 from tools import require_tool
 from watchlog.core.credentials import Credentials, load_or_create, read_env_file
+from watchlog.core.errors import LauncherError
 from watchlog.core.settings import Settings
-from watchlog.launcher.procs import BUS_OFFSET, LauncherError, free_redis_ports
+from watchlog.launcher.procs import BUS_OFFSET, free_redis_ports
 from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.redis.conf import EXPORTER_USER
 from watchlog.launcher.services import Ports

@@ -23,7 +23,7 @@ import msgspec
 from msgspec import Meta
 
 from watchlog.core import metrics
-from watchlog.core.errors import InjectedFault, InvalidInput, Malformed, too_deep
+from watchlog.core.errors import InjectedFault, InvalidInput, InvalidSetting, Malformed, too_deep
 from watchlog.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ PRESETS = {
 
 def from_settings(s: Settings) -> FaultSpec:
     if s.fault_preset not in PRESETS:
-        raise ValueError(f"WATCHLOG_FAULT_PRESET={s.fault_preset!r}: one of {sorted(PRESETS)}")
+        raise InvalidSetting(f"WATCHLOG_FAULT_PRESET={s.fault_preset!r}: one of {sorted(PRESETS)}")
     if s.fault_preset != "none":
         return PRESETS[s.fault_preset]
     routes = [r.strip() for r in s.fault_routes.split(",") if r.strip()]
@@ -108,7 +108,7 @@ def from_settings(s: Settings) -> FaultSpec:
     try:
         return msgspec.convert(raw, FaultSpec)
     except msgspec.ValidationError as e:
-        raise ValueError(f"WATCHLOG_FAULT_*: {e}") from None
+        raise InvalidSetting(f"WATCHLOG_FAULT_*: {e}") from None
 
 
 def decode_spec(raw: bytes) -> FaultSpec:

@@ -333,7 +333,8 @@ class CouldNotCheck(click.ClickException):
 
 def checker_tokens(state_dir: Path, admin: bool) -> dict[str, str]:
     """The ingest, reader (and admin) tokens: the environment, then ``<state>/credentials``."""
-    from watchlog.clients.http import NoCredentials, find_state_dir, require_token
+    from watchlog.clients.http import find_state_dir, require_token
+    from watchlog.core.errors import NoCredentials
 
     state = find_state_dir(state_dir)
     roles = ("ingest", "reader", "admin") if admin else ("ingest", "reader")

@@ -23,15 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from watchlog.cli.options import consumer_url_option, credentials_option, json_option
-from watchlog.clients.http import (
-    Client,
-    GaveUp,
-    NoCredentials,
-    StateDir,
-    error_message,
-    require_token,
-    user_state_dir,
-)
+from watchlog.clients.http import Client, StateDir, error_message, require_token, user_state_dir
+from watchlog.core.errors import GaveUp, NoCredentials
 from watchlog.core.process import UMASK, stop_on_signals, umask
 from watchlog.core.schema import ACTIVITY_TYPES
 
@@ -253,7 +246,8 @@ def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_
     """Extract logs incrementally into DIR, each exactly once, one NDJSON file per batch."""
     from prometheus_client import start_http_server
 
-    from watchlog.clients.extractor import REGISTRY, ExtractError, Extractor
+    from watchlog.clients.extractor import REGISTRY, Extractor
+    from watchlog.core.errors import ExtractError
 
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)

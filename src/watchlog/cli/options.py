@@ -15,20 +15,20 @@ from typing import Any
 import click
 import redis
 
-from watchlog.clients.http import GaveUp, NoCredentials, StateDir, find_state_dir
+from watchlog.clients.http import StateDir, find_state_dir
+from watchlog.core.errors import WatchlogError
 from watchlog.core.settings import Settings
-from watchlog.launcher.procs import LauncherError
 
 F = Callable[..., Any]
 
 
 @contextmanager
 def failures_as_click() -> Iterator[None]:
-    """Turn launcher, Redis, HTTP and credentials failures into a red message and exit 1."""
+    """The CLI's one error handler: a failure watchlog names (``WatchlogError``), Redis's or
+    the system's (``OSError``) ends the command with its message in red and exit 1."""
     try:
         yield
-    except (LauncherError, GaveUp, NoCredentials, redis.RedisError, OSError, ValueError,
-            RuntimeError) as e:
+    except (WatchlogError, redis.RedisError, OSError) as e:
         raise click.ClickException(str(e)) from e
 
 

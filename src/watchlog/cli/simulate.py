@@ -11,8 +11,9 @@ from prometheus_client import start_http_server
 
 from watchlog.cli.options import credentials_option, producer_url_option
 from watchlog.clients.fleet import Plan
-from watchlog.clients.http import NoCredentials, StateDir, require_token
+from watchlog.clients.http import StateDir, require_token
 from watchlog.clients.simulator import REGISTRY, run
+from watchlog.core.errors import NoCredentials
 
 SEED_RATE = 0.1  # logs/s: the seed's client sent one log every 10 s
 

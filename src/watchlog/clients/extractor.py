@@ -23,7 +23,8 @@ import httpx
 import msgspec
 from prometheus_client import Counter
 
-from watchlog.clients.http import Client, GaveUp, error_message
+from watchlog.clients.http import Client, error_message
+from watchlog.core.errors import ExtractError, GaveUp
 from watchlog.core.metrics import client_registry
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,6 @@ BATCHES = Counter("watchlog_extractor_batches", "Non-empty batches taken", regis
 ERRORS = Counter("watchlog_extractor_errors", "Failed calls to the consumer API",
                  registry=REGISTRY)
 TMP_SUFFIX = ".tmp"
-
-
-class ExtractError(Exception):
-    """A call to the consumer API failed; ``transient`` if retries ran out (not a 4xx)."""
-
-    def __init__(self, message: str, transient: bool) -> None:
-        super().__init__(message)
-        self.transient = transient
 
 
 class _Line(msgspec.Struct):

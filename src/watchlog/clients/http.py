@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from watchlog.core.credentials import FILENAME, read_env_file
+from watchlog.core.errors import GaveUp, NoCredentials
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,6 @@ ROLE_VARS = {
     "reader": ("WATCHLOG_READER_KEY", "WATCHLOG_ADMIN_KEY"),
     "admin": ("WATCHLOG_ADMIN_KEY",),
 }
-
-
-class GaveUp(Exception):
-    """Every attempt failed (or the time budget ran out); carries the last failure."""
-
-    def __init__(self, message: str, response: httpx.Response | None = None) -> None:
-        super().__init__(message)
-        self.response = response
 
 
 @dataclass(frozen=True)
@@ -264,10 +257,6 @@ def token_for(role: str, env: Mapping[str, str] | None = None,
         log.warning("cannot read credentials file %s: %s", path, e)
         return None
     return next((values[n] for n in names if values.get(n)), None)
-
-
-class NoCredentials(Exception):
-    """No token of the role was found; the message names every place looked."""
 
 
 def require_token(role: str, env: Mapping[str, str] | None = None,

@@ -22,11 +22,8 @@ import msgspec
 from prometheus_client import Counter
 
 from watchlog.clients.fleet import Deferred, Dispatcher, Fleet, Plan, Unit
-from watchlog.clients.http import (
-    Client,
-    GaveUp,
-    error_message,
-)
+from watchlog.clients.http import Client, error_message
+from watchlog.core.errors import GaveUp
 from watchlog.core.metrics import client_registry
 from watchlog.core.process import stop_on_signals
 

@@ -12,6 +12,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from watchlog.core.errors import InvalidSetting
+
 log = logging.getLogger(__name__)
 
 FILENAME = "credentials.env"
@@ -98,5 +100,5 @@ def _from_file(path: Path) -> Credentials:
     values = read_env_file(path)
     missing = [var for var in _VARS.values() if not values.get(var)]
     if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}; delete it to generate new ones")
+        raise InvalidSetting(f"{path} lacks {', '.join(missing)}; delete it to generate new ones")
     return Credentials(**{name: values[var] for name, var in _VARS.items()})

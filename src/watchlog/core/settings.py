@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from watchlog.core.errors import InvalidSetting
+
 # (variable, default, meaning) — one row per setting, in README order.
 SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("WATCHLOG_REDIS_URL", "redis://127.0.0.1:7000",
@@ -146,10 +148,10 @@ class Settings:
     def __post_init__(self) -> None:
         if self.wait_replicas != "auto" and not (
                 self.wait_replicas.isascii() and self.wait_replicas.isdigit()):
-            raise ValueError(f"WATCHLOG_WAIT_REPLICAS={self.wait_replicas!r}: a number of "
+            raise InvalidSetting(f"WATCHLOG_WAIT_REPLICAS={self.wait_replicas!r}: a number of "
                              "replicas (0, 1, ...) or auto")
         if self.wait_timeout_ms >= self.redis_timeout * 1000:
-            raise ValueError(f"WATCHLOG_WAIT_TIMEOUT_MS={self.wait_timeout_ms} must be below "
+            raise InvalidSetting(f"WATCHLOG_WAIT_TIMEOUT_MS={self.wait_timeout_ms} must be below "
                              f"WATCHLOG_REDIS_TIMEOUT ({self.redis_timeout} s): a longer wait "
                              "would end as a socket timeout on every write")
 
@@ -179,5 +181,5 @@ def _convert(kind: object, raw: str, name: str) -> object:
         if kind in (float, "float"):
             return float(raw)
     except ValueError:
-        raise ValueError(f"WATCHLOG_{name.upper()}={raw!r} is not a number") from None
+        raise InvalidSetting(f"WATCHLOG_{name.upper()}={raw!r} is not a number") from None
     return raw

@@ -23,15 +23,9 @@ from typing import Any
 import httpx
 import redis
 
+from watchlog.core.errors import VerifyError
 from watchlog.launcher.redis.nodes import parse_nodes
-from watchlog.launcher.verify import (
-    FAULTS,
-    Doc,
-    Options,
-    VerifyError,
-    extractor_process,
-    stop_process,
-)
+from watchlog.launcher.verify import FAULTS, Doc, Options, extractor_process, stop_process
 
 
 class Harm:

@@ -17,17 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from watchlog.core.credentials import FILENAME, Credentials, load_or_create
+from watchlog.core.errors import LauncherError
 from watchlog.core.settings import Settings
 from watchlog.launcher.observability import monitoring_services
-from watchlog.launcher.procs import (
-    UMASK,
-    LauncherError,
-    alive,
-    make_private,
-    require_free,
-    terminate,
-    umask,
-)
+from watchlog.launcher.procs import UMASK, alive, make_private, require_free, terminate, umask
 from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Ports, Service, app_services, base_env, client_services
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from watchlog.core.errors import VerifyError
 from watchlog.core.schema import ACTIVITY_TYPES, iso_ms
 
 __all__ = ["NEMESES", "Options", "VerifyError", "failed", "judge", "run_checker"]
@@ -51,10 +52,6 @@ EXPECTED_S = {"none": 3, "faults": 6, "kill-master": 9, "freeze-replica": 13,
 FAULTS = {"abort_p": 0.25, "abort_phase": "both", "abort_status": 503,
           "delay_p": 0.2, "delay": "uniform:0:0.05"}
 Doc = dict[str, Any]
-
-
-class VerifyError(Exception):
-    """The checker could not run (not: the system failed the check)."""
 
 
 @dataclass

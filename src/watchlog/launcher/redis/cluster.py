@@ -25,10 +25,10 @@ from redis.retry import Retry
 
 from watchlog.core import keys
 from watchlog.core.credentials import FILENAME, Credentials, load_or_create
+from watchlog.core.errors import LauncherError
 from watchlog.launcher.procs import (
     BUS_OFFSET,
     UMASK,
-    LauncherError,
     alive,
     free_redis_ports,
     read_pid,
