@@ -102,7 +102,7 @@ def from_settings(s: Settings) -> FaultSpec:
     routes = [r.strip() for r in s.fault_routes.split(",") if r.strip()]
     raw = {"delay_p": s.fault_delay_p, "delay": s.fault_delay, "abort_p": s.fault_abort_p,
            "abort_status": s.fault_abort_status, "abort_phase": s.fault_abort_phase,
-           "retry_after": int(s.fault_retry_after) if s.fault_retry_after else None,
+           "retry_after": s.fault_retry_after,
            "routes": routes}
     # convert, not the constructor: a Struct's constructor checks neither ranges nor choices.
     try:

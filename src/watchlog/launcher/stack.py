@@ -70,7 +70,7 @@ class Stack:
         creds = load_or_create(self.state)
         self.console.print(f"credentials: [bold]{self.state / FILENAME}[/] (mode 0600)")
         # WATCHLOG_WAIT_REPLICAS=0 chooses availability: the masters' guard goes too.
-        guard = 0 if self.settings.wait_replicas == "0" else None
+        guard = 0 if self.settings.wait_replicas == 0 else None
         cluster = LocalCluster(self.state, host=self.settings.host, base_port=self.redis_port,
                                masters=self.masters, replicas=self.replicas, credentials=creds,
                                min_replicas=guard, mask=self.mask)
