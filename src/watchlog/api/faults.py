@@ -23,7 +23,8 @@ import msgspec
 from msgspec import Meta
 
 from watchlog.core import metrics
-from watchlog.core.errors import InjectedFault, InvalidInput, InvalidSetting, Malformed, too_deep
+from watchlog.core.errors import InjectedFault, InvalidInput, InvalidSetting, Malformed
+from watchlog.core.schema import decode_json
 from watchlog.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def from_settings(s: Settings) -> FaultSpec:
 def decode_spec(raw: bytes) -> FaultSpec:
     """Validate a spec sent to ``PUT /admin/faults`` (or a preset: {"preset": "seed"})."""
     try:
-        doc = msgspec.json.decode(raw, type=dict[str, object])
+        doc = decode_json(raw, dict[str, object])
         preset = doc.get("preset")
         if preset is not None:
             if not isinstance(preset, str) or preset not in PRESETS:
@@ -123,20 +124,15 @@ def decode_spec(raw: bytes) -> FaultSpec:
                 raise InvalidInput("preset: send a preset alone, or the fields without one",
                                    field="preset")
             return PRESETS[preset]
-        return msgspec.json.decode(raw, type=FaultSpec)
-    except msgspec.ValidationError as e:
-        from watchlog.core.schema import invalid
-
-        err = invalid(str(e))
+        return decode_json(raw, FaultSpec)
+    except Malformed:
+        raise
+    except InvalidInput as err:
         if err.details.get("field") is None:  # raised in __post_init__
             for name in ("delay", "routes"):
                 if err.message.startswith(name + " ") or err.message.startswith(name + ":"):
                     err.details["field"] = name
-        raise err from None
-    except msgspec.DecodeError as e:
-        raise Malformed(f"malformed JSON: {e}") from None
-    except RecursionError:
-        raise too_deep() from None
+        raise
 
 
 class Faults:

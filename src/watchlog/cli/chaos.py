@@ -252,7 +252,7 @@ def freeze(cluster: Any, node: int, seconds: float) -> None:
 @state_dir_option
 @click.option("--from", "source", type=int, required=True, help="Master giving slots.")
 @click.option("--to", "target", type=int, required=True, help="Master taking them.")
-@click.option("--slots", type=click.IntRange(1, 16384), default=None,
+@click.option("--slots", type=click.IntRange(1, keys.SLOTS), default=None,
               help="Move the N lowest slots of the source.")
 @click.option("--partitions", type=click.IntRange(1, keys.PARTITIONS), default=None,
               help="Move the slots of N partitions of the source (the ones that hold data).")

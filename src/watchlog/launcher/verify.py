@@ -39,13 +39,13 @@ from typing import Any
 import httpx
 
 from watchlog.core.errors import VerifyError
+from watchlog.core.keys import DAY_MS
 from watchlog.core.schema import ACTIVITY_TYPES, iso_ms
 
 __all__ = ["NEMESES", "Options", "VerifyError", "failed", "judge", "run_checker"]
 
 NEMESES = ("none", "faults", "kill-master", "freeze-replica", "pause-master", "reshard",
            "restart-all", "kill-extractor")
-DAY_MS = 86400_000
 # Seconds a nemesis usually takes (node timeout 3 s): the writes are spread over this much.
 EXPECTED_S = {"none": 3, "faults": 6, "kill-master": 9, "freeze-replica": 13,
               "pause-master": 9, "reshard": 5, "restart-all": 6, "kill-extractor": 6}

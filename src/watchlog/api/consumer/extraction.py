@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import TypeVar
 
 import msgspec
 from flask import Blueprint, Response, request
@@ -18,9 +18,11 @@ from watchlog.api import params
 from watchlog.api.auth import requires
 from watchlog.api.context import json_response, settings, store
 from watchlog.core import keys, metrics, schema
-from watchlog.core.errors import Conflict, InvalidInput, Malformed
+from watchlog.core.errors import Conflict, InvalidInput
 from watchlog.core.metrics import ScrapeTimeGauges
 from watchlog.store import Store
+
+T = TypeVar("T")
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -39,13 +41,8 @@ def _name(name: str) -> str:
     return name
 
 
-def _decode(raw: bytes, kind: type[Any]) -> Any:
-    try:
-        return msgspec.json.decode(raw or b"{}", type=kind)
-    except msgspec.ValidationError as e:
-        raise schema.invalid(str(e)) from None
-    except msgspec.DecodeError as e:
-        raise Malformed(f"malformed JSON: {e}") from None
+def _decode(raw: bytes, kind: type[T]) -> T:
+    return schema.decode_json(raw or b"{}", kind)
 
 
 def _create(name: str, start: str, reset: bool) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app
@@ -18,8 +17,6 @@ from watchlog.core.errors import InvalidInput
 from watchlog.core.metrics import timed
 from watchlog.store.cluster import unavailable_as_503
 from watchlog.store.reader import merge_aggregates
-
-DAY_MS = 86400_000
 
 bp = Blueprint("queries", __name__)
 
@@ -63,9 +60,9 @@ def _user_key(user_id: str) -> str:
 def user_activities(user_id: str) -> Response:
     """A user's logs in event-time order, a page at a time (default: last 24 h)."""
     s = settings()
-    frm, to = params.time_range(s.max_range_days, DAY_MS)
+    start, to = params.time_range(s.max_range_days)
     limit = params.integer("limit", 100, 1, s.max_page)
-    bodies, cursor = store().user_page(_user_key(user_id), frm, to, limit,
+    bodies, cursor = store().user_page(_user_key(user_id), start, to, limit,
                                        params.arg("cursor") or None,
                                        params.activity_type())
     return json_response({"items": schema.bodies_out(bodies), "next_cursor": cursor})
@@ -75,17 +72,14 @@ def user_activities(user_id: str) -> Response:
 @requires("reader")
 def user_summary(user_id: str) -> Response:
     """A user's totals over a range of days, per day and per activity type."""
-    today = params.today()
-    to = params.day("to", today)
-    frm = params.day("from", to - timedelta(days=6))
-    days = _days(frm, to, settings().max_range_days)
+    days = params.day_range(settings().max_range_days)
     per_day = store().user_days(_user_key(user_id), [d.strftime("%Y%m%d") for d in days])
     whole: dict[str, dict[str, int]] = {}
     for by_type in per_day:
         for t, agg in by_type.items():
             merge_aggregates(whole.setdefault(t, {}), agg)
     return json_response({
-        "user_id": as_sent(user_id), "from": frm.isoformat(), "to": to.isoformat(),
+        "user_id": as_sent(user_id), "from": days[0].isoformat(), "to": days[-1].isoformat(),
         **summarize(whole),
         "days": [{"date": d.isoformat(), **summarize(bt)}
                  for d, bt in zip(days, per_day, strict=True) if bt],
@@ -108,11 +102,11 @@ def daily_report() -> Response:
 def export() -> Response:
     """Every log of a range, streamed in event-time order (NDJSON or CSV)."""
     s = settings()
-    frm, to = params.time_range(s.max_range_days, DAY_MS)
+    start, to = params.time_range(s.max_range_days)
     fmt = params.arg("format") or "ndjson"
     if fmt not in ("ndjson", "csv"):
         raise InvalidInput("format: ndjson or csv", field="format")
-    return export_response(store().export(frm, to, params.activity_type()), fmt,
+    return export_response(store().export(start, to, params.activity_type()), fmt,
                            s.send_timeout, current_app.extensions["watchlog_stream_slots"])
 
 
@@ -137,13 +131,3 @@ def activity_logs() -> Response:
     link = f'</activity_logs?{urlencode({"after": nxt, "limit": limit})}>; rel="next"'
     return json_response(schema.bodies_out(found),
                          headers={"X-Next-Cursor": nxt, "Link": link})
-
-
-def _days(frm: date, to: date, max_days: int) -> list[date]:
-    if frm > to:
-        raise InvalidInput("from: must not be after to", field="from")
-    n = (to - frm).days + 1
-    if n > max_days:
-        raise InvalidInput(f"to: range wider than {max_days} days (WATCHLOG_MAX_RANGE_DAYS)",
-                           field="to")
-    return [frm + timedelta(days=i) for i in range(n)]
