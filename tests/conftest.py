@@ -50,7 +50,7 @@ def cluster(state_dir: Path, credentials: Credentials) -> Iterator[LocalCluster]
 @pytest.fixture(scope="session")
 def cluster_settings(cluster: LocalCluster, credentials: Credentials,
                      state_dir: Path) -> Settings:
-    env = {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.seed_urls,
+    env = {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.startup_urls,
            "WATCHLOG_STATE_DIR": str(state_dir)}
     return Settings.from_env(env)
 
@@ -123,7 +123,7 @@ def serve(service: str, settings_env: dict[str, str], port: int, logs: Path,
 
 
 def service_env(cluster: LocalCluster, credentials: Credentials) -> dict[str, str]:
-    return {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.seed_urls,
+    return {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.startup_urls,
             "WATCHLOG_WORKERS": "2", "WATCHLOG_THREADS": "4"}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -61,3 +62,23 @@ def test_one_handler_turns_the_family_into_a_red_line(raised: str, tmp_path: Pat
         assert isinstance(result.exception, SystemExit)
     else:
         assert isinstance(result.exception, KeyError)
+
+
+@pytest.mark.parametrize("command", [["simulate"], ["extract", "--name", "x"],
+                                     ["chaos", "verify"]])
+@pytest.mark.parametrize("flag", ["--random-seed", "--seed", "--random-sed"])
+def test_random_seed_keeps_seed_as_an_alias(command: list[str], flag: str) -> None:
+    """``--random-seed`` is the name; ``--seed`` (the old one) sets the same value. The
+    misspelled flag is refused: the check tells a parsed option from an ignored one."""
+    group: click.Group = main.cli
+    *path, last = command[:1] + ([command[1]] if command[0] == "chaos" else [])
+    for name in path:
+        group = group.get_command(None, name)  # type: ignore[arg-type,assignment]
+    cmd = group.get_command(None, last)  # type: ignore[arg-type]
+    assert cmd is not None
+    args = [a for a in command if a not in (*path, last)] + [flag, "7"]
+    if flag == "--random-sed":
+        with pytest.raises(click.NoSuchOption):
+            cmd.make_context(last, args)
+    else:
+        assert cmd.make_context(last, args).params["random_seed"] == 7

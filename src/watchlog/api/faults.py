@@ -141,11 +141,11 @@ class Faults:
     def __init__(self, service: str, settings: Settings, rc_getter: object) -> None:
         self.service = service
         self.default = from_settings(settings)
-        seed = settings.fault_seed
+        random_seed = settings.fault_seed
         # Seeded by (seed, service) only: a pid in the seed would make every run differ.
         # Workers of one service then draw the same sequence; a run replays exactly with
         # WATCHLOG_WORKERS=1 and the same order of requests.
-        self.rng = random.Random(f"{seed}:{service}" if seed else None)
+        self.rng = random.Random(f"{random_seed}:{service}" if random_seed else None)
         self._rc = rc_getter
         self._cached: tuple[float, FaultSpec] = (0.0, self.default)
         self.key = f"wl:{{admin}}:faults:{service}"

@@ -24,6 +24,7 @@ from watchlog.cli.options import (
     consumer_url_option,
     failures_as_click,
     producer_url_option,
+    random_seed_option,
     state_dir_option,
 )
 from watchlog.clients.faults import call
@@ -290,10 +291,10 @@ def reshard(state_dir: Path, source: int, target: int, slots: int | None,
                    "length).")
 @click.option("--day", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="UTC day the logs are dated (default: two days ago).")
-@click.option("--seed", type=int, default=None, help="Seed of the workload (replayable).")
+@random_seed_option("Random seed of the workload (replayable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(state_dir: Path, producer_url: str, consumer_url: str, nemesis: str, count: int,
-           writers: int, duration: float | None, day: Any, seed: int | None,
+           writers: int, duration: float | None, day: Any, random_seed: int | None,
            as_json: bool) -> None:
     """Write logs with a ledger, harm the system, read back: lost, duplicated, phantom.
 
@@ -304,7 +305,7 @@ def verify(state_dir: Path, producer_url: str, consumer_url: str, nemesis: str, 
     from watchlog.launcher import verify as v
 
     opts = v.Options(producer_url.rstrip("/"), consumer_url.rstrip("/"), state_dir,
-                     nemesis=nemesis, count=count, writers=writers, seed=seed,
+                     nemesis=nemesis, count=count, writers=writers, random_seed=random_seed,
                      day=day.date() if day else None, duration=duration)
     progress = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
     try:

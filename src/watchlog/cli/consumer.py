@@ -22,7 +22,12 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from watchlog.cli.options import consumer_url_option, credentials_option, json_option
+from watchlog.cli.options import (
+    consumer_url_option,
+    credentials_option,
+    json_option,
+    random_seed_option,
+)
 from watchlog.clients.http import Client, StateDir, error_message, require_token, user_state_dir
 from watchlog.core.errors import GaveUp, NoCredentials
 from watchlog.core.process import UMASK, stop_on_signals, umask
@@ -232,7 +237,7 @@ def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
               help="Seconds before an unacknowledged batch is redelivered (server default).")
 @click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Drop this share of batches on purpose (redelivered after the timeout).")
-@click.option("--seed", type=int, default=None, help="Seed of --drop-rate's decisions.")
+@random_seed_option("Random seed of --drop-rate's decisions.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address /metrics listens on (0.0.0.0 to let another host scrape it).")
@@ -240,7 +245,7 @@ def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
 @credentials_option
 @json_option
 def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_items: int,
-            visibility_timeout: int | None, drop_rate: float, seed: int | None,
+            visibility_timeout: int | None, drop_rate: float, random_seed: int | None,
             metrics_port: int | None, metrics_host: str, url: str, state: StateDir,
             as_json: bool) -> None:
     """Extract logs incrementally into DIR, each exactly once, one NDJSON file per batch."""
@@ -258,7 +263,7 @@ def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_
     with (umask(UMASK), client(url, state, sleep=sleep_unless(stop)) as c,
           stop_on_signals(stop)):
         ex = Extractor(c, name, out_dir, max_items, visibility_timeout, drop_rate=drop_rate,
-                       seed=seed)
+                       random_seed=random_seed)
         try:
             stats = ex.run(follow, interval, stop)
         except ExtractError as e:

@@ -65,5 +65,11 @@ def consumer_url_option(name: str = "--consumer-url") -> Callable[[F], F]:
                         show_default=True, help="Consumer API (env WATCHLOG_CONSUMER_URL).")
 
 
+def random_seed_option(help: str) -> Callable[[F], F]:
+    """Add ``--random-seed`` (``--seed``, its older name, still works): a replayable run."""
+    return click.option("--random-seed", "--seed", "random_seed", type=int, default=None,
+                        help=help)
+
+
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(f)

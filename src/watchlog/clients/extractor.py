@@ -110,12 +110,12 @@ class Extractor:
 
     def __init__(self, client: Client, name: str, root: Path, max_items: int = 500,
                  visibility: int | None = None, consumer: str = "default",
-                 drop_rate: float = 0.0, seed: int | None = None) -> None:
+                 drop_rate: float = 0.0, random_seed: int | None = None) -> None:
         self.client, self.name, self.root = client, name, root
         # The seed's client dropped a share of its own calls; here a dropped batch is
         # neither written nor acknowledged, so the server delivers it again after the
         # visibility timeout: nothing is lost, and the ledger keeps it from being doubled.
-        self.drop_rate, self.rng = drop_rate, random.Random(seed)
+        self.drop_rate, self.rng = drop_rate, random.Random(random_seed)
         self.params: dict[str, Any] = {"max": max_items, "consumer": consumer}
         if visibility is not None:
             self.params["visibility_timeout"] = visibility

@@ -98,10 +98,11 @@ def iso(t: float) -> str:
 class Fleet:
     """Generate activity logs; ``generate`` returns what can be sent now."""
 
-    def __init__(self, users: int, seed: int | None = None, offline_rate: float = 0.0,
+    def __init__(self, users: int, random_seed: int | None = None, offline_rate: float = 0.0,
                  clock: Callable[[], float] = time.time) -> None:
-        self.rng = random.Random(seed)
-        self.side = random.Random(None if seed is None else seed + 1)  # timing-only choices
+        self.rng = random.Random(random_seed)
+        # timing-only choices
+        self.side = random.Random(None if random_seed is None else random_seed + 1)
         self.users = make_users(users, self.rng)
         self.sessions: dict[int, Session] = {}
         self.offline: dict[int, tuple[float, list[Event]]] = {}
@@ -226,7 +227,7 @@ class Plan:
     gzip: bool = True
     count: int | None = None
     duration: float | None = None  # s
-    seed: int | None = None
+    random_seed: int | None = None
     concurrency: int = 4
     drop_rate: float = 0.0
     offline_rate: float = 0.0

@@ -72,7 +72,7 @@ class Client:
 
     def __init__(self, base_url: str, token: str | None = None, *,
                  policy: RetryPolicy | None = None, connect_timeout: float = 2.0,
-                 read_timeout: float = 10.0, seed: int | None = None,
+                 read_timeout: float = 10.0, random_seed: int | None = None,
                  sleep: Callable[[float], None] = time.sleep, pool: int = 16,
                  on_retry: Callable[[], None] | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -81,7 +81,7 @@ class Client:
         self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers,
                                  timeout=timeout, limits=limits)
         self.policy = policy or RetryPolicy()
-        self.rng = random.Random(seed)
+        self.rng = random.Random(random_seed)
         self.sleep = sleep
         self.on_retry = on_retry
         self.attempts = 0

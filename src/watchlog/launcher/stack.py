@@ -95,7 +95,7 @@ class Stack:
     def _plan(self, cluster: LocalCluster,
               creds: Credentials) -> tuple[list[Service], list[Service], list[str]]:
         host = self.settings.host
-        env = base_env(self.settings, creds, self.state, cluster.seed_urls, self.ports)
+        env = base_env(self.settings, creds, self.state, cluster.startup_urls, self.ports)
         if self.settings.wait_replicas == "auto":
             # Durable by default: with replicas, no write is acknowledged before one has it.
             env["WATCHLOG_WAIT_REPLICAS"] = str(min(1, cluster.replicas))

@@ -62,7 +62,7 @@ class Options:
     nemesis: str = "none"
     count: int = 3000
     writers: int = 4
-    seed: int | None = None
+    random_seed: int | None = None
     day: date | None = None
     duration: float | None = None  # seconds over which the writes are spread
     budget: float = 90.0  # seconds a request is retried before its logs are indeterminate
@@ -424,7 +424,7 @@ def run_checker(opts: Options, tokens: dict[str, str],
             httpx.get(url + "/health", timeout=5).raise_for_status()
         except httpx.HTTPError as e:
             raise VerifyError(f"{url} does not answer ({e}); is `watchlog up` running?") from e
-    rng = random.Random(opts.seed)  # the workload replays; the ids are new each run
+    rng = random.Random(opts.random_seed)  # the workload replays; the ids are new each run
     run = "vfy-" + uuid.uuid4().hex[:8]
     day = opts.day or (datetime.now(UTC).date() - timedelta(days=2))
     units = workload(run, opts.count, day, rng)

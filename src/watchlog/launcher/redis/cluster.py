@@ -124,7 +124,7 @@ class LocalCluster:
         return f"redis://{self.host}:{self.ports[0]}"
 
     @property
-    def seed_urls(self) -> str:
+    def startup_urls(self) -> str:
         """Return every node's URL, comma-separated (for ``WATCHLOG_REDIS_URL``)."""
         return ",".join(f"redis://{self.host}:{p}" for p in self.ports)
 
@@ -168,7 +168,8 @@ class LocalCluster:
         self.wait_ok(deadline)
         self.load_functions(deadline)
         self._save_layout()
-        log.info("redis cluster ready on %s in %.1f s", self.seed_urls, time.monotonic() - started)
+        log.info("redis cluster ready on %s in %.1f s", self.startup_urls,
+                 time.monotonic() - started)
 
     def check_ports(self) -> list[int]:
         """Return the ports of nodes not running; raise if one of them, or its bus, is taken."""
