@@ -107,15 +107,15 @@ def daily(day: str | None, url: str, state: StateDir, as_json: bool) -> None:
 
 @report.command("user")
 @click.argument("user_id")
-@click.option("--from", "frm", default=None, help="First day (default: 6 days before --to).")
+@click.option("--from", "start", default=None, help="First day (default: 6 days before --to).")
 @click.option("--to", default=None, help="Last day (default: today, UTC).")
 @consumer_url_option("--url")
 @credentials_option
 @json_option
-def user(user_id: str, frm: str | None, to: str | None, url: str, state: StateDir,
+def user(user_id: str, start: str | None, to: str | None, url: str, state: StateDir,
          as_json: bool) -> None:
     """Show a user's totals per day and per activity type."""
-    doc = get_json(url, f"/v1/users/{quote(user_id, safe='')}/summary", {"from": frm, "to": to},
+    doc = get_json(url, f"/v1/users/{quote(user_id, safe='')}/summary", {"from": start, "to": to},
                    state)
     if as_json:
         return emit(doc)
@@ -187,7 +187,7 @@ def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool) -> tuple[
 
 
 @click.command()
-@click.option("--from", "frm", default=None, help="Start: date or ISO time (default: 24 h ago).")
+@click.option("--from", "start", default=None, help="Start: date or ISO time (default: 24 h ago).")
 @click.option("--to", default=None, help="End: date (whole day) or ISO time (default: now).")
 @click.option("--activity-type", type=click.Choice(ACTIVITY_TYPES), default=None)
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="ndjson",
@@ -197,16 +197,16 @@ def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool) -> tuple[
 @consumer_url_option("--url")
 @credentials_option
 @json_option
-def export(frm: str | None, to: str | None, activity_type: str | None, fmt: str,
+def export(start: str | None, to: str | None, activity_type: str | None, fmt: str,
            output: Path | None, url: str, state: StateDir, as_json: bool) -> None:
     """Stream every log of a time range to a file (written as FILE.part, then renamed)."""
-    params = {"from": frm, "to": end_of_day(to), "activity_type": activity_type, "format": fmt}
+    params = {"from": start, "to": end_of_day(to), "activity_type": activity_type, "format": fmt}
     params = {k: v for k, v in params.items() if v is not None}
     # Exports hold personal data (coordinates): private to their owner, whatever the
     # shell's umask (0700 folders, 0600 files), like everything under the state dir.
     with umask(UMASK):
         if output is None:
-            name = f"logs-{frm or 'last'}-{to or 'now'}.{fmt}"
+            name = f"logs-{start or 'last'}-{to or 'now'}.{fmt}"
             output = output_root(state) / "exports" / name
         output.parent.mkdir(parents=True, exist_ok=True)
         with client(url, state) as c:

@@ -166,12 +166,12 @@ def to_event(a: Activity, now_ms: int | None = None) -> Event:
     decikcal = round(a.calories_burned * 10)
     loc = a.location
     lat, lon = (round(loc.latitude, 6), round(loc.longitude, 6)) if loc else (None, None)
-    tcode, scode = TYPE_CODE[a.activity_type], STATUS_CODE[a.activity_status]
-    content = [ts, tcode, scode, a.duration, meters, a.heart_rate, decikcal, lat, lon,
+    type_code, status_code = TYPE_CODE[a.activity_type], STATUS_CODE[a.activity_status]
+    content = [ts, type_code, status_code, a.duration, meters, a.heart_rate, decikcal, lat, lon,
                a.device_id, a.user_id]
     eid = a.event_id or derive_event_id(content)
     body = _encode([*content, eid])
-    return Event(user, keys.partition_of(user), keys.day_of(ts), ts, tcode, a.duration,
+    return Event(user, keys.partition_of(user), keys.day_of(ts), ts, type_code, a.duration,
                  meters, a.heart_rate, decikcal, eid, body)
 
 
@@ -256,10 +256,10 @@ def bodies_out(bodies: list[bytes]) -> list[ActivityOut]:
         return []
     out = []
     for r in _stored_list.decode(b"[" + b",".join(bodies) + b"]"):
-        dk = r.decikcal
+        decikcal = r.decikcal
         out.append(ActivityOut(
             r.event_id, r.user_id, ACTIVITY_TYPES[r.t], iso_ms(r.ts), r.duration,
-            r.meters / 1000, r.heart_rate, dk // 10 if dk % 10 == 0 else dk / 10,
+            r.meters / 1000, r.heart_rate, decikcal // 10 if decikcal % 10 == 0 else decikcal / 10,
             None if r.lat is None else LocationOut(r.lat, r.lon), r.device_id,  # type: ignore[arg-type]
             STATUSES[r.s]))
     return out

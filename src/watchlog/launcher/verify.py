@@ -267,13 +267,13 @@ class Reader:
                 raise VerifyError(f"{method} {path}: {why}")
             time.sleep(0.3)
 
-    def export(self, frm: int, to: int) -> list[Doc]:
+    def export(self, start: int, to: int) -> list[Doc]:
         """Every log of the range, streamed as NDJSON (retried whole on a failure)."""
         end = time.monotonic() + self.deadline
         while True:
             try:
                 with self.http.stream("GET", "/v1/activities/export",
-                                      params={"from": frm, "to": to, "format": "ndjson"}) as r:
+                                      params={"from": start, "to": to, "format": "ndjson"}) as r:
                     if r.status_code == 200:
                         return [json.loads(ln) for ln in r.iter_lines() if ln.strip()]
                     why = f"HTTP {r.status_code}"
@@ -283,10 +283,10 @@ class Reader:
                 raise VerifyError(f"export: {why}")
             time.sleep(0.3)
 
-    def pages(self, user: str, frm: int, to: int) -> list[Doc]:
+    def pages(self, user: str, start: int, to: int) -> list[Doc]:
         """A user's logs of the range, following ``next_cursor`` page by page."""
         out: list[Doc] = []
-        params: dict[str, Any] = {"from": frm, "to": to, "limit": 25}
+        params: dict[str, Any] = {"from": start, "to": to, "limit": 25}
         while True:
             doc = self.call("GET", f"/v1/users/{user}/activities", params=params)
             out += doc["items"]
@@ -454,12 +454,12 @@ def run_checker(opts: Options, tokens: dict[str, str],
 
 def read_back(opts: Options, run: str, day: date, units: list[Unit], ledger: Ledger,
               reader: Reader, ext: Extraction, harm: Any) -> dict[str, Any]:
-    frm = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
-    to = frm + DAY_MS - 1
-    everything, report = day_snapshot(reader, frm, to, day)
+    start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    to = start + DAY_MS - 1
+    everything, report = day_snapshot(reader, start, to, day)
     mine = [d for d in everything if str(d.get("event_id", "")).startswith(run + "-")]
     users = sorted({d["user_id"] for u in units for d in u.docs})
-    pages = {u: reader.pages(u, frm, to) for u in users}
+    pages = {u: reader.pages(u, start, to) for u in users}
     summaries = {u: int(reader.call("GET", f"/v1/users/{u}/summary",
                                     params={"from": day.isoformat(), "to": day.isoformat()}
                                     )["total"]["count"]) for u in users}
@@ -486,7 +486,7 @@ def read_back(opts: Options, run: str, day: date, units: list[Unit], ledger: Led
     return result
 
 
-def day_snapshot(reader: Reader, frm: int, to: int, day: date) -> tuple[list[Doc], Any]:
+def day_snapshot(reader: Reader, start: int, to: int, day: date) -> tuple[list[Doc], Any]:
     """The day's export and report, read while no other client wrote to that day.
 
     The report is read before and after the export; if it moved (someone else writes logs
@@ -495,7 +495,7 @@ def day_snapshot(reader: Reader, frm: int, to: int, day: date) -> tuple[list[Doc
     params = {"date": day.isoformat()}
     for _ in range(5):
         before = reader.call("GET", "/v1/reports/daily", params=params)
-        everything = reader.export(frm, to)
+        everything = reader.export(start, to)
         after = reader.call("GET", "/v1/reports/daily", params=params)
         if before["count"] == after["count"]:
             break

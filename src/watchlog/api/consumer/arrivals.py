@@ -20,10 +20,9 @@ from watchlog.core import keys
 from watchlog.core.errors import InvalidInput
 from watchlog.store import Store, feed
 
-P = keys.PARTITIONS
 PREFIX = "a1."
 _ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
-_MAX_RAW = P * 42  # the longest cursor text: 64 ids of 20 + 1 + 20 digits, and commas
+_MAX_RAW = keys.PARTITIONS * 42  # the longest cursor text: 64 ids of 20 + 1 + 20 digits, and commas
 Entry = tuple[tuple[int, int, int], str, bytes]  # ((ms, seq, partition), stream id, ref)
 
 
@@ -44,7 +43,7 @@ def decode_cursor(text: str) -> list[str]:
         ids = d.decompress(packed, _MAX_RAW + 1).decode().split(",")
     except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError):
         raise bad from None
-    if len(ids) != P or not all(_ID.match(i) for i in ids):
+    if len(ids) != keys.PARTITIONS or not all(_ID.match(i) for i in ids):
         raise bad
     return ids
 
@@ -63,7 +62,7 @@ def latest(rc: Any, limit: int) -> tuple[list[Entry], list[str], bool]:
     """Return the ``limit`` latest arrivals (oldest first), each feed's head, and whether
     any feed holds anything."""
     pipe = rc.pipeline(transaction=False)
-    for p in range(P):
+    for p in range(keys.PARTITIONS):
         pipe.xrevrange(keys.feed(p), "+", "-", count=limit)
     replies = pipe.execute()
     heads = [reply[0][0].decode() if reply else "0-0" for reply in replies]
@@ -74,7 +73,7 @@ def latest(rc: Any, limit: int) -> tuple[list[Entry], list[str], bool]:
 def after(rc: Any, cursor: list[str], limit: int) -> tuple[list[Entry], list[str]]:
     """Return the next ``limit`` arrivals after the cursor (oldest first), and the new one."""
     pipe = rc.pipeline(transaction=False)
-    for p in range(P):
+    for p in range(keys.PARTITIONS):
         pipe.xrange(keys.feed(p), "(" + cursor[p], "+", count=limit)
     taken = sorted(_entries(pipe.execute()))[:limit]
     nxt = list(cursor)
@@ -85,7 +84,7 @@ def after(rc: Any, cursor: list[str], limit: int) -> tuple[list[Entry], list[str
 
 def anything_stored(rc: Any) -> bool:
     pipe = rc.pipeline(transaction=False)
-    for p in range(P):
+    for p in range(keys.PARTITIONS):
         pipe.xlen(keys.feed(p))
     return any(pipe.execute())
 
