@@ -10,7 +10,7 @@ import msgspec
 from prometheus_client import start_http_server
 
 from watchlog.cli.options import credentials_option, producer_url_option, random_seed_option
-from watchlog.clients.fleet import Plan
+from watchlog.clients.dispatch import Plan
 from watchlog.clients.http import StateDir, require_token
 from watchlog.clients.simulator import REGISTRY, run
 from watchlog.core.errors import NoCredentials

@@ -21,7 +21,8 @@ from typing import Any, TextIO
 import msgspec
 from prometheus_client import Counter
 
-from watchlog.clients.fleet import Deferred, Dispatcher, Fleet, Plan, Unit
+from watchlog.clients.dispatch import Deferred, Dispatcher, Plan, Unit
+from watchlog.clients.fleet import Fleet
 from watchlog.clients.http import Client, error_message
 from watchlog.core.errors import GaveUp
 from watchlog.core.metrics import client_registry
