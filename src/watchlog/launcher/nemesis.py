@@ -186,30 +186,34 @@ class Harm:
             self.note("producer faults reset")
 
     def failover_timeout(self) -> float:
-        """Longest wait for a replica's promotion: ten node timeouts and ten seconds."""
+        """Longest wait for a replica's promotion: ten node timeouts and ten seconds.
+
+        Ask before the harm: a master killed or paused does not answer.
+        """
         return 10 * self.node_timeout_s() + 10
 
-    def replaced(self, master: int, replica: int, rejoins: str) -> None:
+    def replaced(self, master: int, replica: int, timeout: float, rejoins: str) -> None:
         """Wait until ``replica`` replaced ``master``, then start ``master`` again."""
         self.wait_for(f"replica {replica} promoted", lambda: self.promoted(replica, (master,)),
-                      self.failover_timeout())
+                      timeout)
         self.cluster.start_node(master)
         self.note(f"restarted {master}: it rejoins as {rejoins}")
 
     def _kill_master(self) -> None:
         master, replica = self.pair()
+        timeout = self.failover_timeout()
         self.cluster.kill(master)
         self.note(f"SIGKILL master {master} (its replica is {replica})")
-        self.replaced(master, replica, "a replica")
+        self.replaced(master, replica, timeout, "a replica")
 
     def _freeze_replica(self) -> None:
         master, replica = self.pair()
+        timeout = self.failover_timeout()
         pid = self.signal(replica, signal.SIGSTOP)
         self.note(f"SIGSTOP replica {replica} of master {master}")
         try:
             self.wait_for(f"replica {replica} flagged failed",
-                          lambda: self.flagged_failed(replica, (replica,)),
-                          self.failover_timeout())
+                          lambda: self.flagged_failed(replica, (replica,)), timeout)
             # The master drops the link, as repl-timeout or a full output buffer would in a
             # longer freeze: else the socket buffers would hand a short freeze's writes over.
             self.cluster.node_client(master).execute_command("CLIENT", "KILL", "TYPE",
@@ -221,15 +225,16 @@ class Harm:
         finally:
             os.kill(pid, signal.SIGCONT)
             self.note(f"SIGCONT replica {replica}")
-        self.replaced(master, replica, "a replica and resyncs")
+        self.replaced(master, replica, timeout, "a replica and resyncs")
 
     def _pause_master(self) -> None:
         master, replica = self.pair()
+        timeout = self.failover_timeout()
         pid = self.signal(master, signal.SIGSTOP)
         self.note(f"SIGSTOP master {master} (its replica is {replica})")
         try:
             self.wait_for(f"replica {replica} promoted over the paused master",
-                          lambda: self.promoted(replica, (master,)), self.failover_timeout())
+                          lambda: self.promoted(replica, (master,)), timeout)
         finally:
             os.kill(pid, signal.SIGCONT)
             self.note(f"SIGCONT {master}: it finds itself replaced")
