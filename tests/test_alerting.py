@@ -1,10 +1,13 @@
 """Alerting on a live stack: real Redis, redis_exporter, Prometheus, Alertmanager, alert sink.
 
 The stack is built from the launcher's own service definitions (``watchlog.launcher
-.observability``) with two test-only changes: the alert rules' ``for:`` windows are shortened
-to 5 s in a copy of the rules, and Alertmanager's grouping waits to a second. The shipped
-files are not touched. Faults are real: a Redis node is SIGKILLed and restarted, the exporter
-is SIGSTOPped and continued. What arrives is read back through ``watchlog alerts``.
+.observability``): 3 masters with a replica each, both APIs as ``watchlog serve`` runs them,
+redis_exporter, Prometheus, Alertmanager and the alert sink. Test-only changes, in copies: the
+alert rules' ``for:`` windows are shortened to 5 s (and the stalled-extraction age from 5
+minutes to 5 s), and Alertmanager's grouping waits to a second. The shipped files are not
+touched. Faults are real: Redis nodes are SIGKILLed and restarted (a master with its replica:
+unserved slots; a master alone: a failover), the exporter is SIGSTOPped and continued, an
+extractor stops taking batches. What arrives is read back through ``watchlog alerts``.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
+from conftest import bearer, serve, service_env
+from payloads import seed_log
 from watchlog.cli.alerts import AlertLog, alerts
 from watchlog.core.credentials import Credentials, load_or_create
 from watchlog.launcher.monitoring import monitoring_root
@@ -52,16 +58,27 @@ def _wait(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
     while time.monotonic() < deadline:
         got = check()
         if got:
+            print(f"{time.strftime('%X')} {what}", flush=True)
             return got
         time.sleep(1.0)
     pytest.fail(f"timed out waiting for {what}")
+
+
+# The shipped threshold of WatchlogExtractionStalled (oldest waiting log older than 5 minutes),
+# and the test's: a test cannot wait 5 minutes.
+STALLED_SHIPPED, STALLED_TEST = "(watchlog_extraction_oldest_waiting_seconds) > 300", \
+    "(watchlog_extraction_oldest_waiting_seconds) > 5"
 
 
 def _fast_rules(target: Path) -> Path:
     """Copy the shipped rules with every ``for:`` shortened to 5 s."""
     target.mkdir(parents=True, exist_ok=True)
     for path in (monitoring_root() / "prometheus" / "rules").glob("*.yml"):
-        (target / path.name).write_text(re.sub(r"(\n\s+for:) \S+", r"\1 5s", path.read_text()))
+        text = re.sub(r"(\n\s+for:) \S+", r"\1 5s", path.read_text())
+        if path.name == "alerts.yml":
+            assert STALLED_SHIPPED in text, "the stalled-extraction threshold moved"
+            text = text.replace(STALLED_SHIPPED, STALLED_TEST)
+        (target / path.name).write_text(text)
     return target
 
 
@@ -189,25 +206,33 @@ def alerting_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
             pytest.fail(f"{binary} not found: apt-get install {binary}")
     state = tmp_path_factory.mktemp("alerting")
     creds = load_or_create(state)
-    cluster = LocalCluster(state, base_port=None, masters=3, replicas=0, credentials=creds)
+    cluster = LocalCluster(state, base_port=None, masters=3, replicas=1, credentials=creds)
     cluster.start()
     free = free_redis_ports("127.0.0.1", 9, avoid=cluster.ports)
     ports = Ports(*free)
     nodes = [f"127.0.0.1:{p}" for p in cluster.ports]
     services: list[Service] = []
     try:
+        env = service_env(cluster, creds)
+        for api in ("producer", "consumer"):
+            services.append(serve(api, env, getattr(ports, api), state, state / f"m-{api}"))
         for made in (exporter_service(state, "127.0.0.1", ports, creds, nodes),
                      alert_sink_service(state, ports),
                      alertmanager_service(state, ports, timing=FAST),
                      prometheus_service(state, "127.0.0.1", ports, nodes, set(),
                                         rules_dir=_fast_rules(state / "rules"))):
             assert isinstance(made, Service), made
+            if made.name == "prometheus":
+                # Test-only: an alert whose first send failed is sent again after 5 s, not
+                # Prometheus's default minute.
+                made.argv.append("--rules.alert.resend-delay=5s")
             made.start(state)
+            made.wait_ready(60, state)  # Alertmanager is up before Prometheus sends to it
             services.append(made)
-        for s in services:
-            s.wait_ready(60, state)
         by_name = {s.name: s for s in services}
-        yield {"cluster": cluster, "services": by_name, "state": state,
+        yield {"cluster": cluster, "services": by_name, "state": state, "credentials": creds,
+               "producer": f"http://{by_name['producer'].address}",
+               "consumer": f"http://{by_name['consumer'].address}",
                "prometheus": f"http://{by_name['prometheus'].address}",
                "alertmanager": f"http://{by_name['alertmanager'].address}",
                "sink": f"http://{by_name['alert-sink'].address}"}
@@ -235,6 +260,16 @@ def _arrived(stack: dict[str, Any], name: str, status: str,
             and (instance is None or a["labels"].get("instance") == instance)]
 
 
+def _masters(cluster: LocalCluster) -> list[int]:
+    return [n.port for n in cluster.nodes() if n.role == "master"]
+
+
+def _replica_of(cluster: LocalCluster, master: int) -> int:
+    info = cluster.node_client(master).info("replication")
+    assert info["connected_slaves"] == 1, info
+    return int(info["slave0"]["port"])
+
+
 @pytest.mark.slow
 def test_killed_node_is_delivered_as_redis_node_down_and_resolves(
         alerting_stack: dict[str, Any]) -> None:
@@ -242,15 +277,18 @@ def test_killed_node_is_delivered_as_redis_node_down_and_resolves(
     cluster: LocalCluster = stack["cluster"]
     _wait("every Redis target up", lambda: len([
         t for t in _get(stack["prometheus"] + "/api/v1/targets")["data"]["activeTargets"]
-        if t["labels"]["job"] == "redis" and t["health"] == "up"]) == 3)
+        if t["labels"]["job"] == "redis" and t["health"] == "up"]) == 6)
     assert _wait("the Watchdog heartbeat at the sink",
                  lambda: _get(stack["sink"] + "/alerts")["heartbeat"])
-    victim = cluster.ports[1]
+    # A master and its replica: nothing can take over, the master's slots are unserved.
+    victim = _masters(cluster)[1]
+    replica = _replica_of(cluster, victim)
     instance = f"127.0.0.1:{victim}"
     # Alerts of the stack's start (a target not yet scraped) may have come and gone already:
     # count only what arrives after the fault.
     exporter_pages = len(_arrived(stack, "RedisExporterDown", "firing"))
     state_pages = len(_arrived(stack, "RedisClusterStateNotOk", "firing"))
+    cluster.kill(replica)
     cluster.kill(victim)
     try:
         page = _wait("RedisNodeDown at the sink",
@@ -271,6 +309,7 @@ def test_killed_node_is_delivered_as_redis_node_down_and_resolves(
         assert len(_arrived(stack, "RedisExporterDown", "firing")) == exporter_pages
     finally:
         cluster.start_node(victim)
+        cluster.start_node(replica)
     _wait("RedisNodeDown resolved at the sink",
           lambda: _arrived(stack, "RedisNodeDown", "resolved", instance))
     _wait("RedisClusterStateNotOk resolved in Prometheus",
@@ -305,3 +344,84 @@ def test_hung_exporter_pages_as_itself_not_as_every_node(
     _wait("RedisExporterDown resolved at the sink",
           lambda: _arrived(stack, "RedisExporterDown", "resolved")[resolved:])
     assert len(_arrived(stack, "RedisNodeDown", "firing")) == before
+
+
+@pytest.mark.slow
+def test_failover_names_the_master_left_without_a_replica_under_the_node_down_page(
+        alerting_stack: dict[str, Any]) -> None:
+    """A killed master's replica takes over and runs alone: RedisMasterWithoutReplica fires.
+
+    The page that arrives is the cause, RedisNodeDown of the killed master; Alertmanager holds
+    RedisMasterWithoutReplica back under it (one incident, one page) and it resolves in
+    Prometheus when the old master is back as the new master's replica.
+    Negative control: with every master replicated, the alert is not firing before the kill.
+    """
+    stack = alerting_stack
+    cluster: LocalCluster = stack["cluster"]
+    _wait("no node alert left from the previous test", lambda: not (
+        _firing_in_prometheus(stack, "RedisNodeDown")
+        or _firing_in_prometheus(stack, "RedisClusterStateNotOk")))
+    _wait("every master with its replica again", lambda: all(
+        cluster.node_client(m).info("replication")["connected_slaves"] == 1
+        for m in _masters(cluster)), timeout=60)
+    time.sleep(6)  # one scrape and one evaluation of the healed cluster
+    assert not _firing_in_prometheus(stack, "RedisMasterWithoutReplica")
+    victim = _masters(cluster)[0]
+    promoted = f"127.0.0.1:{_replica_of(cluster, victim)}"
+    alone = len(_arrived(stack, "RedisMasterWithoutReplica", "firing"))
+    cluster.kill(victim)
+    try:
+        fired = _wait("RedisMasterWithoutReplica firing in Prometheus", lambda: [
+            a for a in _firing_in_prometheus(stack, "RedisMasterWithoutReplica")
+            if a["labels"]["instance"] == promoted])
+        assert fired[0]["annotations"]["runbook_url"] == \
+            "docs/runbook.md#redismasterwithoutreplica"
+        _wait("RedisNodeDown of the killed master at the sink", lambda: _arrived(
+            stack, "RedisNodeDown", "firing", f"127.0.0.1:{victim}"))
+        assert _wait("RedisMasterWithoutReplica inhibited in Alertmanager", lambda: [
+            a for a in _get(stack["alertmanager"] + "/api/v2/alerts")
+            if a["labels"]["alertname"] == "RedisMasterWithoutReplica"
+            and a["status"]["inhibitedBy"]])
+        assert len(_arrived(stack, "RedisMasterWithoutReplica", "firing")) == alone
+    finally:
+        cluster.start_node(victim)
+    _wait("RedisMasterWithoutReplica resolved in Prometheus",
+          lambda: not _firing_in_prometheus(stack, "RedisMasterWithoutReplica"))
+
+
+@pytest.mark.slow
+def test_stopped_extractor_pages_as_stalled_and_resolves_once_drained(
+        alerting_stack: dict[str, Any]) -> None:
+    """An extractor that takes no batch pages WatchlogExtractionStalled; a drained one does not.
+
+    Ingested through the producer, read through the consumer's extraction API; the alert comes
+    from the consumer's scrape-time age gauge. Negative control: ``drained`` gets the same logs
+    and takes them at once, and is never named.
+    """
+    stack = alerting_stack
+    reader = bearer(stack["credentials"].reader_key)
+    ingest = bearer(stack["credentials"].ingest_token)
+    with httpx.Client(base_url=stack["consumer"], headers=reader, timeout=10) as consumer:
+        for name in ("stalled", "drained"):
+            r = consumer.put(f"/v1/extractors/{name}", json={"start": "latest"})
+            assert r.status_code == 200, r.text
+        docs = [seed_log(event_id=f"stall-{i}") for i in range(20)]
+        r = httpx.post(stack["producer"] + "/v1/activities", json=docs, headers=ingest,
+                       timeout=10)
+        assert r.json()["created"] == 20, r.text
+        taken = consumer.post("/v1/extractors/drained/batches").json()["items"]
+        assert len(taken) == 20
+        acked = consumer.post("/v1/extractors/drained/ack",
+                              json={"ids": [i["feed_id"] for i in taken]}).json()
+        assert acked["acked"] == 20
+        page = _wait("WatchlogExtractionStalled at the sink", lambda: [
+            a for a in _arrived(stack, "WatchlogExtractionStalled", "firing")
+            if a["labels"].get("extractor") == "stalled"])
+        assert page[0]["runbook_url"] == "docs/runbook.md#watchlogextractionstalled"
+        assert not [a for a in _received(stack) if a["alertname"] == "WatchlogExtractionStalled"
+                    and a["labels"].get("extractor") == "drained"]
+        taken = consumer.post("/v1/extractors/stalled/batches").json()["items"]
+        consumer.post("/v1/extractors/stalled/ack", json={"ids": [i["feed_id"] for i in taken]})
+        _wait("WatchlogExtractionStalled resolved at the sink", lambda: [
+            a for a in _arrived(stack, "WatchlogExtractionStalled", "resolved")
+            if a["labels"].get("extractor") == "stalled"])

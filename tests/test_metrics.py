@@ -48,12 +48,34 @@ def test_metrics_count_every_request_once_across_workers(live_services) -> None:
 
 def test_metrics_business_counters_follow_ingest(live_services, ingest_headers) -> None:
     url = live_services["producer"]
-    key = ("watchlog_logs_ingested_total", (("activity_type", "cycling"), ("result", "created")))
+    key = ("watchlog_logs_ingested_total",
+           (("activity_type", "cycling"), ("result", "created"), ("service", "producer")))
     before = samples(url).get(key, 0.0)
     docs = [seed_log(activity_type="cycling", event_id=f"m{i}") for i in range(30)]
     r = httpx.post(url + "/v1/activities", json=docs, headers=ingest_headers, timeout=10)
     assert r.json()["created"] == 30
     assert samples(url)[key] - before == 30
+
+
+@pytest.mark.parametrize("service", ["producer", "consumer"])
+def test_every_watchlog_series_names_its_service(live_services, ingest_headers, reader_headers,
+                                                 service) -> None:
+    """The business metrics both APIs share (store latency, refused writes…) carry ``service``.
+
+    Without it, ``watchlog_redis_command_duration_seconds`` of the producer and the consumer
+    are one series per job only where the scrape job says which is which; the label makes the
+    exposition itself say it (compose, Kubernetes, any job name).
+    """
+    httpx.post(live_services["producer"] + "/v1/activities", json=seed_log(),
+               headers=ingest_headers, timeout=10)
+    httpx.get(live_services["consumer"] + "/v1/users/7/activities", headers=reader_headers,
+              timeout=10)
+    got = samples(live_services[service])
+    ours = {(name, labels) for name, labels in got if name.startswith("watchlog_")}
+    store = [k for k in ours if k[0].startswith("watchlog_redis_command_duration_seconds")]
+    assert store, "the store's latency histogram is exposed"
+    unnamed = [k for k in ours if dict(k[1]).get("service") != service]
+    assert not unnamed, unnamed[:5]
 
 
 @pytest.mark.parametrize("service", ["producer", "consumer"])

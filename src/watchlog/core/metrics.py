@@ -30,6 +30,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 import watchlog
 from watchlog.core.process import alive
@@ -228,22 +229,43 @@ class WorkerProcesses:
             yield out
 
 
+class ServiceLabelled(Collector):
+    """Yield ``source``'s families, each ``watchlog_*`` sample labelled ``service``.
+
+    The business metrics shared by both APIs (store latency, refused writes, logs ingested…)
+    are observed without a ``service`` label: the hot path then needs no extra label lookup,
+    and a process serves exactly one API (its own ``PROMETHEUS_MULTIPROC_DIR``). The label is
+    added here, once per scrape, so every ``watchlog_*`` series an API exposes names it,
+    whatever the scrape job is called (native, compose, Kubernetes).
+    """
+
+    def __init__(self, source: Any, service: str | None) -> None:
+        self.source, self.service = source, service
+
+    def collect(self) -> Iterator[Any]:
+        for family in self.source.collect():
+            if self.service and family.name.startswith("watchlog_"):
+                family.samples = [
+                    s if "service" in s.labels
+                    else s._replace(labels={"service": self.service, **s.labels})
+                    for s in family.samples]
+            yield family
+
+
 def render(extra: object | None = None, service: str | None = None) -> tuple[bytes, str]:
     """Return the exposition text of this process (or of all workers) plus ``extra``.
 
-    With ``service``, also ``watchlog_build_info`` and the process metrics of every worker.
+    With ``service``, also ``watchlog_build_info``, the process metrics of every worker, and
+    the ``service`` label on every ``watchlog_*`` series (see ``ServiceLabelled``).
     """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)
-        text = generate_latest(registry)
+        source: Any = MultiProcessCollector(None)  # type: ignore[arg-type]  # unregistered
         processes: object = WorkerProcesses()
     else:
-        text = generate_latest(REGISTRY)  # already has this process's process_* metrics
+        source = REGISTRY  # already has this process's process_* metrics
         processes = None
     scraped = CollectorRegistry()
-    for collector in (extra, processes, BuildInfo(service) if service else None):
+    for collector in (source, extra, processes, BuildInfo(service) if service else None):
         if collector is not None:
-            scraped.register(collector)  # type: ignore[arg-type]
-    text += generate_latest(scraped)
-    return text, CONTENT_TYPE_LATEST
+            scraped.register(ServiceLabelled(collector, service))
+    return generate_latest(scraped), CONTENT_TYPE_LATEST
