@@ -6,10 +6,10 @@ BIN    := $(VENV)/bin
 # redis_exporter (the monitoring), wrk (the benchmark load generator).
 SYSTEM_PACKAGES := redis-server redis-tools prometheus prometheus-alertmanager \
 	prometheus-redis-exporter wrk
-# The tests also lint shell scripts.
-TEST_PACKAGES := $(SYSTEM_PACKAGES) shellcheck
+# The tests also lint shell scripts, and drive the reports page in chromium (Playwright).
+TEST_PACKAGES := $(SYSTEM_PACKAGES) shellcheck chromium
 
-.PHONY: help venv system-deps install install-dev run test test-fast lint bench bench-quick clean
+.PHONY: help venv system-deps install install-dev run test test-fast lint bench bench-quick bench-capacity clean
 
 help:
 	@echo "make run    - install and run the whole system natively (foreground, Ctrl-C stops)"
@@ -31,15 +31,22 @@ system-deps:
 install: venv system-deps
 	$(BIN)/pip install -q -e .
 
-install-dev: venv
+install-dev: venv $(BIN)/checkov
 	@bash scripts/system-deps.sh $(TEST_PACKAGES)
 	$(BIN)/pip install -q -e '.[dev]'
+
+# checkov (the Kubernetes manifests' policy scanner, tests/deploy/test_kubernetes.py) lives in a
+# venv of its own: its pins (packaging<24) conflict with pytest's; linked into $(BIN).
+$(BIN)/checkov: $(BIN)/python
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install -q 'checkov>=3.2,<4'
+	ln -sf ../checkov/bin/checkov $(BIN)/checkov
 
 run: install
 	$(BIN)/watchlog up
 
 test: install-dev
-	@# a missing tool fails the run (tests/tools.py); no opting out here
+	@# a missing tool fails the run (tests/helpers.py); no opting out here
 	TESTS_ALLOW_MISSING_TOOLS= $(BIN)/python -m pytest
 
 # The inner loop: everything but the slow and chaos tests. `make test` (and CI) runs all.
@@ -56,6 +63,10 @@ bench: install-dev
 
 bench-quick: install-dev
 	$(BIN)/python -m bench --quick
+
+# The capacity figures (docs/capacity.md), with 1, 2 and 3 masters: a few minutes.
+bench-capacity: install-dev
+	$(BIN)/python -m bench --capacity
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .import_linter_cache

@@ -104,8 +104,16 @@ def run_all(mode: Mode, state: Path | None) -> dict[str, Any]:
 @click.option("--no-docs", is_flag=True, help="Do not touch the Markdown file.")
 @click.option("--state", type=click.Path(path_type=Path), default=None,
               help="State directory of the bench cluster (default: a temporary one).")
-def main(mode: str, output: Path, docs: Path, no_docs: bool, state: Path | None) -> None:
+@click.option("--capacity", is_flag=True,
+              help="Only the capacity figures with 1, 2, 3 masters (bench/capacity.py).")
+@click.pass_context
+def main(ctx: click.Context, mode: str, output: Path, docs: Path, no_docs: bool,
+         state: Path | None, capacity: bool) -> None:
     """Benchmark watchlog: scenarios, their ceilings and the targets, in one run."""
+    if capacity:
+        from bench import capacity as capacity_bench
+        ctx.invoke(capacity_bench.main)
+        return
     r = run_all(MODES[mode], state)
     output.mkdir(parents=True, exist_ok=True)
     path = output / f"{r['run']}.json"

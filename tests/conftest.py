@@ -7,7 +7,6 @@ No fake or mock of Redis anywhere: the cluster is the thing under test.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,16 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tools import require_tool
+from helpers import bearer, require_tool, serve, service_env
 from watchlog.core.credentials import Credentials, load_or_create
 from watchlog.core.settings import Settings
 from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis.cluster import LocalCluster
-from watchlog.launcher.services import Service
 from watchlog.store import Store
-
-CLUSTER_FIXTURES = {"cluster", "cluster_settings", "store", "producer", "consumer",
-                    "producer_url", "consumer_url"}
 
 
 @pytest.fixture(scope="session")
@@ -62,10 +57,24 @@ def store(cluster_settings: Settings) -> Iterator[Store]:
     s.close()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``flushed`` every test that uses the session cluster, directly or through a fixture.
+
+    The mark, not a list of fixture names, decides what ``flush`` empties: a new fixture built
+    on ``cluster`` is covered without being named here, and a test may carry the mark itself.
+    A module whose tests read what one module fixture ingested carries ``shared_data``
+    instead, and is not emptied between its tests.
+    """
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()) and \
+                item.get_closest_marker("shared_data") is None:
+            item.add_marker(pytest.mark.flushed)
+
+
 @pytest.fixture(autouse=True)
 def flush(request: pytest.FixtureRequest) -> None:
-    """Empty every master before a test that uses the cluster."""
-    if CLUSTER_FIXTURES.isdisjoint(request.fixturenames):
+    """Empty every master before a test marked ``flushed``."""
+    if request.node.get_closest_marker("flushed") is None:
         return
     cluster: LocalCluster = request.getfixturevalue("cluster")
     rc = cluster.admin_client()
@@ -74,10 +83,6 @@ def flush(request: pytest.FixtureRequest) -> None:
         rc.execute_command("SCRIPT", "FLUSH", target_nodes=rc.get_primaries())
     finally:
         rc.close()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="session")
@@ -107,24 +112,6 @@ def consumer(cluster_settings: Settings, store: Store):  # noqa: ANN201
     from watchlog.api.consumer.app import create_app
 
     return create_app(cluster_settings, store).test_client()
-
-
-def serve(service: str, settings_env: dict[str, str], port: int, logs: Path,
-          multiproc: Path) -> Service:
-    """Start one API as `watchlog up` runs it (granian by default) and wait until ready."""
-    multiproc.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **settings_env, f"WATCHLOG_{service.upper()}_PORT": str(port),
-           "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
-    svc = Service(service, [sys.executable, "-m", "watchlog", "serve", service],
-                  f"127.0.0.1:{port}", f"http://127.0.0.1:{port}/ready", env)
-    svc.start(logs)
-    svc.wait_ready(30, logs)
-    return svc
-
-
-def service_env(cluster: LocalCluster, credentials: Credentials) -> dict[str, str]:
-    return {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.startup_urls,
-            "WATCHLOG_WORKERS": "2", "WATCHLOG_THREADS": "4"}
 
 
 @pytest.fixture(scope="session")
@@ -189,7 +176,7 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
 
 def drive_load(urls: dict[str, str], creds: Credentials, seconds: float) -> None:
     """Exercise every path the dashboards show: reads, faults, rejects, duplicates."""
-    from payloads import seed_log
+    from helpers import seed_log
 
     admin, reader, ingest = (bearer(creds.admin_key), bearer(creds.reader_key),
                              bearer(creds.ingest_token))

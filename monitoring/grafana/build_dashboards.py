@@ -1,7 +1,7 @@
 """Write the provisioned Grafana dashboards (dashboards/*.json) from the definitions below.
 
 Run: ``python monitoring/grafana/build_dashboards.py`` after editing, and commit the JSON with it.
-tests/test_monitoring_rules.py fails if the JSON and this file disagree.
+tests/monitoring/test_monitoring_rules.py fails if the JSON and this file disagree.
 
 Why generate: three dashboards, ~50 panels, and rules every panel must follow (datasource by uid,
 a unit, the shared variables, a layout). Hand-edited JSON drifts from such rules; a builder
@@ -12,7 +12,7 @@ query means reading one line. Conventions for those queries:
   intervals (the datasource sets timeInterval 5s), so rate() always has two samples.
 * Panels that can legitimately be empty (no 5xx, no rejections, no injected faults) add
   ``or <traffic> * 0``: a flat zero labelled like the real series, not "No data" — "No data" must
-  keep meaning that something is broken. (tests/test_dashboards.py holds every query to that.)
+  keep meaning that something is broken. (tests/monitoring/test_dashboards.py holds every query to that.)
 * Gauges that every consumer replica computes from the same Redis data are read with ``max``,
   counters are summed; series carry a ``pid`` label under gunicorn's multiprocess mode, so no
   query reads a raw series without aggregating.

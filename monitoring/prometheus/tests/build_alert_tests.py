@@ -1,7 +1,7 @@
 """Write alerts_test.yml: promtool unit tests for every alert in ../rules/alerts.yml.
 
 Run: ``python monitoring/prometheus/tests/build_alert_tests.py`` after editing rules or cases,
-then ``promtool test rules monitoring/prometheus/tests/*.yml``. tests/test_monitoring_rules.py
+then ``promtool test rules monitoring/prometheus/tests/*.yml``. tests/monitoring/test_monitoring_rules.py
 fails if the YAML is stale.
 
 Why generate: promtool compares annotations verbatim, so every expected alert repeats its
@@ -286,8 +286,8 @@ def slo_cases() -> list[Case]:
 
 def latency_cases() -> list[Case]:
     return [{
-        "name": "WatchlogLatencyP99High: a slow route warns after 10m; fast, export and "
-                "delay-injected routes do not",
+        "name": "WatchlogLatencyP99High: a slow route warns after 10m; fast, export, "
+                "/metrics and delay-injected routes do not",
         "interval": "1m",
         "input_series": [
             *latency("consumer", USER, 0, 100, 30),
@@ -297,6 +297,9 @@ def latency_cases() -> list[Case]:
             # A streamed export is long by nature.
             *latency("consumer", "/v1/activities/export", 0, 100, 30),
             requests("consumer", "/v1/activities/export", "200", 100, 30, method="GET"),
+            # Prometheus' own scrapes of a busy consumer: not a user's request.
+            *latency("consumer", "/metrics", 0, 100, 30),
+            requests("consumer", "/metrics", "200", 100, 30, method="GET"),
             # Slow only because 5% of its requests get an injected delay: p99 measures that.
             *latency("producer", ACT, 0, 100, 30), requests("producer", ACT, "201", 100, 30),
             series('watchlog_faults_injected_total{service="producer",route="/v1/activities",'
@@ -521,20 +524,32 @@ def pipeline_cases() -> list[Case]:
                   alert("WatchlogExtractionStalled", {"extractor": "reports"}, "7m 0s")),
         ],
     }, {
+        "name": "WatchlogExtractionStalled: one scrape without the gauge (Redis failing over) "
+                "does not restart the 1m `for:`",
+        "interval": "15s",
+        # Older than 300 s from 5m15s on; at 6m one scrape could not read the gauge (stale).
+        # Without the 1m max_over_time the alert went back to pending there and fired at
+        # 7m15s; with it, it fires at 6m15s.
+        "input_series": [series(age % "reports", "0+15x23 stale 375+15x10")],
+        "alert_rule_test": [
+            check("7m", "WatchlogExtractionStalled",
+                  alert("WatchlogExtractionStalled", {"extractor": "reports"}, "7m 0s")),
+        ],
+    }, {
         "name": "WatchlogWritesRefusedForReplicas: a shard refusing writes for minutes pages; "
-                "a replica's hiccup (5 refusals) does not",
-        "interval": "1m",
+                "a replica's hiccup (14 refusals at once, then none) does not",
+        "interval": "15s",
         "input_series": [
             series('watchlog_writes_refused_total{job="producer",instance="producer-app:5001",'
-                   'reason="replica_timeout"}', "0+30x10"),
+                   'reason="replica_timeout"}', "0+8x40"),
             series('watchlog_writes_refused_total{job="producer",instance="producer-app:5001",'
-                   'reason="no_replica"}', "0 5x10"),
+                   'reason="no_replica"}', "0 14x40"),
         ],
         "alert_rule_test": [
             check("1m", "WatchlogWritesRefusedForReplicas"),
             check("4m", "WatchlogWritesRefusedForReplicas",
                   alert("WatchlogWritesRefusedForReplicas", {"reason": "replica_timeout"},
-                        "120")),
+                        "32")),
         ],
     }, {
         "name": "WatchlogScrapeReadsFailing: gauges unreadable for a minute warn; one failed "

@@ -95,16 +95,24 @@ class Auth:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("missing credentials: send 'Authorization: Bearer <token>'")
         d = digest(token.strip())
-        role = None
-        for known, r in self.roles:
-            if hmac.compare_digest(known, d):
-                role = r
+        role = self.role_of(d)
         if role is not None:
             return Principal(role, key=f"{role}:{d[:8].hex()}")
         device = self.devices.get(d)
         if device is not None:
             return device
         raise Unauthorized("invalid credentials")
+
+    def role_of(self, d: bytes) -> str | None:
+        """The role of the key whose digest is ``d`` (ingest, reader, admin), else None.
+
+        Every known key is compared (constant time), whichever matches.
+        """
+        role = None
+        for known, r in self.roles:
+            if hmac.compare_digest(known, d):
+                role = r
+        return role
 
 
 LINE_FORMAT = "'device_id <64 hex digits of sha256(token)> user_id[,user_id...]' (or '*')"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 
 from flask import request
@@ -29,9 +30,10 @@ _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
                    r"(Z|[+-][0-9]{2}:?[0-9]{2})?)?", re.ASCII)
 
 
-def arg(name: str) -> str | None:
-    """Return a raw parameter, refusing anything but printable ASCII."""
-    raw = request.args.get(name)
+def arg(name: str, values: Mapping[str, str] | None = None) -> str | None:
+    """Return a raw parameter (of the query string, or ``values``: a form's fields),
+    refusing anything but printable ASCII."""
+    raw = (request.args if values is None else values).get(name)
     if raw is not None and not (raw.isascii() and raw.isprintable()):
         raise InvalidInput(f"{name}: only printable ASCII is accepted", field=name)
     return raw
@@ -68,8 +70,8 @@ def time_ms(name: str, default: int) -> int:
     return ms
 
 
-def day(name: str, default: date) -> date:
-    raw = arg(name)
+def day(name: str, default: date, values: Mapping[str, str] | None = None) -> date:
+    raw = arg(name, values)
     if not raw:
         return default
     try:
@@ -98,8 +100,8 @@ def integer(name: str, default: int, lo: int, hi: int) -> int:
     return v
 
 
-def activity_type() -> int | None:
-    raw = arg("activity_type")
+def activity_type(values: Mapping[str, str] | None = None) -> int | None:
+    raw = arg("activity_type", values)
     if not raw:
         return None
     if raw not in TYPE_CODE:
@@ -116,11 +118,8 @@ def time_range(max_days: int, default_span_ms: int = DAY_MS) -> tuple[int, int]:
     return start, to
 
 
-def day_range(max_days: int, default_days: int = 7) -> list[date]:
-    """Return the days from ``from`` to ``to`` (dates, both included), default the last
-    ``default_days`` up to today."""
-    to = day("to", today())
-    start = day("from", to - timedelta(days=default_days - 1))
+def days_between(start: date, to: date, max_days: int) -> list[date]:
+    """Return the days from ``start`` to ``to``, both included, checked as every range."""
     _check_range(start > to, (to - start).days + 1, max_days)
     return [start + timedelta(days=i) for i in range((to - start).days + 1)]
 

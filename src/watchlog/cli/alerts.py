@@ -191,8 +191,14 @@ def _recorded_url(state_dir: Path) -> str | None:
               default=".watchlog", show_default=True, envvar="WATCHLOG_STATE_DIR")
 @click.option("--limit", type=click.IntRange(1, KEEP), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the alerts as JSON.")
-def alerts(url: str | None, state_dir: Path, limit: int, as_json: bool) -> None:
-    """Show the most recent alert notifications (firing and resolved), newest last."""
+@click.option("--check", is_flag=True,
+              help="Exit 1 when the heartbeat is late or has never arrived (for scripts).")
+def alerts(url: str | None, state_dir: Path, limit: int, as_json: bool, check: bool) -> None:
+    """Show the most recent alert notifications (firing and resolved), newest last.
+
+    With ``--check``, the exit status says whether the alerting path works: 0 when the
+    Watchdog heartbeat arrived within the last few minutes, 1 when it is late or never came.
+    """
     base = url or _recorded_url(state_dir) or DEFAULT_URL
     try:
         with urllib.request.urlopen(f"{base.rstrip('/')}/alerts?limit={limit}",
@@ -201,9 +207,16 @@ def alerts(url: str | None, state_dir: Path, limit: int, as_json: bool) -> None:
             items, beat = body["items"], body.get("heartbeat")
     except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
         raise click.ClickException(f"cannot read alerts from {base}: {e}") from None
+    healthy = beat is not None and time.time() - beat <= LATE
     if as_json:
         click.echo(json.dumps({"items": items, "heartbeat": beat}, indent=2))
-        return
+    else:
+        _print(items, beat)
+    if check and not healthy:
+        raise SystemExit(1)
+
+
+def _print(items: list[dict[str, Any]], beat: float | None) -> None:
     if beat is None:
         click.echo(click.style("heartbeat: none received yet (Watchdog: Prometheus → "
                                "Alertmanager → this sink)", fg="yellow"))
@@ -216,8 +229,9 @@ def alerts(url: str | None, state_dir: Path, limit: int, as_json: bool) -> None:
     if not items:
         click.echo("no alerts received")
     for a in items:
-        where = a["labels"].get("instance") or a["labels"].get("service") or \
-            a["labels"].get("job", "")
+        labels = a["labels"]
+        where = labels.get("instance") or labels.get("extractor") or labels.get("service") \
+            or labels.get("job", "")
         colour = "green" if a["status"] == "resolved" else \
             "red" if a["severity"] == "critical" else "yellow"
         click.echo(f"{a['received']}  " + click.style(f"{a['status']:8}", fg=colour) +

@@ -27,7 +27,10 @@ _VARS = {
     "redis_app_password": "WATCHLOG_REDIS_PASSWORD",
     "redis_admin_password": "WATCHLOG_REDIS_ADMIN_PASSWORD",
     "redis_exporter_password": "WATCHLOG_REDIS_EXPORTER_PASSWORD",
+    "session_secret": "WATCHLOG_SESSION_SECRET",
 }
+# Added after the first files were written: a file without it gets one appended.
+_ADDED = {"session_secret"}
 
 
 def _token() -> str:
@@ -44,6 +47,7 @@ class Credentials:
     redis_app_password: str = field(default_factory=_token, repr=False)
     redis_admin_password: str = field(default_factory=_token, repr=False)
     redis_exporter_password: str = field(default_factory=_token, repr=False)
+    session_secret: str = field(default_factory=_token, repr=False)  # the reports page's
 
     def app_env(self) -> dict[str, str]:
         """Return the ``WATCHLOG_*`` variables the apps and clients need."""
@@ -53,6 +57,7 @@ class Credentials:
             "WATCHLOG_ADMIN_KEY": self.admin_key,
             "WATCHLOG_REDIS_USERNAME": APP_USER,
             "WATCHLOG_REDIS_PASSWORD": self.redis_app_password,
+            "WATCHLOG_SESSION_SECRET": self.session_secret,
         }
 
     def to_env_text(self) -> str:
@@ -98,7 +103,14 @@ def load_or_create(state_dir: Path) -> Credentials:
 
 def _from_file(path: Path) -> Credentials:
     values = read_env_file(path)
-    missing = [var for var in _VARS.values() if not values.get(var)]
+    missing = [var for name, var in _VARS.items() if not values.get(var) and name not in _ADDED]
     if missing:
         raise InvalidSetting(f"{path} lacks {', '.join(missing)}; delete it to generate new ones")
+    added = [name for name in _ADDED if not values.get(_VARS[name])]
+    if added:  # a file from before these secrets existed: keep its keys, add the new ones
+        with path.open("a") as f:
+            for name in added:
+                values[_VARS[name]] = _token()
+                f.write(f"{_VARS[name]}={values[_VARS[name]]}\n")
+        log.info("added %s to %s", ", ".join(_VARS[n] for n in added), path)
     return Credentials(**{name: values[var] for name, var in _VARS.items()})

@@ -32,7 +32,7 @@ def setting(default: Any, doc: str, *, secret: bool = False) -> Any:
 
 def _read(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
-    if value is None and name.endswith(("_PASSWORD", "_TOKEN", "_KEY")):
+    if value is None and name.endswith(("_PASSWORD", "_TOKEN", "_KEY", "_SECRET")):
         path = env.get(name + "_FILE")
         if path:
             return Path(path).read_text().strip()
@@ -87,6 +87,12 @@ class Settings:
     reader_key: str = setting(
         "", "API key(s) with the reader role (queries, reports, extraction)", secret=True)
     admin_key: str = setting("", "API key(s) with the admin role (also /admin/faults)", secret=True)
+    session_secret: str = setting(
+        "", "signs the reports page's session cookies and form tokens (or "
+        "WATCHLOG_SESSION_SECRET_FILE); empty: /reports/ answers 503, never a default key",
+        secret=True)
+    session_lifetime: int = setting(
+        28800, "seconds a sign-in to the reports page lasts (its cookie is refused after that)")
     credentials_file: str = setting(
         "", "env file the clients read tokens from (default <state dir>/credentials.env)")
     rate_limit: str = setting(

@@ -92,7 +92,8 @@ def _retarget(job: dict[str, Any], targets: list[str], exporter: str) -> None:
     # Native nodes are all known up front, so the compose-only DNS discovery of the optional
     # replicas is dropped; the relabel rule keyed on __meta_dns_name then never matches.
     job.pop("dns_sd_configs", None)
-    job["static_configs"] = [{"targets": targets}]
+    labels = {k: v for c in job.get("static_configs", []) for k, v in c.get("labels", {}).items()}
+    job["static_configs"] = [{"targets": targets, **({"labels": labels} if labels else {})}]
     if job["job_name"] != _REDIS_JOB:
         return
     for rule in job.get("relabel_configs", []):

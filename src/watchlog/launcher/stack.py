@@ -88,6 +88,9 @@ class Stack:
             raise
         self._record()
         self.console.print(status_table(self.status()))
+        self.console.print(f"reports: [bold]http://{self.settings.host}:{self.ports.consumer}"
+                           f"/reports/[/] (sign in with WATCHLOG_READER_KEY from {FILENAME})",
+                           soft_wrap=True)
         if not detach:
             self._wait_for_signal()
             self._stop_all()

@@ -24,6 +24,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.extensions["watchlog_store"])
     app.register_blueprint(queries.bp)
     app.register_blueprint(extraction.bp)
+    from watchlog.api.consumer.reports import reports_blueprint
+
+    app.register_blueprint(reports_blueprint(settings))
     from watchlog.api.limits import init_consumer_rate_limit
 
     init_consumer_rate_limit(app, settings)

