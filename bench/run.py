@@ -13,6 +13,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+import bench.formats as formats  # on a line of its own: fewer merge conflicts
 from bench import ceilings, ingest, memory, profile, reads, report, sysinfo, validation, wsgi
 from bench.modes import MODES, Mode
 from bench.stack import Stack
@@ -68,6 +69,7 @@ def reads_(r: dict[str, Any], stack: Stack, mode: Mode, run: str, work: Path) ->
     step(r, "scenarios", "report", reads.get, stack, cons, mode, reads.report_paths(work))
     step(r, "scenarios", "export", reads.export, stack, cons)
     step(r, "scenarios", "extraction", reads.extraction, stack, cons, mode.extract_events, run)
+    step(r, "-", "formats", formats.run, stack, cons, mode.extract_events, run, work)
     stack.stop_service("consumer")
     r["memory"] = {k: r["loads"]["big"][k] for k in (
         "events", "redis_bytes_per_event", "json_bytes_per_event")}

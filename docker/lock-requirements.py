@@ -18,7 +18,8 @@ from packaging.utils import canonicalize_name
 
 # The runtime dependencies of the image (pyproject's [project.dependencies], plus pyyaml).
 ROOTS = ("flask", "redis[hiredis]", "msgspec", "granian", "gunicorn", "prometheus-client", "click",
-         "rich", "httpx", "flask-limiter", "zstandard", "pyyaml", "flask-wtf", "pygal", "tzdata")
+         "rich", "httpx", "flask-limiter", "zstandard", "pyyaml", "flask-wtf", "pygal", "tzdata",
+         "pyarrow")
 HEADER = """\
 # Pinned runtime dependencies of the watchlog images (docker/Dockerfile installs them with
 # --no-deps, then `pip check`). Generated from the project venv, markers evaluated for

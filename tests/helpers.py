@@ -12,9 +12,11 @@ import shutil
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -180,3 +182,36 @@ def stored_aggregates(store: Store, events: list[schema.Event]) -> dict:
         for t, agg in store.fleet_day(day)[1].items():
             out[("*", day, t)] = agg
     return out
+
+
+# --- processes --------------------------------------------------------------------------------
+
+WATCHLOG = str(Path(sys.executable).parent / "watchlog")
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 60.0) -> Any:
+    """Poll ``check`` until it returns something true; fail naming ``what`` (never hang)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.2)
+
+
+def process_env(extra: dict[str, str]) -> dict[str, str]:
+    """This environment without any token (the commands read the credentials file)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WATCHLOG_INGEST_TOKEN", "WATCHLOG_READER_KEY", "WATCHLOG_ADMIN_KEY")}
+    return {**env, **extra}
+
+
+def set_faults(consumer_url: str, admin: dict[str, str], spec: dict[str, Any] | None) -> None:
+    """Set (or clear) the consumer's faults and wait until every worker has re-read them."""
+    if spec is None:
+        r = httpx.delete(consumer_url + "/admin/faults", headers=admin, timeout=10)
+    else:
+        r = httpx.put(consumer_url + "/admin/faults", json=spec, headers=admin, timeout=10)
+    assert r.status_code == 200, r.text
+    time.sleep(1.1)  # each worker re-reads the faults at most once a second

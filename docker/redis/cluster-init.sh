@@ -48,6 +48,22 @@ for n in $replicas; do
     if [ -n "$(ip_of "$n")" ]; then present="$present $n"; else log "skipping $n (not running)"; fi
 done
 replicas=$present
+# Nodes added to grow the cluster (compose profile `scale`: redis-node-7 and -8), skipped
+# when not running. With replicas, they come in pairs: a master, then its replica (joined
+# with --cluster-slave, it follows the master with fewest replicas: the new one).
+extra=""
+for n in ${REDIS_EXTRA_MASTERS:-}; do
+    if [ -n "$(ip_of "$n")" ]; then extra="$extra $n"; else log "skipping $n (not running)"; fi
+done
+if [ -n "$replicas" ]; then
+    i=0
+    for n in $extra; do
+        if [ $((i % 2)) -eq 0 ]; then masters="$masters $n"; else replicas="$replicas $n"; fi
+        i=$((i + 1))
+    done
+else
+    masters="$masters $extra"
+fi
 nodes="$masters $replicas"
 for n in $nodes; do wait_for_ping "$n"; done
 
@@ -89,10 +105,15 @@ else
         is_member "$n" && continue
         case " $replicas " in
             *" $n "*) log "adding $n as a replica"; role=--cluster-slave ;;
-            *) log "adding $n as an empty master (move slots with: redis-cli --cluster rebalance --cluster-use-empty-masters)"; role="" ;;
+            *) log "adding $n as an empty master (move its share of partitions with REDIS_REBALANCE=yes)"; role="" ;;
         esac
+        # redis-cli refuses to add while the nodes' views differ (gossip of the node added
+        # just before has not spread yet): try again until it has.
         # shellcheck disable=SC2086  # $role is empty or one flag
-        redis-cli --user "$user" --cluster add-node "$(addr_of "$n")" "$(addr_of "$seed")" $role
+        until is_member "$n" || redis-cli --user "$user" --cluster add-node "$(addr_of "$n")" "$(addr_of "$seed")" $role >/dev/null; do
+            if expired; then log "could not add $n"; exit 1; fi
+            sleep 1
+        done
     done
 fi
 
@@ -149,3 +170,10 @@ for n in $nodes; do
     cli "$n" CONFIG SET min-replicas-to-write "$guard" min-replicas-max-lag 10 >/dev/null
 done
 log "min-replicas-to-write $guard on every node"
+
+# REDIS_REBALANCE=yes: give every master an equal share of the 64 partitions, live, as
+# `watchlog cluster rebalance` does (docker/redis/rebalance.sh; docs/scaling.md). Run after
+# nodes were added (profile `scale`), or to resume a rebalance that was interrupted.
+if [ "${REDIS_REBALANCE:-no}" = yes ]; then
+    sh "${REDIS_REBALANCE_SCRIPT:-/usr/local/bin/watchlog-rebalance.sh}" "$first"
+fi

@@ -35,7 +35,7 @@ REDIS_DIR = ROOT / "docker" / "redis"
 PROMETHEUS_YML = ROOT / "monitoring" / "prometheus" / "prometheus.yml"
 GRAFANA_DIR = ROOT / "monitoring" / "grafana"
 ROLES = ("producer-app", "producer-client", "consumer-app", "consumer-client")
-PROFILES = ("replicas", "alerting")
+PROFILES = ("replicas", "alerting", "scale")
 SECRETS = {
     "WATCHLOG_REDIS_PASSWORD": "dummy-app-password-1",
     "REDIS_ADMIN_PASSWORD": "dummy-admin-password-1",
@@ -114,7 +114,7 @@ def built(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
 # ---- compose: validity -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("profiles", [(), ("replicas",), ("alerting",), PROFILES])
+@pytest.mark.parametrize("profiles", [(), ("replicas",), ("alerting",), ("scale",), PROFILES])
 def test_compose_config_is_valid(env_file: Path, profiles: tuple[str, ...]) -> None:
     compose(env_file, "config", "-q", profiles=profiles)
 
@@ -144,7 +144,7 @@ def test_env_example_placeholders_are_refused_by_redis(tmp_path: Path) -> None:
 
 
 def test_every_profile_service_is_expected(model: dict[str, Any]) -> None:
-    expected = {f"redis-node-{i}" for i in range(1, 7)} | {
+    expected = {f"redis-node-{i}" for i in range(1, 9)} | {
         "redis-cluster-init", *ROLES, "redis-exporter", "prometheus", "grafana", "alertmanager",
         "alert-sink"}
     assert set(model["services"]) == expected
@@ -258,7 +258,7 @@ def test_long_running_services_have_healthchecks(model: dict[str, Any]) -> None:
 
 
 def test_redis_nodes_are_configured_alike(raw: dict[str, Any], model: dict[str, Any]) -> None:
-    for i in range(1, 7):
+    for i in range(1, 9):
         svc = model["services"][f"redis-node-{i}"]
         assert svc["hostname"] == f"redis-node-{i}"  # the announced endpoint
         assert [v["target"] for v in svc["volumes"]] == ["/data"]
@@ -267,6 +267,7 @@ def test_redis_nodes_are_configured_alike(raw: dict[str, Any], model: dict[str, 
     init = model["services"]["redis-cluster-init"]["environment"]
     assert init["REDIS_MASTERS"].split() == [f"redis-node-{i}" for i in (1, 2, 3)]
     assert init["REDIS_REPLICAS"].split() == [f"redis-node-{i}" for i in (4, 5, 6)]
+    assert init["REDIS_EXTRA_MASTERS"].split() == ["redis-node-7", "redis-node-8"]  # scaling
 
 
 # ---- Prometheus and Grafana against compose ---------------------------------------------------

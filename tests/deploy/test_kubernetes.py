@@ -573,10 +573,12 @@ COUNTERPARTS = {"producer-app": ("Deployment", "producer-app"),
                 "redis-exporter": ("Deployment", "redis-exporter"),
                 "redis-node-1": ("StatefulSet", "redis-node"),
                 "redis-cluster-init": ("Job", "redis-cluster-init")}
-# Names that differ on purpose: Kubernetes' pod and node addresses.
-K8S_ONLY_ENV = {"POD_NAME", "REDIS_ANNOUNCE_HOSTNAME", "REDIS_CONF_DIR", "REDIS_DATA_DIR"}
+# Names that differ on purpose: Kubernetes' pod and node addresses, and where the scripts are
+# mounted (compose mounts the rebalance script at the image's default path).
+K8S_ONLY_ENV = {"POD_NAME", "REDIS_ANNOUNCE_HOSTNAME", "REDIS_CONF_DIR", "REDIS_DATA_DIR",
+                "REDIS_REBALANCE_SCRIPT"}
 ADDRESS_ENV = {"WATCHLOG_REDIS_URL", "WATCHLOG_PRODUCER_URL", "WATCHLOG_CONSUMER_URL",
-               "REDIS_MASTERS", "REDIS_REPLICAS", "REDIS_INIT_TIMEOUT"}
+               "REDIS_MASTERS", "REDIS_REPLICAS", "REDIS_INIT_TIMEOUT", "REDIS_EXTRA_MASTERS"}
 
 
 def _k8s_env(objs: list[Obj], c: Obj) -> dict[str, str | None]:

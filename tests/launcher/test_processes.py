@@ -12,9 +12,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,30 +21,22 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import bearer, extracted, run, seed_log, serve, service_env, simulate
+from helpers import (
+    WATCHLOG,
+    bearer,
+    extracted,
+    process_env,
+    run,
+    seed_log,
+    serve,
+    service_env,
+    set_faults,
+    simulate,
+    wait_for,
+)
 from watchlog.core.credentials import Credentials, read_env_file
 from watchlog.launcher.procs import alive, free_redis_ports
 from watchlog.launcher.redis.cluster import LocalCluster
-
-WATCHLOG = str(Path(sys.executable).parent / "watchlog")
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 60.0) -> Any:
-    """Poll ``check`` until it returns something true; fail naming ``what`` (never hang)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.2)
-
-
-def process_env(extra: dict[str, str]) -> dict[str, str]:
-    """This environment without any token (the commands read the credentials file)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("WATCHLOG_INGEST_TOKEN", "WATCHLOG_READER_KEY", "WATCHLOG_ADMIN_KEY")}
-    return {**env, **extra}
 
 
 def healthcheck(url: str) -> int:
@@ -53,16 +44,6 @@ def healthcheck(url: str) -> int:
                           capture_output=True, timeout=30).returncode
 
 
-
-
-def set_faults(consumer_url: str, admin: dict[str, str], spec: dict[str, Any] | None) -> None:
-    """Set (or clear) the consumer's faults and wait until every worker has re-read them."""
-    if spec is None:
-        r = httpx.delete(consumer_url + "/admin/faults", headers=admin, timeout=10)
-    else:
-        r = httpx.put(consumer_url + "/admin/faults", json=spec, headers=admin, timeout=10)
-    assert r.status_code == 200, r.text
-    time.sleep(1.1)  # each worker re-reads the faults at most once a second
 
 
 @contextmanager

@@ -125,8 +125,8 @@ def test_compose_redis_job_sends_every_node_to_the_exporter() -> None:
     assert redis["metrics_path"] == "/scrape"
     assert redis["static_configs"] == [
         {"targets": [f"redis-node-{i}:6379" for i in (1, 2, 3)]}]
-    # The replicas profile's nodes are discovered, never statically expected.
-    assert redis["dns_sd_configs"][0]["names"] == [f"redis-node-{i}" for i in (4, 5, 6)]
+    # The replicas and scale profiles' nodes are discovered, never statically expected.
+    assert redis["dns_sd_configs"][0]["names"] == [f"redis-node-{i}" for i in (4, 5, 6, 7, 8)]
     assert redis["relabel_configs"][-1]["replacement"] == "redis-exporter:9121"
 
 
@@ -369,7 +369,7 @@ def test_compose_exporter_has_a_password_for_every_node_and_no_other_target() ->
     content = yaml.safe_load((ROOT.parent / "docker-compose.yml").read_text())[
         "configs"]["exporter-passwords"]["content"]
     keys = set(re.findall(r'"(redis://[^"]+)"', content))
-    assert keys == {f"redis://redis-node-{i}:6379" for i in range(1, 7)}
+    assert keys == {f"redis://redis-node-{i}:6379" for i in range(1, 9)}
 
 
 def test_prometheus_keeps_the_slo_window_and_offers_no_lifecycle_api(tmp_path: Path) -> None:

@@ -150,20 +150,29 @@ def progress(quiet: bool) -> Any:
 
 
 def download(c: Client, params: dict[str, Any], output: Path, csv: bool,
-             quiet: bool = False) -> tuple[int, int]:
-    """Stream the export into ``output`` (via ``output.part``); return rows and bytes."""
+             quiet: bool = False, rows_of: Callable[[Path], int] | None = None
+             ) -> tuple[int, int]:
+    """Stream the export into ``output`` (via ``output.part``); return rows and bytes.
+
+    ``rows_of`` counts the rows of a binary file (and refuses a torn one) before the rename.
+    """
     part = output.with_name(output.name + ".part")
     try:
         with c.stream("GET", "/v1/activities/export", params=params) as resp:
             if resp.status_code >= 400:
                 resp.read()
                 raise click.ClickException(f"export: {error_message(resp)}")
-            rows, size = _save(resp, part, quiet, header=csv)
+            rows, size = _save(resp, part, quiet, header=csv, text=rows_of is None)
+            if rows_of is not None:
+                rows = rows_of(part)
     except GaveUp as e:
         raise click.ClickException(str(e)) from None
     except httpx.HTTPError as e:
         part.unlink(missing_ok=True)
         raise click.ClickException(f"export interrupted: {e!r}; run it again") from None
+    except ValueError as e:  # rows_of: a torn file
+        part.unlink(missing_ok=True)
+        raise click.ClickException(f"export: {e}; run it again") from None
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -171,15 +180,18 @@ def download(c: Client, params: dict[str, Any], output: Path, csv: bool,
     return rows, size
 
 
-def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool) -> tuple[int, int]:
-    """Write the body to ``part``; return its rows (a CSV's header is not one) and bytes."""
+def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool, text: bool = True
+          ) -> tuple[int, int]:
+    """Write the body to ``part``; return its rows (a CSV's header is not one) and bytes.
+
+    A binary body (``text`` false: Parquet) has no lines: its rows are counted after."""
     lines = size = 0
     with part.open("wb") as f, progress(quiet) as bar:
         task = bar.add_task(f"export to {part.name[:-5]}", rows=0, total=None)
         for chunk in resp.iter_bytes():
             f.write(chunk)
             size += len(chunk)
-            lines += chunk.count(b"\n")
+            lines += chunk.count(b"\n") if text else 0
             bar.update(task, completed=size, rows=max(lines - header, 0))
         f.flush()
         os.fsync(f.fileno())
@@ -190,15 +202,17 @@ def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool) -> tuple[
 @click.option("--from", "start", default=None, help="Start: date or ISO time (default: 24 h ago).")
 @click.option("--to", default=None, help="End: date (whole day) or ISO time (default: now).")
 @click.option("--activity-type", type=click.Choice(ACTIVITY_TYPES), default=None)
-@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="ndjson",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson", "parquet"]),
+              default="ndjson", show_default=True, help="parquet: docs/formats.md.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Default: <state dir>/exports/logs-<from>-<to>.<format>.")
+@click.option("--force", is_flag=True, help="Overwrite an existing Parquet file.")
 @consumer_url_option("--url")
 @credentials_option
 @json_option
 def export(start: str | None, to: str | None, activity_type: str | None, fmt: str,
-           output: Path | None, url: str, state: StateDir, as_json: bool) -> None:
+           output: Path | None, force: bool, url: str, state: StateDir, as_json: bool
+           ) -> None:
     """Stream every log of a time range to a file (written as FILE.part, then renamed)."""
     params = {"from": start, "to": end_of_day(to), "activity_type": activity_type, "format": fmt}
     params = {k: v for k, v in params.items() if v is not None}
@@ -208,9 +222,17 @@ def export(start: str | None, to: str | None, activity_type: str | None, fmt: st
         if output is None:
             name = f"logs-{start or 'last'}-{to or 'now'}.{fmt}"
             output = output_root(state) / "exports" / name
+        if fmt == "parquet" and output.exists() and not force:
+            raise click.ClickException(f"{output} exists; --force overwrites it")
         output.parent.mkdir(parents=True, exist_ok=True)
+        rows_of = None
+        if fmt == "parquet":
+            from watchlog.api.consumer.parquet import rows_in
+
+            rows_of = rows_in
         with client(url, state) as c:
-            rows, size = download(c, params, output, fmt == "csv", quiet=as_json)
+            rows, size = download(c, params, output, fmt == "csv", quiet=as_json,
+                                  rows_of=rows_of)
     if as_json:
         emit({"rows": rows, "bytes": size, "file": str(output)})
 
@@ -229,8 +251,13 @@ def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
 @click.option("--follow", is_flag=True, help="Keep polling after the feed is drained.")
 @click.option("--interval", type=click.FloatRange(0), default=15.0, show_default=True,
               help="Seconds between polls that found nothing (with --follow).")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", "--out", "out_dir",
+              type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Default: <state dir>/extracts/NAME.")
+@click.option("--format", "fmt", type=click.Choice(["ndjson", "parquet"]), default="ndjson",
+              show_default=True, help="parquet: a dataset DIR/date=YYYY-MM-DD/part-*.parquet.")
+@click.option("--compact", is_flag=True,
+              help="parquet: merge a complete day's files into one (atomic swap).")
 @click.option("--max", "max_items", type=click.IntRange(1, 1000), default=500,
               show_default=True, help="Logs per batch.")
 @click.option("--visibility-timeout", type=click.IntRange(1, 3600), default=None,
@@ -244,15 +271,25 @@ def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
 @consumer_url_option("--url")
 @credentials_option
 @json_option
-def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_items: int,
-            visibility_timeout: int | None, drop_rate: float, random_seed: int | None,
-            metrics_port: int | None, metrics_host: str, url: str, state: StateDir,
-            as_json: bool) -> None:
-    """Extract logs incrementally into DIR, each exactly once, one NDJSON file per batch."""
+def extract(name: str, follow: bool, interval: float, out_dir: Path | None, fmt: str,
+            compact: bool, max_items: int, visibility_timeout: int | None, drop_rate: float,
+            random_seed: int | None, metrics_port: int | None, metrics_host: str, url: str,
+            state: StateDir, as_json: bool) -> None:
+    """Extract logs incrementally into DIR, each exactly once: one NDJSON file per batch,
+    or with --format parquet a day-partitioned Parquet dataset (docs/formats.md)."""
     from prometheus_client import start_http_server
 
     from watchlog.clients.extractor import REGISTRY, Extractor
     from watchlog.core.errors import ExtractError
+
+    if compact and fmt != "parquet":
+        raise click.UsageError("--compact needs --format parquet")
+    kind: Any = Extractor
+    options: dict[str, Any] = {}
+    if fmt == "parquet":
+        from watchlog.clients.dataset import DatasetExtractor
+
+        kind, options = DatasetExtractor, {"compact": compact}
 
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
@@ -262,8 +299,8 @@ def extract(name: str, follow: bool, interval: float, out_dir: Path | None, max_
     # exit at once, not after the retry budget (up to 30 s).
     with (umask(UMASK), client(url, state, sleep=sleep_unless(stop)) as c,
           stop_on_signals(stop)):
-        ex = Extractor(c, name, out_dir, max_items, visibility_timeout, drop_rate=drop_rate,
-                       random_seed=random_seed)
+        ex = kind(c, name, out_dir, max_items, visibility_timeout, drop_rate=drop_rate,
+                  random_seed=random_seed, **options)
         try:
             stats = ex.run(follow, interval, stop)
         except ExtractError as e:

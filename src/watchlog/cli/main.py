@@ -20,6 +20,7 @@ COMMANDS = {
     "down": ("watchlog.cli.stack", "down"),
     "status": ("watchlog.cli.stack", "status"),
     "chaos": ("watchlog.cli.chaos", "chaos"),
+    "cluster": ("watchlog.cli.cluster", "cluster"),
     "alerts": ("watchlog.cli.alerts", "alerts"),
     "alert-sink": ("watchlog.cli.alerts", "alert_sink"),
 }

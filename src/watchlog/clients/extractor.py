@@ -66,11 +66,12 @@ class Ledger:
     """
 
     RECENT_FILES = 64
+    PATTERN = "*.ndjson"  # the batch files (watchlog.clients.dataset: "*.parquet")
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.ids: set[str] = set()
-        files = sorted(root.rglob("*.ndjson"), key=lambda f: f.stat().st_mtime)
+        files = sorted(root.rglob(self.PATTERN), key=lambda f: f.stat().st_mtime)
         for path in files[-self.RECENT_FILES:]:
             self._scan(path)
         for stale in root.rglob("*" + TMP_SUFFIX):
@@ -108,6 +109,8 @@ def write_atomically(path: Path, data: bytes) -> None:
 class Extractor:
     """Drain (or follow) one named extractor of the consumer API into a directory."""
 
+    ledger_class: type[Ledger] = Ledger
+
     def __init__(self, client: Client, name: str, root: Path, max_items: int = 500,
                  visibility: int | None = None, consumer: str = "default",
                  drop_rate: float = 0.0, random_seed: int | None = None) -> None:
@@ -120,7 +123,7 @@ class Extractor:
         if visibility is not None:
             self.params["visibility_timeout"] = visibility
         root.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(root)
+        self.ledger = self.ledger_class(root)
         self.stats = Stats()
         self.ready = False  # the extractor is known to exist on the server
 

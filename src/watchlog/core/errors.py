@@ -145,6 +145,12 @@ class LauncherError(WatchlogError, RuntimeError):
     code = "launcher"
 
 
+class ScaleError(LauncherError):
+    """The cluster cannot be grown, shrunk or rebalanced as asked (stated in the message)."""
+
+    code = "scale"
+
+
 class GaveUp(WatchlogError):
     """Every attempt failed (or the time budget ran out); carries the last failure."""
 

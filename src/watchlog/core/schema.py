@@ -62,8 +62,8 @@ UserId = Annotated[int, Meta(ge=0, le=2**53 - 1)] | SafeId
 class Location(Struct):
     """Where the activity happened (WGS84 degrees)."""
 
-    latitude: Annotated[float, Meta(ge=-90, le=90)]
-    longitude: Annotated[float, Meta(ge=-180, le=180)]
+    latitude: Annotated[float, Meta(ge=-90, le=90, description="degrees")]
+    longitude: Annotated[float, Meta(ge=-180, le=180, description="degrees")]
 
 
 class Activity(Struct):

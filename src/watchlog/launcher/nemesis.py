@@ -259,6 +259,23 @@ class Harm:
                 raise VerifyError(f"after a move: {why}")
         self.note(f"moved them {moves} times; they are back on {src}")
 
+    def _grow_shrink(self) -> None:
+        """Add a master (with the cluster's replica count), then remove it again.
+
+        What an operator does with ``watchlog cluster add --masters 1`` and ``watchlog
+        cluster remove <port>``: 16 partitions move to the new master, then back.
+        """
+        from watchlog.launcher.redis import scale
+
+        before = set(self.masters())
+        self.note(f"growing from {len(before)} masters")
+        scale.add_masters(self.cluster, self.opts.state_dir, 1, progress=self.note)
+        new = sorted(set(self.masters()) - before)
+        if len(new) != 1:
+            raise VerifyError(f"expected one new master, found {new}")
+        self.note(f"shrinking: removing {new[0]}")
+        scale.remove_master(self.cluster, self.opts.state_dir, new[0], progress=self.note)
+
     def disagreement(self) -> str | None:
         """Return how the live nodes disagree on who owns which slot, or None."""
         owners: dict[str, set[int]] = {}

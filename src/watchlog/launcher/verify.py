@@ -45,10 +45,11 @@ from watchlog.core.schema import ACTIVITY_TYPES, iso_ms
 __all__ = ["NEMESES", "Options", "VerifyError", "failed", "judge", "run_checker"]
 
 NEMESES = ("none", "faults", "kill-master", "freeze-replica", "pause-master", "reshard",
-           "restart-all", "kill-extractor")
+           "restart-all", "kill-extractor", "grow-shrink")
 # Seconds a nemesis usually takes (node timeout 3 s): the writes are spread over this much.
 EXPECTED_S = {"none": 3, "faults": 6, "kill-master": 9, "freeze-replica": 13,
-              "pause-master": 9, "reshard": 5, "restart-all": 6, "kill-extractor": 6}
+              "pause-master": 9, "reshard": 5, "restart-all": 6, "kill-extractor": 6,
+              "grow-shrink": 14}
 FAULTS = {"abort_p": 0.25, "abort_phase": "both", "abort_status": 503,
           "delay_p": 0.2, "delay": "uniform:0:0.05"}
 Doc = dict[str, Any]

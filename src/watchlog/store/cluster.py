@@ -12,6 +12,7 @@ idempotent, so a retry is safe. Attempts are bounded: when the cluster cannot se
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 
 from redis import exceptions as rx
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import PRIMARY, ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from watchlog.core import keys
@@ -45,13 +46,44 @@ LAG_RETRIES = 1  # a replica late once gets one more WAIT; late twice, the write
 REPLICA_RECOUNT_S = 5.0  # "auto" with no replica yet: look again this often
 
 
+def _follow_unknown_nodes(rc: RedisCluster) -> RedisCluster:
+    """Let ``rc`` (and its pipelines) follow a redirect to a node it has not met yet.
+
+    During a grow (``watchlog cluster add``) the first ASK names a master that owns no slot
+    yet, so no slot map lists it: redis-py 8.1 looks the node up, finds None and fails with
+    ``AttributeError`` (a 500 from the extractor routes, seen under load). Such a node is
+    added to the client's table on the spot, as a primary (ASK and MOVED always name one).
+    Patched on the shared ``NodesManager``, so pipelines, which are clients of their own
+    class, get it too.
+    """
+    manager = rc.nodes_manager
+    lookup = manager.get_node
+    lock = threading.Lock()
+
+    def get_node(host: str | None = None, port: int | None = None,
+                 node_name: str | None = None) -> Any:
+        node = lookup(host, port, node_name)
+        if node is None and (node_name or (host and port)):
+            if node_name:
+                host, _, raw = node_name.rpartition(":")
+                port = int(raw)
+            with lock:
+                new = ClusterNode(host, port, PRIMARY)
+                node = manager.nodes_cache.setdefault(new.name, new)
+                manager.create_redis_connections([node])
+        return node
+
+    manager.get_node = get_node  # type: ignore[method-assign]
+    return rc
+
+
 def connect(settings: Settings) -> RedisCluster:
     """Return a cluster client for the startup node(s) in ``WATCHLOG_REDIS_URL``."""
     nodes = []
     for url in settings.redis_url.split(","):
         parts = urlsplit(url.strip() if "//" in url else "redis://" + url.strip())
         nodes.append(ClusterNode(parts.hostname or "127.0.0.1", parts.port or 6379))
-    return RedisCluster(
+    return _follow_unknown_nodes(RedisCluster(
         startup_nodes=nodes,
         username=settings.redis_username or None,
         password=settings.redis_password or None,
@@ -60,7 +92,7 @@ def connect(settings: Settings) -> RedisCluster:
         retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), retries=3),
         require_full_coverage=False,
         max_connections=64,
-    )
+    ))
 
 
 @contextmanager

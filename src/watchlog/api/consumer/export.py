@@ -1,4 +1,4 @@
-"""Streamed export: NDJSON or CSV, written a chunk at a time (memory stays bounded)."""
+"""Streamed export: NDJSON, CSV or Parquet, written a chunk at a time (memory stays bounded)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ import msgspec
 from flask import Response, request, stream_with_context
 
 from watchlog.api.bodies import StreamSlots, send_within
+
+# (pyarrow loads with the worker, not during the first Parquet export)
+from watchlog.api.consumer.parquet import parquet_chunks
 from watchlog.core.schema import bodies_out
 
 CSV_FIELDS = ("event_id", "user_id", "activity_type", "timestamp", "duration", "distance",
               "heart_rate", "calories_burned", "latitude", "longitude", "device_id",
               "activity_status")
 CHUNK = 1000
+EXPORT_FORMATS = ("ndjson", "csv", "parquet")
 _lines = msgspec.json.Encoder()
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -63,7 +67,13 @@ def export_response(bodies: Iterator[bytes], fmt: str, send_timeout: float = 0,
     """
     release = slots.take() if slots is not None else None
     sock = request.environ.get("gunicorn.socket")
-    if fmt == "csv":
+    if fmt == "parquet":
+        response = Response(
+            stream_with_context(send_within(parquet_chunks(bodies), send_timeout, sock,
+                                            release)),
+            mimetype="application/vnd.apache.parquet",
+            headers={"Content-Disposition": "attachment; filename=activities.parquet"})
+    elif fmt == "csv":
         response = Response(
             stream_with_context(send_within(csv_chunks(bodies), send_timeout, sock, release)),
             mimetype="text/csv",

@@ -108,10 +108,12 @@ def consumer_spec() -> dict[str, Any]:
                                   429),
         "/v1/activities/export": _get(
             "Every log of a range in event-time order, streamed",
-            [*RANGE, TYPE, q("format", "ndjson or csv", {"type": "string",
-                                                          "enum": ["ndjson", "csv"]})],
+            [*RANGE, TYPE, q("format", "ndjson, csv or parquet (docs/formats.md)", {
+                "type": "string", "enum": ["ndjson", "csv", "parquet"]})],
             {"description": "streamed logs", "content": {
                 "application/x-ndjson": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {"schema": {"type": "string",
+                                                              "format": "binary"}},
                 "text/csv": {"schema": {"type": "string"}}}}, 429),
         "/activity_logs": _get(
             "The seed's list by arrival, oldest first: the latest logs, or what arrived "

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app
 from watchlog.api import params
 from watchlog.api.auth import requires
 from watchlog.api.consumer import arrivals
-from watchlog.api.consumer.export import export_response
+from watchlog.api.consumer.export import EXPORT_FORMATS, export_response
 from watchlog.api.context import json_response, settings, store
 from watchlog.core import schema
 from watchlog.core.errors import InvalidInput
@@ -89,10 +89,11 @@ def daily_report() -> Response:
 @bp.get("/v1/activities/export")
 @requires("reader")
 def export() -> Response:
-    """Every log of a range, streamed in event-time order (NDJSON or CSV)."""
+    """Every log of a range, streamed in event-time order (NDJSON, CSV or Parquet)."""
     s = settings()
+    fmt = params.arg("format") or "ndjson"
     start, to = params.time_range(s.max_range_days)
-    return export_body(start, to, params.activity_type(), params.arg("format") or "ndjson")
+    return export_body(start, to, params.activity_type(), fmt)
 
 
 @bp.get("/activity_logs")
@@ -153,12 +154,10 @@ def daily_report_body(d: date) -> dict[str, Any]:
             "count": s["total"]["count"], **s}  # type: ignore[index]
 
 
-EXPORT_FORMATS = ("ndjson", "csv")
-
-
 def export_body(start: int, to: int, type_code: int | None, fmt: str) -> Response:
     """Every log of [start, to] (ms), streamed in event-time order as ``fmt``."""
     if fmt not in EXPORT_FORMATS:
-        raise InvalidInput("format: ndjson or csv", field="format")
+        raise InvalidInput(f"format: one of {', '.join(EXPORT_FORMATS)}", status=400,
+                           field="format", accepted=list(EXPORT_FORMATS))
     return export_response(store().export(start, to, type_code), fmt, settings().send_timeout,
                            current_app.extensions["watchlog_stream_slots"])
