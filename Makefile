@@ -16,7 +16,7 @@ help:
 	@echo "make test   - install and run the test suite against a real Redis Cluster"
 	@echo "make test-fast - the same without the slow and chaos tests (the inner loop)"
 	@echo "make bench  - run the full benchmark harness (minutes); bench-quick for seconds"
-	@echo "make lint   - ruff, mypy and the package layers (lint-imports)"
+	@echo "make lint   - ruff, mypy (strict on src/; tests, bench too) and the layers (lint-imports)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "watchlog needs Python 3.11+"'
@@ -53,6 +53,7 @@ test: install-dev
 test-fast: install-dev
 	TESTS_ALLOW_MISSING_TOOLS= $(BIN)/python -m pytest -m "not slow and not chaos"
 
+# mypy's files and flags are in pyproject.toml: src/watchlog strict, tests and bench not.
 lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy

@@ -44,7 +44,7 @@ TARGETS = (("parquet events/s >= 0.8 x ndjson", "speed_ratio", ">=", 0.8),
 def export_one(stack: Stack, svc: Service, fmt: str) -> dict[str, Any]:
     """Download the day in ``fmt``; count bytes (and gzip bytes); watch the worker's RSS."""
     frm = reads.day_start_ms()
-    params = {"from": frm, "to": frm + 86_400_000 - 1, "format": fmt}
+    params: dict[str, int | str] = {"from": frm, "to": frm + 86_400_000 - 1, "format": fmt}
     headers = {"Authorization": f"Bearer {stack.credentials.reader_key}"}
     watch = reads.RssWatch(sysinfo.children(svc.proc.pid))
     watch.start()

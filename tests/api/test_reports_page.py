@@ -539,7 +539,7 @@ def test_tz_shifts_the_times_shown_and_nothing_counted(tab: Tab, site: dict[str,
 @pytest.mark.slow
 def test_keyboard_phone_width_and_200_percent_zoom(browser: Any, site: dict[str, Any]) -> None:
     day = DAY.isoformat()
-    sizes = {"phone": {"viewport": {"width": 375, "height": 800}},
+    sizes: dict[str, dict[str, Any]] = {"phone": {"viewport": {"width": 375, "height": 800}},
              "zoom-200": {"viewport": {"width": 640, "height": 450}, "device_scale_factor": 2}}
     for name, options in sizes.items():
         t = Tab(browser, site, **options)

@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,14 @@ import pytest
 import redis
 from flask import Flask
 
-from helpers import bearer, now_ms, seed_log
+from helpers import bearer, json_of, now_ms, seed_log
 from watchlog.api.auth import Auth
 from watchlog.api.consumer.export import csv_row, neutralize
 from watchlog.api.openapi import DOCS_CSP
 from watchlog.api.security import SECURITY_HEADERS
 from watchlog.cli.serve import gunicorn_options
 from watchlog.core.logs import JsonFormatter
+from watchlog.core.schema import Event
 from watchlog.core.settings import Settings
 from watchlog.store import Store
 
@@ -301,7 +302,7 @@ def test_secrets_are_kept_only_as_digests(cluster_settings: Settings, tokens_fil
 
 @pytest.mark.parametrize("value", ["on", "", "yes", "of", "disabled", "OFFF"])
 def test_auth_stays_on_unless_explicitly_off(value: str) -> None:
-    assert Settings(auth=value).auth_enabled
+    assert Settings.from_env({"WATCHLOG_AUTH": value}).auth_enabled
 
 
 def test_auth_on_without_any_key_refuses_everyone(store) -> None:
@@ -319,10 +320,10 @@ def test_auth_off_is_warned_at_start_and_on_ready(cluster_settings, store, caplo
         app = create_app(cluster_settings.replace(auth="off"), store)
     assert any("authentication is OFF" in r.getMessage() for r in caplog.records)
     client = app.test_client()
-    assert "authentication is off" in client.get("/ready").json["warning"]
+    assert "authentication is off" in json_of(client.get("/ready"))["warning"]
     assert client.get("/v1/reports/daily").status_code == 200
-    assert "warning" not in create_app(cluster_settings, store).test_client().get(
-        "/ready").json
+    assert "warning" not in json_of(create_app(cluster_settings, store).test_client().get(
+        "/ready"))
 
 
 # ---- bounds: every limit answers 413/422 with a message naming it ---------------------
@@ -394,7 +395,8 @@ def test_rate_limit_is_per_token_with_retry_after(cluster_settings, store, inges
     assert statuses == [201, 201, 429]
     r = client.post("/log_activity", json=seed_log(), headers=ingest_headers)
     assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 60
-    assert r.json["error"] == "rate_limited" and "2 per 1 minute" in r.json["message"]
+    assert json_of(r)["error"] == "rate_limited"
+    assert "2 per 1 minute" in json_of(r)["message"]
     assert_secure_response(r)
     other = client.post("/v1/activities", json=seed_log(duration=9), headers=admin_headers)
     assert other.status_code == 201  # another token has its own budget
@@ -489,7 +491,7 @@ def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 class LeakyStore(Store):
     """A store whose bug raises with the payload in its message (the worst case)."""
 
-    def ingest(self, events: list[Any]) -> list[bool]:
+    def ingest(self, events: Sequence[Event]) -> list[bool]:
         raise ValueError(f"cannot store {[e.body for e in events]!r}")
 
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from flask import request
 
-from helpers import now_ms, seed_log
+from helpers import json_of, now_ms, seed_log
 from watchlog.api.auth import Auth, Principal
 from watchlog.cli.main import cli
 from watchlog.core.credentials import Credentials
@@ -71,8 +71,8 @@ def test_consumer_costly_routes_are_rate_limited_per_principal(
     r = client.get("/v1/users/7/summary", headers={
         "Authorization": "bearer  " + reader_headers["Authorization"].split(" ", 1)[1]})
     assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 60
-    assert r.json["error"] == "rate_limited"
-    assert "WATCHLOG_CONSUMER_RATE_LIMIT" in r.json["message"]
+    assert json_of(r)["error"] == "rate_limited"
+    assert "WATCHLOG_CONSUMER_RATE_LIMIT" in json_of(r)["message"]
     assert client.get("/v1/users/7/activities", headers=reader_headers).status_code == 200
     assert client.get("/v1/reports/daily", headers=admin_headers).status_code == 200
 
@@ -128,7 +128,8 @@ def test_extractors_are_capped_and_metrics_name_only_existing_ones(
     if cap == 4:
         assert fourth.status_code == 200
         return
-    assert fourth.status_code == 409 and "WATCHLOG_MAX_EXTRACTORS" in fourth.json["message"]
+    assert fourth.status_code == 409
+    assert "WATCHLOG_MAX_EXTRACTORS" in json_of(fourth)["message"]
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'extractor="x2"' in metrics and 'extractor="x3"' not in metrics
     assert client.delete("/v1/extractors/x0", headers=reader_headers).status_code == 200
@@ -216,10 +217,10 @@ def test_logs_older_than_retention_are_422(cluster_settings, store, ingest_heade
         if accepted:
             assert r.status_code in (200, 201)
             continue
-        assert r.status_code == 422 and r.json["field"] == "timestamp"
-        assert "WATCHLOG_RETENTION_DAYS" in r.json["message"]
-    batch = client.post("/v1/activities", json=[seed_log(duration=1), old],
-                        headers=ingest_headers).json
+        assert r.status_code == 422 and json_of(r)["field"] == "timestamp"
+        assert "WATCHLOG_RETENTION_DAYS" in json_of(r)["message"]
+    batch = json_of(client.post("/v1/activities", json=[seed_log(duration=1), old],
+                                headers=ingest_headers))
     assert batch["items"][1]["status"] == ("duplicate" if accepted else "rejected")
 
 
@@ -304,9 +305,9 @@ def test_redelivery_metric_has_no_extractor_label_as_names_churn(
     for name in ("churn0", "churn1", "churn2"):
         client.put(f"/v1/extractors/{name}", json={}, headers=reader_headers)
         take = f"/v1/extractors/{name}/batches?visibility_timeout=1"
-        assert len(client.post(take, headers=reader_headers).json["items"]) == 1
+        assert len(json_of(client.post(take, headers=reader_headers))["items"]) == 1
         time.sleep(1.1)  # unacknowledged past its visibility timeout: delivered again
-        assert client.post(take, headers=reader_headers).json["redelivered"] == 1
+        assert json_of(client.post(take, headers=reader_headers))["redelivered"] == 1
         client.delete(f"/v1/extractors/{name}", headers=reader_headers)
     metrics = client.get("/metrics").get_data(as_text=True)
     lines = [line for line in metrics.splitlines()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from werkzeug.test import TestResponse
 
-from helpers import seed_log
+from helpers import json_of, seed_log
 from watchlog.core.credentials import load_or_create
 from watchlog.core.settings import Settings
 from watchlog.launcher.redis.cluster import LocalCluster
@@ -34,9 +35,9 @@ def test_unavailable_cluster_turns_ready_and_writes_into_503(doomed) -> None:
     assert producer.post("/v1/activities", json=seed_log(), headers=ingest).status_code == 201
     cluster.stop()
     r = producer.get("/ready")
-    assert r.status_code == 503 and r.json["status"] == "unavailable"
+    assert r.status_code == 503 and json_of(r)["status"] == "unavailable"
     r = producer.post("/v1/activities", json=seed_log(duration=5), headers=ingest)
-    assert r.status_code == 503 and r.json["error"] == "store_unavailable"
+    assert r.status_code == 503 and json_of(r)["error"] == "store_unavailable"
     assert r.headers["Retry-After"] == "1"
     for url in ("/v1/users/7/activities", "/v1/reports/daily", "/activity_logs",
                 "/v1/activities/export"):
@@ -59,7 +60,7 @@ def test_extractor_routes_answer_503_with_retry_after_while_the_store_is_down(do
     consumer = consumer_app(settings).test_client()
     reader = {"Authorization": f"Bearer {creds.reader_key}"}
 
-    def call(method: str, url: str, body: object) -> object:
+    def call(method: str, url: str, body: object) -> TestResponse:
         return getattr(consumer, method)(url, headers=reader, json=body)
 
     # Control: with the store up, the same calls succeed (PUT first: x exists for the rest).
@@ -70,17 +71,16 @@ def test_extractor_routes_answer_503_with_retry_after_while_the_store_is_down(do
     for method, url, body in EXTRACTOR_ROUTES:
         r = call(method, url, body)
         assert r.status_code == 503 and r.is_json, (method, url, r.status_code)
-        assert r.json["error"] == "store_unavailable" and r.json["message"], (method, url)
+        assert json_of(r)["error"] == "store_unavailable" and json_of(r)["message"], (method, url)
         assert r.headers["Retry-After"] == "1", (method, url)
 
 
 def test_healthcheck_turns_unhealthy_when_the_store_goes(doomed, tmp_path) -> None:
     """The compose healthcheck (`watchlog healthcheck .../ready`) on a live API: 0 while the
     cluster serves, 1 once it is gone, while the API process itself still runs."""
-    from test_processes import healthcheck
-
-    from helpers import serve
-    from watchlog.launcher.procs import alive, free_redis_ports
+    from helpers import healthcheck, serve
+    from watchlog.core.process import alive
+    from watchlog.launcher.procs import free_redis_ports
 
     cluster, _, creds = doomed
     port = free_redis_ports("127.0.0.1", 1)[0]

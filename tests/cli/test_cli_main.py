@@ -14,7 +14,7 @@ from watchlog.cli import main
 
 def test_every_command_imports() -> None:
     for name in main.COMMANDS:
-        assert main.cli.get_command(None, name) is not None, name  # type: ignore[arg-type]
+        assert main.cli.get_command(click.Context(main.cli), name) is not None, name
 
 
 @pytest.mark.parametrize("broken", [True, False])
@@ -73,8 +73,10 @@ def test_random_seed_keeps_seed_as_an_alias(command: list[str], flag: str) -> No
     group: click.Group = main.cli
     *path, last = command[:1] + ([command[1]] if command[0] == "chaos" else [])
     for name in path:
-        group = group.get_command(None, name)  # type: ignore[arg-type,assignment]
-    cmd = group.get_command(None, last)  # type: ignore[arg-type]
+        sub = group.get_command(click.Context(group), name)
+        assert isinstance(sub, click.Group)
+        group = sub
+    cmd = group.get_command(click.Context(group), last)
     assert cmd is not None
     args = [a for a in command if a not in (*path, last)] + [flag, "7"]
     if flag == "--random-sed":

@@ -193,7 +193,7 @@ def test_http_honours_retry_after(peer: str, hint: str) -> None:
     """Each wait is the one the server asked for (recorded, not timed)."""
     if hint == "seconds":
         Peer.script = [(503, "1"), (429, "0.2")]
-        expected = [1.0, 0.2]
+        expected: list[object] = [1.0, 0.2]
     else:
         when = formatdate(time.time() + 30, usegmt=True)
         Peer.script = [(503, when)]

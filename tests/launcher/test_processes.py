@@ -25,6 +25,7 @@ from helpers import (
     WATCHLOG,
     bearer,
     extracted,
+    healthcheck,
     process_env,
     run,
     seed_log,
@@ -35,15 +36,9 @@ from helpers import (
     wait_for,
 )
 from watchlog.core.credentials import Credentials, read_env_file
-from watchlog.launcher.procs import alive, free_redis_ports
+from watchlog.core.process import alive
+from watchlog.launcher.procs import free_redis_ports
 from watchlog.launcher.redis.cluster import LocalCluster
-
-
-def healthcheck(url: str) -> int:
-    return subprocess.run([WATCHLOG, "healthcheck", url, "--timeout", "3"],
-                          capture_output=True, timeout=30).returncode
-
-
 
 
 @contextmanager

@@ -459,7 +459,8 @@ def test_plan_evens_partitions_and_aligns_strays() -> None:
 def compose_init(masters: list[int], extra: list[int], rebalance: bool, dry_run: bool = False,
                  timeout: int = 90) -> subprocess.CompletedProcess[str]:
     """docker/redis/cluster-init.sh as compose's redis-cluster-init runs it (local nodes)."""
-    from test_deploy import REDIS_DIR, REDIS_PASSWORDS, ROOT, clean_env, run
+    from helpers import REDIS_DIR, REDIS_PASSWORDS, ROOT, clean_env
+    from helpers import run_command as run
 
     env = {**clean_env(), "REDISCLI_AUTH": REDIS_PASSWORDS["REDIS_ADMIN_PASSWORD"],
            "REDIS_MASTERS": " ".join(f"127.0.0.1:{p}" for p in masters),
@@ -474,8 +475,7 @@ def compose_init(masters: list[int], extra: list[int], rebalance: bool, dry_run:
 
 
 def test_compose_init_joins_nodes_7_8_and_rebalances_by_partition(tmp_path: Path) -> None:
-    from test_deploy import REDIS_PASSWORDS, Nodes, free_ports
-
+    from helpers import REDIS_PASSWORDS, Nodes, free_ports
     from watchlog.core import keys
 
     nodes = Nodes(tmp_path)

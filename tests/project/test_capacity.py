@@ -111,8 +111,8 @@ def formula_problems(doc: str) -> list[str]:
                        a["min_workers_per_api"])
         consumer = max(math.ceil(q * f["api_cpu_us_per_page"] / 1e6 / per_worker),
                        a["min_workers_per_api"])
-        want = [w, r, n, d, c, f"{by_cpu} / {by_mem}", masters, masters * copies, d * copies,
-                producer, consumer]
+        want: list[str | float] = [w, r, n, d, c, f"{by_cpu} / {by_mem}", masters,
+                                   masters * copies, d * copies, producer, consumer]
         for col, (cell, value) in enumerate(zip(row, want, strict=True)):
             ok = cell == value if isinstance(value, str) else \
                 math.isclose(_num(cell), value, rel_tol=0.01, abs_tol=0.6)

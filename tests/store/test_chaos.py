@@ -23,7 +23,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from helpers import random_logs, recompute, stored_aggregates, to_events
+from helpers import json_of, random_logs, recompute, stored_aggregates, to_events
 from watchlog.cli.chaos import chaos
 from watchlog.clients.http import Client, RetryPolicy
 from watchlog.core import keys, schema
@@ -249,7 +249,8 @@ def test_chaos_simulator_black_box_counts_match(producer_url: str, store: Store,
                                                 ) -> None:
     """Faults turned up by `watchlog chaos faults set` while the simulator runs: what is
     stored equals what the simulator reports as acknowledged."""
-    from watchlog.clients.simulator import Plan, run
+    from watchlog.clients.dispatch import Plan
+    from watchlog.clients.simulator import run
 
     ack_log = tmp_path / "acked.txt"
     plan = Plan(producer_url, users=50, rate=600, batch=20, count=3000, random_seed=5,
@@ -540,7 +541,7 @@ def test_chaos_extractor_routes_answer_503_while_a_master_refuses_writes(replica
         assert time.monotonic() < deadline, r.json
         time.sleep(0.5)
     assert r.status_code in (200, 201), r.json
-    info = app.get("/v1/extractors/half", headers=auth).json
+    info = json_of(app.get("/v1/extractors/half", headers=auth))
     assert info["partitions"] == keys.PARTITIONS
     assert app.post("/v1/extractors/half/batches", headers=auth).status_code == 200
     store.close()

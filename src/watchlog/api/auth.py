@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from flask import current_app, g, request
 
@@ -29,7 +29,8 @@ from watchlog.core.schema import is_safe_id
 from watchlog.core.settings import Settings
 
 log = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 RANK = {"ingest": 0, "reader": 1, "admin": 2}
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 ANY_USER = "*"
@@ -159,12 +160,12 @@ def _users(parts: list[str]) -> frozenset[str] | None:
     return users
 
 
-def requires(role: str) -> Callable[[F], F]:
+def requires(role: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Let the view run only for a principal whose role is at least ``role``."""
 
-    def wrap(view: F) -> F:
+    def wrap(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
-        def checked(*args: Any, **kwargs: Any) -> Any:
+        def checked(*args: P.args, **kwargs: P.kwargs) -> R:
             p = current_app.extensions["watchlog_auth"].principal()
             if RANK[p.role] < RANK[role]:
                 raise Forbidden(f"this needs the {role} role; your credentials have {p.role}")
@@ -173,6 +174,6 @@ def requires(role: str) -> Callable[[F], F]:
             g.principal = p
             return view(*args, **kwargs)
 
-        return checked  # type: ignore[return-value]
+        return checked
 
     return wrap

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from watchlog.api import admin, errors, health, hooks
 from watchlog.api.auth import Auth
@@ -18,11 +21,15 @@ def create_base_app(service: str, settings: Settings, store: Store | None) -> Fl
     app.config["SERVICE"] = service
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # A path with an empty segment (`/v1/users/0%2F/activities` decodes to `…/0//…`) is a JSON
+    # 404, not Werkzeug's HTML 308 to another user's URL.
+    app.url_map.merge_slashes = False
     app.extensions["watchlog_store"] = store if store is not None else Store(settings)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    cast(DefaultJSONProvider, app.json).sort_keys = False  # Flask's default provider
     app.extensions["watchlog_auth"] = Auth(settings)
     errors.install(app)
     hooks.install(app, service, settings)
+    # WSGI middleware goes in place of the app's wsgi_app method, as Flask documents.
     app.wsgi_app = SecurityHeaders(BoundedBodies(  # type: ignore[method-assign]
         app.wsgi_app, settings.body_timeout, settings.body_min_rate, settings.threads))
     app.register_blueprint(health.bp)

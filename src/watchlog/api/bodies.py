@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from typing import Any
+from wsgiref.types import InputStream, StartResponse, WSGIApplication, WSGIEnvironment
 
 from watchlog.core.errors import Busy, RequestTimeout
 
@@ -103,7 +103,7 @@ class Readers:
 class TimedInput:
     """``wsgi.input`` whose reads give up at the body's deadline (``RequestTimeout``)."""
 
-    def __init__(self, raw: Any, readers: Readers, timeout: float, min_rate: int,
+    def __init__(self, raw: InputStream, readers: Readers, timeout: float, min_rate: int,
                  sock: socket.socket | None = None) -> None:
         self.raw, self.readers, self.sock = raw, readers, sock
         self.timeout, self.min_rate = timeout, min_rate
@@ -185,13 +185,15 @@ class TimedInput:
 class BoundedBodies:
     """WSGI middleware installing ``TimedInput`` on every request that carries a body."""
 
-    def __init__(self, wsgi_app: Any, timeout: float, min_rate: int, threads: int = 2) -> None:
+    def __init__(self, wsgi_app: WSGIApplication, timeout: float, min_rate: int,
+                 threads: int = 2) -> None:
         self.wsgi_app = wsgi_app
         self.timeout, self.min_rate = timeout, min_rate
         self.readers = Readers(slow=max(1, threads // 2))
         self.enabled = timeout > 0 or min_rate > 0
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
         if self.enabled and (environ.get("CONTENT_LENGTH") not in (None, "", "0")
                              or "HTTP_TRANSFER_ENCODING" in environ):
             environ["wsgi.input"] = TimedInput(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from flask import Response, current_app
 
@@ -13,7 +11,7 @@ from watchlog.store import Store
 _encode = msgspec.json.encode
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
     """Return a JSON response encoded by msgspec (faster than Flask's json)."""
     return Response(_encode(body), status=status, headers=headers,
@@ -21,8 +19,10 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def store() -> Store:
-    return current_app.extensions["watchlog_store"]  # type: ignore[no-any-return]
+    found: Store = current_app.extensions["watchlog_store"]
+    return found
 
 
 def settings() -> Settings:
-    return current_app.config["SETTINGS"]  # type: ignore[no-any-return]
+    found: Settings = current_app.config["SETTINGS"]
+    return found

@@ -16,11 +16,13 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import msgspec
 from msgspec import Meta
+from redis.cluster import RedisCluster
 
 from watchlog.core import metrics
 from watchlog.core.errors import InjectedFault, InvalidInput, InvalidSetting, Malformed
@@ -138,7 +140,8 @@ def decode_spec(raw: bytes) -> FaultSpec:
 class Faults:
     """Decide, per request, whether to delay and whether to fail (before or after commit)."""
 
-    def __init__(self, service: str, settings: Settings, rc_getter: object) -> None:
+    def __init__(self, service: str, settings: Settings,
+                 rc_getter: Callable[[], RedisCluster]) -> None:
         self.service = service
         self.default = from_settings(settings)
         random_seed = settings.fault_seed
@@ -193,7 +196,8 @@ class Faults:
         if now - at < REFRESH_S and not fresh:
             return spec
         try:
-            raw = self._rc().get(self.key)  # type: ignore[operator]
+            # The client does not decode replies (no decode_responses): bytes or None.
+            raw = cast(bytes | None, self._rc().get(self.key))
             payload = self._verify(raw) if raw else None
             if raw and payload is None:
                 spec = self._cached[1]  # forged, replayed or expired: keep what was applied
@@ -211,7 +215,7 @@ class Faults:
         payload = b"null" if spec is None else msgspec.json.encode(spec)
         issued = max(int(time.time() * 1000), self._newest + 1)
         signed = payload + b"\n" + str(issued).encode()
-        self._rc().set(self.key, signed + b"\n" + self._sign(signed))  # type: ignore[operator]
+        self._rc().set(self.key, signed + b"\n" + self._sign(signed))
         self._newest = issued
         spec = self.default if spec is None else spec
         self._cached = (time.monotonic(), spec)

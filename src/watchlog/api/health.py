@@ -24,7 +24,7 @@ def health() -> Response:
 def ready() -> Response:
     """The cluster is reachable and every master says cluster_state:ok."""
     ok, detail = store().ready()
-    body: dict[str, Any] = {"status": "ready" if ok else "unavailable", "redis": detail}
+    body = {"status": "ready" if ok else "unavailable", "redis": detail}
     if not settings().auth_enabled:
         body["warning"] = "authentication is off (WATCHLOG_AUTH=off)"
     return json_response(body, 200 if ok else 503)

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from functools import wraps
-from typing import Any
+from typing import TypeVar, cast
 
 from flask import Flask, current_app
 from limits import parse
@@ -28,6 +28,9 @@ from limits.strategies import MovingWindowRateLimiter
 
 from watchlog.core.errors import RateLimited
 from watchlog.core.settings import Settings
+
+# A view, sync or async (Flask's view_functions hold either).
+V = TypeVar("V", bound=Callable[..., object])
 
 INGEST_ENDPOINTS = ("ingest.post_activities", "ingest.log_activity")
 # The consumer's routes whose cost grows with the data: ranges of days, whole-day
@@ -53,13 +56,13 @@ class RateLimit:
             raise RateLimited(f"over {self.item} for these credentials ({self.setting}); "
                               "retry later", retry_after=max(1, math.ceil(reset - time.time())))
 
-    def wrap(self, view: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(self, view: V) -> V:
         @wraps(view)
-        def limited(*args: Any, **kwargs: Any) -> Any:
+        def limited(*args: object, **kwargs: object) -> object:
             self.check(current_app.extensions["watchlog_auth"].principal().key)
             return view(*args, **kwargs)
 
-        return limited
+        return cast(V, limited)  # same signature: wraps only checks first
 
 
 def limit_endpoints(app: Flask, limit: RateLimit, endpoints: Iterable[str]) -> RateLimit:

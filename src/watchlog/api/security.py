@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo  # sys.exc_info()'s shape (PEP 3333's exc_info)
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -21,13 +26,15 @@ class SecurityHeaders:
     a request (werkzeug's Headers.setdefault, five times).
     """
 
-    def __init__(self, wsgi_app: Any) -> None:
+    def __init__(self, wsgi_app: WSGIApplication) -> None:
         self.wsgi_app = wsgi_app
         self.extra = [(k, v) for k, v in SECURITY_HEADERS.items()]
         self.names = {k.lower() for k in SECURITY_HEADERS}
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]],
+                  exc_info: OptExcInfo | None = None) -> Callable[[bytes], object]:
             present = {k.lower() for k, _ in headers} & self.names
             headers.extend(kv for kv in self.extra if kv[0].lower() not in present)
             return start_response(status, headers, exc_info)

@@ -20,7 +20,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BufferedIOBase
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -103,8 +105,8 @@ def answer_get(log: AlertLog, path: str) -> tuple[int, dict[str, Any]]:
     return 200, {"items": log.read_all()[-int(raw):], "heartbeat": log.heartbeat()}
 
 
-def answer_post(log: AlertLog, token: str | None, path: str, headers: Any,
-                rfile: Any) -> tuple[int, dict[str, Any]]:
+def answer_post(log: AlertLog, token: str | None, path: str, headers: Message,
+                rfile: BufferedIOBase) -> tuple[int, dict[str, Any]]:
     if urlparse(path).path != "/webhook":
         return 404, {"error": "not_found", "message": "POST /webhook"}
     if token is not None:

@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import click
 
 from watchlog.api.faults import PRESETS, FaultSpec
 from watchlog.cli.options import (
+    F,
     consumer_url_option,
     failures_as_click,
     producer_url_option,
@@ -44,7 +45,7 @@ def chaos() -> None:
 # -- faults: through the admin endpoint of each API ------------------------------------
 
 
-def service_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def service_options(f: F) -> F:
     """Add ``--service`` and the two API URLs (env ``WATCHLOG_*_URL``)."""
     f = consumer_url_option()(f)
     f = producer_url_option()(f)
@@ -110,7 +111,7 @@ def faults_show(service: str, producer_url: str, consumer_url: str, as_json: boo
 @click.option("--routes", help="Comma-separated URL rules (default: every business route).")
 @click.option("--json", "as_json", is_flag=True)
 def faults_set(service: str, producer_url: str, consumer_url: str, preset: str | None,
-               as_json: bool, **changes: Any) -> None:
+               as_json: bool, **changes: object) -> None:
     """Change the faults: the options given replace those of the current spec (or preset)."""
     with failures_as_click():
         specs = {}
@@ -124,7 +125,8 @@ def faults_set(service: str, producer_url: str, consumer_url: str, preset: str |
 def _preset_dict(name: str) -> dict[str, Any]:
     import msgspec
 
-    return msgspec.to_builtins(PRESETS[name])  # type: ignore[no-any-return]
+    preset: dict[str, Any] = msgspec.to_builtins(PRESETS[name])
+    return preset
 
 
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def faults_reset(service: str, producer_url: str, consumer_url: str) -> None:
 # -- Redis nodes: through the local cluster recorded by `watchlog up` -------------------
 
 
-def _node(cluster: Any, port: int) -> int:
+def _node(cluster: LocalCluster, port: int) -> int:
     if port not in cluster.ports:
         ports = ", ".join(map(str, cluster.ports))
         raise click.ClickException(f"{port} is not a node of this cluster (nodes: {ports})")
@@ -235,7 +237,7 @@ def pause(state_dir: Path, node: int, seconds: float, how: str) -> None:
     click.echo(f"redis node {node} continues")
 
 
-def freeze(cluster: Any, node: int, seconds: float) -> None:
+def freeze(cluster: LocalCluster, node: int, seconds: float) -> None:
     """SIGSTOP a node, wait, SIGCONT it; continue it at once on Ctrl-C."""
     pid = cluster.pid(node)
     timer = cluster.pause(node, seconds)
@@ -294,7 +296,8 @@ def reshard(state_dir: Path, source: int, target: int, slots: int | None,
 @random_seed_option("Random seed of the workload (replayable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(state_dir: Path, producer_url: str, consumer_url: str, nemesis: str, count: int,
-           writers: int, duration: float | None, day: Any, random_seed: int | None,
+           writers: int, duration: float | None, day: datetime | None,
+           random_seed: int | None,
            as_json: bool) -> None:
     """Write logs with a ledger, harm the system, read back: lost, duplicated, phantom.
 

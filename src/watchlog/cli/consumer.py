@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import click
@@ -33,8 +33,10 @@ from watchlog.core.errors import GaveUp, NoCredentials
 from watchlog.core.process import UMASK, stop_on_signals, umask
 from watchlog.core.schema import ACTIVITY_TYPES
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
 log = logging.getLogger(__name__)
-F = Callable[..., Any]
 COLUMNS = ("activity", "count", "hours", "km", "kcal", "avg hr", "max hr")
 
 
@@ -65,7 +67,7 @@ def get_json(url: str, path: str, params: dict[str, Any], state: StateDir | None
     return resp.json()
 
 
-def emit(doc: Any) -> None:
+def emit(doc: object) -> None:
     click.echo(msgspec.json.encode(doc).decode())
 
 
@@ -132,7 +134,7 @@ def end_of_day(value: str | None) -> str | None:
     return f"{value}T23:59:59.999Z" if value is not None and len(value) == 10 else value
 
 
-def progress(quiet: bool) -> Any:
+def progress(quiet: bool) -> Progress:
     """Return a rich progress display of rows and bytes on stderr."""
     from rich.progress import (
         DownloadColumn,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import click
 import redis
@@ -19,7 +19,7 @@ from watchlog.clients.http import StateDir, find_state_dir
 from watchlog.core.errors import WatchlogError
 from watchlog.core.settings import Settings
 
-F = Callable[..., Any]
+F = TypeVar("F", bound=Callable[..., object])  # a command function, options added
 
 
 @contextmanager

@@ -12,20 +12,27 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
+from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from watchlog.core import metrics
 from watchlog.core.logs import configure_logging
 from watchlog.core.settings import Settings
 
+if TYPE_CHECKING:
+    from granian.server import MPServer, MTServer
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
-class GunicornServer(BaseApplication):  # type: ignore[misc]
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
     """gunicorn, configured from a dict, serving the app a factory returns."""
 
-    def __init__(self, factory: Any, options: dict[str, Any]) -> None:
+    def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]) -> None:
         self.factory = factory
         self.options = options
         super().__init__()
@@ -34,31 +41,32 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         for k, v in self.options.items():
             self.cfg.set(k, v)
 
-    def load(self) -> Any:
+    def load(self) -> Flask:
         return self.factory()
 
 
-def producer_app() -> Any:
+def producer_app() -> Flask:
     """The producer as a granian worker loads it (the factory runs in each worker)."""
     from watchlog.api.producer.app import create_app
 
     return _worker_app("producer", create_app)
 
 
-def consumer_app() -> Any:
+def consumer_app() -> Flask:
     from watchlog.api.consumer.app import create_app
 
     return _worker_app("consumer", create_app)
 
 
-def _worker_app(service: str, create_app: Any) -> Any:
+def _worker_app(service: str, create_app: Callable[[Settings], Flask]) -> Flask:
     settings = Settings.from_env()
     configure_logging(settings.log_level, service)  # granian configured its own at fork
     metrics.forget_dead_workers()
     return create_app(settings)
 
 
-def granian_server(service: str, settings: Settings, port: int, target: str = "") -> Any:
+def granian_server(service: str, settings: Settings, port: int,
+                   target: str = "") -> MPServer | MTServer:
     """Return granian serving ``service``'s app (or the WSGI app at ``target``)."""
     from granian import Granian
     from granian.constants import Interfaces
@@ -81,7 +89,7 @@ def granian_server(service: str, settings: Settings, port: int, target: str = ""
     )
 
 
-def _child_exit(_server: Any, worker: Any) -> None:
+def _child_exit(_server: Arbiter, worker: Worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)

@@ -112,6 +112,7 @@ class DatasetExtractor(Extractor):
     """The extractor writing a day-partitioned Parquet dataset."""
 
     ledger_class = ParquetLedger
+    stats: DatasetStats
 
     def __init__(self, *args: Any, compact: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -154,7 +155,7 @@ class DatasetExtractor(Extractor):
                     log.warning("%s: not compacted (%s)", day_dir, e)
                     continue
                 done += 1
-        self.stats.compacted_days += done  # type: ignore[attr-defined]
+        self.stats.compacted_days += done
         return done
 
 

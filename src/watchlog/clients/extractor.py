@@ -119,7 +119,7 @@ class Extractor:
         # neither written nor acknowledged, so the server delivers it again after the
         # visibility timeout: nothing is lost, and the ledger keeps it from being doubled.
         self.drop_rate, self.rng = drop_rate, random.Random(random_seed)
-        self.params: dict[str, Any] = {"max": max_items, "consumer": consumer}
+        self.params: dict[str, int | str] = {"max": max_items, "consumer": consumer}
         if visibility is not None:
             self.params["visibility_timeout"] = visibility
         root.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,8 @@ class Extractor:
         if not self.ready:
             self.ensure()
         doc = self._call(f"/v1/extractors/{self.name}/batches", params=self.params).json()
-        return doc["items"]  # type: ignore[no-any-return]
+        items: list[dict[str, Any]] = doc["items"]
+        return items
 
     def write(self, items: list[dict[str, Any]]) -> int:
         """Write the items not yet on disk as one batch file; return how many."""
@@ -167,8 +168,9 @@ class Extractor:
         ids = [it["feed_id"] for it in items]
         doc = self._call(f"/v1/extractors/{self.name}/ack", json={"ids": ids}).json()
         self.ledger.ids.difference_update(ids)  # acknowledged: never delivered again
-        self.stats.acknowledged += doc["acknowledged"]
-        return doc["acknowledged"]  # type: ignore[no-any-return]
+        acknowledged: int = doc["acknowledged"]
+        self.stats.acknowledged += acknowledged
+        return acknowledged
 
     def step(self) -> int:
         """Take, write and acknowledge one batch; return its size (0: nothing new)."""

@@ -16,8 +16,10 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TextIO
 
+import httpx
 import msgspec
 from prometheus_client import Counter
 
@@ -27,6 +29,10 @@ from watchlog.clients.http import Client, error_message
 from watchlog.core.errors import GaveUp
 from watchlog.core.metrics import client_registry
 from watchlog.core.process import stop_on_signals
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 log = logging.getLogger(__name__)
 REGISTRY = client_registry("simulator")  # our own: never clashes with the apps' metrics
@@ -118,7 +124,7 @@ class Sender:
             return
         self._handle(unit, self._post(unit))
 
-    def _post(self, unit: Unit) -> Any:
+    def _post(self, unit: Unit) -> httpx.Response | GaveUp:
         body = _encode(unit.events[0] if unit.single else unit.events)
         headers = {"Content-Type": "application/json"}
         if self.gzip and not unit.single:
@@ -129,7 +135,7 @@ class Sender:
         except GaveUp as e:
             return e
 
-    def _handle(self, unit: Unit, resp: Any) -> None:
+    def _handle(self, unit: Unit, resp: httpx.Response | GaveUp) -> None:
         n = len(unit.events)
         if isinstance(resp, GaveUp):
             log.warning("%s", resp)
@@ -165,8 +171,9 @@ class Status:
                  period: float = 10.0) -> None:
         self.tally, self.quiet, self.total, self.period = tally, quiet, total, period
         self.start = self.last = time.monotonic()
-        self.bar: Any = None
-        self.console: Any = None
+        self.bar: Progress | None = None
+        self.console: Console | None = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> Status:
         if not self.quiet:
@@ -179,7 +186,7 @@ class Status:
                 self.task = self.bar.add_task("simulate", total=self.total, counts="")
         return self
 
-    def _bar(self) -> Any:
+    def _bar(self) -> Progress:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -195,10 +202,11 @@ class Status:
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         console=self.console, auto_refresh=False)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self.bar is not None:
             self._refresh()
-            self.bar.__exit__(*exc)
+            self.bar.__exit__(exc_type, exc, tb)
         elif self.console is not None:
             self.console.print(self.line(), highlight=False)
 
@@ -213,6 +221,7 @@ class Status:
 
     def _refresh(self) -> None:
         t = self.tally
+        assert self.bar is not None and self.task is not None  # called while the bar shows
         self.bar.update(self.task, completed=t.sent, refresh=True,
                         counts=f"created {t.created} dup {t.duplicate} failed {t.failed}")
 

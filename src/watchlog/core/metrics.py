@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -29,6 +29,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -78,15 +79,18 @@ SCRAPE_READ_FAILURES = Counter(
 MAX_LABELLED_EXTRACTORS = 10
 
 
-def child_cache(metric: Any) -> Callable[..., Any]:
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+def child_cache(metric: M) -> Callable[..., M]:
     """Return ``labels(*values)`` of ``metric``, looked up once per set of values.
 
     ``labels()`` takes a lock and builds its key on every call (~2 us); hot paths with a
     bounded set of label values keep the children instead.
     """
-    children: dict[tuple[str, ...], Any] = {}
+    children: dict[tuple[str, ...], M] = {}
 
-    def child(*values: str) -> Any:
+    def child(*values: str) -> M:
         c = children.get(values)
         if c is None:
             c = children[values] = metric.labels(*values)
@@ -185,7 +189,7 @@ def client_registry(service: str) -> CollectorRegistry:
     """Return a registry for a client (simulator, extractor): process metrics and build info."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
-    registry.register(BuildInfo(service))  # type: ignore[arg-type]
+    registry.register(BuildInfo(service))
     return registry
 
 
@@ -204,13 +208,13 @@ class WorkerProcesses:
     SUMMED = ("process_cpu_seconds_total", "process_resident_memory_bytes",
               "process_virtual_memory_bytes", "process_open_fds")
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         d = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
         pids = {int(m.group(1)) for f in (os.listdir(d) if os.path.isdir(d) else [])
                 if (m := _ANY_PID.search(f))} | {os.getpid(), os.getppid()}
         totals: dict[str, float] = {}
         start = float("inf")
-        families: dict[str, Any] = {}
+        families: dict[str, Metric] = {}
         for pid in sorted(p for p in pids if p > 1 and alive(p)):
             for fam in ProcessCollector(pid=_constant(pid), registry=None).collect():
                 families.setdefault(fam.name, fam)
@@ -239,10 +243,10 @@ class ServiceLabelled(Collector):
     whatever the scrape job is called (native, compose, Kubernetes).
     """
 
-    def __init__(self, source: Any, service: str | None) -> None:
+    def __init__(self, source: Collector, service: str | None) -> None:
         self.source, self.service = source, service
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         for family in self.source.collect():
             if self.service and family.name.startswith("watchlog_"):
                 family.samples = [
@@ -252,15 +256,15 @@ class ServiceLabelled(Collector):
             yield family
 
 
-def render(extra: object | None = None, service: str | None = None) -> tuple[bytes, str]:
+def render(extra: Collector | None = None, service: str | None = None) -> tuple[bytes, str]:
     """Return the exposition text of this process (or of all workers) plus ``extra``.
 
     With ``service``, also ``watchlog_build_info``, the process metrics of every worker, and
     the ``service`` label on every ``watchlog_*`` series (see ``ServiceLabelled``).
     """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        source: Any = MultiProcessCollector(None)  # type: ignore[arg-type]  # unregistered
-        processes: object = WorkerProcesses()
+        source: Collector = MultiProcessCollector(None)  # unregistered
+        processes: Collector | None = WorkerProcesses()
     else:
         source = REGISTRY  # already has this process's process_* metrics
         processes = None

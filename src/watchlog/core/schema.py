@@ -260,7 +260,7 @@ def bodies_out(bodies: list[bytes]) -> list[ActivityOut]:
         out.append(ActivityOut(
             r.event_id, r.user_id, ACTIVITY_TYPES[r.t], iso_ms(r.ts), r.duration,
             r.meters / 1000, r.heart_rate, decikcal // 10 if decikcal % 10 == 0 else decikcal / 10,
-            None if r.lat is None else LocationOut(r.lat, r.lon), r.device_id,  # type: ignore[arg-type]
+            None if r.lat is None or r.lon is None else LocationOut(r.lat, r.lon), r.device_id,
             STATUSES[r.s]))
     return out
 
@@ -268,7 +268,8 @@ def bodies_out(bodies: list[bytes]) -> list[ActivityOut]:
 def body_to_dict(body: bytes | str) -> dict[str, object]:
     """Turn one stored body back into the API's activity log, as a dict."""
     raw = body.encode() if isinstance(body, str) else body
-    return msgspec.to_builtins(bodies_out([raw])[0])  # type: ignore[no-any-return]
+    doc: dict[str, object] = msgspec.to_builtins(bodies_out([raw])[0])
+    return doc
 
 
 def body_ts(body: bytes) -> int:

@@ -153,9 +153,12 @@ class Settings:
             if raw is not None:
                 values[f.name] = parse(f.name, raw)
         values.update(overrides)
+        # Each value was converted to its field's type by _convert, which mypy cannot follow
+        # through a dict of mixed values.
         return cls(**values)  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Settings:
+        # Field names and types are checked by dataclasses at run time, not here.
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     @property

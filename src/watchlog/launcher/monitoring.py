@@ -34,7 +34,8 @@ def monitoring_root() -> Path:
 def compose_prometheus_config() -> dict[str, Any]:
     """Load the compose Prometheus config (the single source) as a dict."""
     path = monitoring_root() / "prometheus" / "prometheus.yml"
-    return yaml.safe_load(path.read_text())
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    return config
 
 
 def render_native_prometheus(

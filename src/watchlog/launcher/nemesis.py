@@ -18,14 +18,23 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 import redis
 
 from watchlog.core.errors import VerifyError
-from watchlog.launcher.redis.nodes import parse_nodes
-from watchlog.launcher.verify import FAULTS, Doc, Options, extractor_process, stop_process
+from watchlog.launcher.redis.nodes import NodeEntry, parse_nodes
+from watchlog.launcher.verify import (
+    FAULTS,
+    Doc,
+    Options,
+    extractor_process,
+    stop_process,
+)
+
+if TYPE_CHECKING:  # imported when first used (a run without a cluster never loads it)
+    from watchlog.launcher.redis.cluster import LocalCluster
 
 
 class Harm:
@@ -38,7 +47,7 @@ class Harm:
         self.notes: list[str] = []
         self.window: tuple[float, float] | None = None
         self.error: BaseException | None = None
-        self._cluster: Any = None
+        self._cluster: LocalCluster | None = None
         self._t0 = 0.0
         self._extract_dir: Path | None = None
         self._extractor: subprocess.Popen[bytes] | None = None
@@ -46,7 +55,7 @@ class Harm:
     # -- plumbing -------------------------------------------------------------------------
 
     @property
-    def cluster(self) -> Any:
+    def cluster(self) -> LocalCluster:
         if self._cluster is None:
             from watchlog.launcher.redis.cluster import LocalCluster
 
@@ -108,7 +117,7 @@ class Harm:
 
     # -- the cluster as the live nodes see it ----------------------------------------------
 
-    def view(self, skip: tuple[int, ...] = ()) -> dict[int, Any]:
+    def view(self, skip: tuple[int, ...] = ()) -> dict[int, NodeEntry]:
         """CLUSTER NODES from the first live node not in ``skip`` (frozen nodes hang)."""
         for port in self.cluster.ports:
             if port in skip:

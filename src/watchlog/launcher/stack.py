@@ -11,22 +11,34 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from rich.console import Console
 from rich.table import Table
 
 from watchlog.core.credentials import FILENAME, Credentials, load_or_create
 from watchlog.core.errors import LauncherError
+from watchlog.core.process import UMASK, alive, umask
 from watchlog.core.settings import Settings
 from watchlog.launcher.observability import monitoring_services
-from watchlog.launcher.procs import UMASK, alive, make_private, require_free, terminate, umask
+from watchlog.launcher.procs import make_private, require_free, terminate
 from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Ports, Service, app_services, base_env, client_services
 
 log = logging.getLogger(__name__)
 PIDS = "pids.json"
 READY_TIMEOUT = 60.0  # seconds; the APIs start in ~2 s, Prometheus in ~1 s
+
+
+class StatusRow(TypedDict):
+    """One line of ``watchlog status`` (``role`` and ``slots`` for Redis nodes only)."""
+
+    component: str
+    address: str
+    pid: int | None
+    state: str
+    role: NotRequired[str]
+    slots: NotRequired[int]
 
 
 class Stack:
@@ -180,9 +192,9 @@ class Stack:
         (self.state / PIDS).unlink(missing_ok=True)
         return stopped
 
-    def status(self) -> list[dict[str, Any]]:
+    def status(self) -> list[StatusRow]:
         """Return ``{component, address, pid, state}`` for every known component."""
-        rows = []
+        rows: list[StatusRow] = []
         cluster = self.cluster or self._saved_cluster()
         if cluster is not None:
             for n in cluster.nodes():
@@ -206,7 +218,7 @@ class Stack:
             return None
         return LocalCluster.from_state(self.state, load_or_create(self.state))
 
-def status_table(rows: list[dict[str, Any]]) -> Table:
+def status_table(rows: list[StatusRow]) -> Table:
     """Return the status rows as a rich table."""
     table = Table("component", "address", "pid", "state", title="watchlog")
     colour = {"running": "green", "unhealthy": "yellow", "stopped": "red"}

@@ -34,13 +34,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from watchlog.core.errors import VerifyError
 from watchlog.core.keys import DAY_MS
 from watchlog.core.schema import ACTIVITY_TYPES, iso_ms
+
+if TYPE_CHECKING:  # nemesis imports this module
+    from watchlog.launcher.nemesis import Harm
 
 __all__ = ["NEMESES", "Options", "VerifyError", "failed", "judge", "run_checker"]
 
@@ -166,7 +169,7 @@ class Ledger:
 
 def send(http: httpx.Client, url: str, unit: Unit, ledger: Ledger, budget: float) -> None:
     """Send one unit until it is answered for sure or ``budget`` seconds ran out."""
-    body: Any = wire(unit.docs[0]) if unit.single else [wire(d) for d in unit.docs]
+    body: Doc | list[Doc] = wire(unit.docs[0]) if unit.single else [wire(d) for d in unit.docs]
     with ledger.lock:
         for d in unit.docs:
             ledger.sent[d["event_id"]] = d
@@ -287,7 +290,7 @@ class Reader:
     def pages(self, user: str, start: int, to: int) -> list[Doc]:
         """A user's logs of the range, following ``next_cursor`` page by page."""
         out: list[Doc] = []
-        params: dict[str, Any] = {"from": start, "to": to, "limit": 25}
+        params: dict[str, int | str] = {"from": start, "to": to, "limit": 25}
         while True:
             doc = self.call("GET", f"/v1/users/{user}/activities", params=params)
             out += doc["items"]
@@ -367,9 +370,9 @@ def ts_ms(doc: Doc) -> int:
 
 def same(sent: Doc, got: Doc) -> bool:
     """Return True when a log read back carries what was sent."""
-    return (str(got.get("user_id")) == sent["user_id"]
-            and got.get("activity_type") == sent["activity_type"]
-            and got.get("duration") == sent["duration"] and ts_ms(got) == sent["_ts"])
+    return bool(str(got.get("user_id")) == sent["user_id"]
+                and got.get("activity_type") == sent["activity_type"]
+                and got.get("duration") == sent["duration"] and ts_ms(got) == sent["_ts"])
 
 
 def judge(sent: dict[str, Doc], acked: set[str], rejected: set[str],
@@ -454,7 +457,7 @@ def run_checker(opts: Options, tokens: dict[str, str],
 
 
 def read_back(opts: Options, run: str, day: date, units: list[Unit], ledger: Ledger,
-              reader: Reader, ext: Extraction, harm: Any) -> dict[str, Any]:
+              reader: Reader, ext: Extraction, harm: Harm) -> dict[str, Any]:
     start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
     to = start + DAY_MS - 1
     everything, report = day_snapshot(reader, start, to, day)
@@ -487,7 +490,7 @@ def read_back(opts: Options, run: str, day: date, units: list[Unit], ledger: Led
     return result
 
 
-def day_snapshot(reader: Reader, start: int, to: int, day: date) -> tuple[list[Doc], Any]:
+def day_snapshot(reader: Reader, start: int, to: int, day: date) -> tuple[list[Doc], Doc]:
     """The day's export and report, read while no other client wrote to that day.
 
     The report is read before and after the export; if it moved (someone else writes logs
@@ -504,7 +507,7 @@ def day_snapshot(reader: Reader, start: int, to: int, day: date) -> tuple[list[D
     return everything, after
 
 
-def summary_of(run: str, day: date, units: list[Unit], ledger: Ledger, harm: Any,
+def summary_of(run: str, day: date, units: list[Unit], ledger: Ledger, harm: Harm,
                writes: tuple[float, float]) -> dict[str, Any]:
     """The counts of the run besides the verdict: workload, answers, errors, stall."""
     acks = [t for t, _ in ledger.ack_times]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+
+from redis.cluster import RedisCluster
 
 from watchlog.core.metrics import timed
 from watchlog.core.schema import Event
@@ -16,13 +17,13 @@ from watchlog.store.cluster import ScriptRunner, connect, unavailable_as_503
 class Store:
     """Write and read activity logs on a Redis Cluster."""
 
-    def __init__(self, settings: Settings, rc: Any | None = None) -> None:
+    def __init__(self, settings: Settings, rc: RedisCluster | None = None) -> None:
         self.settings = settings
         self._rc = rc
         self._runner: ScriptRunner | None = None
 
     @property
-    def rc(self) -> Any:
+    def rc(self) -> RedisCluster:
         """The cluster client, created on first use (after the server forks its workers)."""
         if self._rc is None:
             with unavailable_as_503("connect"):
@@ -140,7 +141,7 @@ class Store:
             self._rc.close()
 
 
-def _states(infos: Any) -> list[str]:
+def _states(infos: object) -> list[str]:
     if isinstance(infos, dict) and "cluster_state" not in infos:
         values = list(infos.values())
     else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from redis import exceptions as rx
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import PRIMARY, ClusterNode, RedisCluster
+from redis.connection import Connection
 from redis.retry import Retry
 
 from watchlog.core import keys
@@ -73,6 +74,7 @@ def _follow_unknown_nodes(rc: RedisCluster) -> RedisCluster:
                 manager.create_redis_connections([node])
         return node
 
+    # this client's manager only: redis-py has no hook for a node it has not met
     manager.get_node = get_node  # type: ignore[method-assign]
     return rc
 
@@ -170,7 +172,7 @@ class _Sent:
     """A master's pipeline, written and not yet read."""
 
     node: str
-    conn: Any
+    conn: Connection | None
     n: int
     replicas: int
     error: Exception | None
@@ -202,7 +204,7 @@ class ScriptRunner:
     def __init__(self, rc: RedisCluster, wait_replicas: int | Literal["auto"] = 0,
                  wait_ms: int = 200) -> None:
         self.rc = rc
-        self._idle: dict[str, list[Any]] = {}  # per master: connections not in use
+        self._idle: dict[str, list[Connection]] = {}  # per master: connections not in use
         self.wait_replicas = wait_replicas
         self.wait_ms = wait_ms
         self._auto: int | None = None
@@ -211,7 +213,7 @@ class ScriptRunner:
 
     def run(self, calls: Sequence[Call], *, wait: bool = False) -> list[Any]:
         """Return each call's result in order; retry redirected or failed calls alone."""
-        groups: dict[str, tuple[Any, list[int]]] = {}
+        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
         for i, call in enumerate(calls):
             node = self._primary(call.slot)
             groups.setdefault(node.name, (node, []))[1].append(i)
@@ -222,7 +224,7 @@ class ScriptRunner:
                     reply, Exception) else reply
         return results
 
-    def _execute(self, groups: dict[str, tuple[Any, list[int]]], calls: Sequence[Call],
+    def _execute(self, groups: dict[str, tuple[ClusterNode, list[int]]], calls: Sequence[Call],
                  wait: bool) -> list[tuple[list[int], list[Any]]]:
         """Send every master's pipeline, then read the replies: the masters work at once.
 
@@ -234,7 +236,7 @@ class ScriptRunner:
                 for node, idx in groups.values()]
         return [(idx, self._receive(s)) for idx, s in sent]
 
-    def _primary(self, slot: int) -> Any:
+    def _primary(self, slot: int) -> ClusterNode:
         try:
             return self.rc.nodes_manager.get_node_from_slot(slot)
         except TRANSIENT:
@@ -255,7 +257,7 @@ class ScriptRunner:
             self._auto = max(self._auto or 0, found)
         return self._auto
 
-    def _send(self, node: Any, calls: list[Call], wait: bool) -> _Sent:
+    def _send(self, node: ClusterNode, calls: list[Call], wait: bool) -> _Sent:
         """Write one master's script calls (and a WAIT) on a connection of our own."""
         replicas = self.replicas_to_wait() if wait else 0
         commands: list[tuple[Any, ...]] = [
@@ -308,7 +310,7 @@ class ScriptRunner:
                             sent.node, time.monotonic() - since)
         return replies[: sent.n]
 
-    def _pipeline(self, node: Any, calls: list[Call], wait: bool) -> list[Any]:
+    def _pipeline(self, node: ClusterNode, calls: list[Call], wait: bool) -> list[Any]:
         return self._receive(self._send(node, calls, wait))
 
     def _retry(self, call: Call, error: Exception, wait: bool) -> Any:
@@ -391,9 +393,9 @@ class ScriptRunner:
             pass
 
 
-def _most_replicas(nodes: Any) -> int:
+def _most_replicas(nodes: Mapping[str, Mapping[str, object]] | None) -> int:
     """Return the most replicas any master has in ``CLUSTER NODES``, failed ones included."""
-    per_master: dict[str, int] = {}
+    per_master: dict[object, int] = {}  # by master id
     for info in (nodes or {}).values():
         master = info.get("master_id") or "-"
         if master != "-" and "slave" in str(info.get("flags", "")):

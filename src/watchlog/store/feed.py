@@ -15,6 +15,7 @@ import random
 from typing import Any
 
 from redis import exceptions as rx
+from redis.cluster import ClusterPipeline, RedisCluster
 
 from watchlog.core import keys
 from watchlog.core.errors import InvalidInput, NotFound
@@ -22,12 +23,14 @@ from watchlog.store.cluster import Call, Function
 
 P = keys.PARTITIONS
 BODIES = Function("wl_bodies")
+# A stream entry as redis-py returns it: (id, fields); fields are None once XDEL took it.
+StreamEntry = tuple[bytes, dict[bytes, bytes] | None]
 
 
-def create(rc: Any, name: str, start: str = "earliest") -> None:
+def create(rc: RedisCluster, name: str, start: str = "earliest") -> None:
     """Create the extractor's group on every feed (idempotent)."""
     sid = "0" if start == "earliest" else "$"
-    pipe = rc.pipeline(transaction=False)
+    pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for p in range(P):
         pipe.xgroup_create(keys.feed(p), name, id=sid, mkstream=True)
     for reply in pipe.execute(raise_on_error=False):
@@ -47,7 +50,7 @@ def _share(budget: int, parts: list[int]) -> dict[int, int]:
     return {p: c for p, c in counts.items() if c > 0}
 
 
-def read_batch(rc: Any, name: str, consumer: str, max_items: int,
+def read_batch(rc: RedisCluster, name: str, consumer: str, max_items: int,
                visibility_ms: int) -> tuple[list[tuple[str, bytes]], int]:
     """Return (feed id, body) pairs and how many of them are redeliveries."""
     claimed = _claim(rc, name, consumer, max_items, visibility_ms)
@@ -77,15 +80,16 @@ def bodies_calls(refs: list[tuple[str, bytes]]) -> tuple[list[Call], list[list[i
     return calls, list(by_p.values())
 
 
-def _claim(rc: Any, name: str, consumer: str, budget: int, idle_ms: int) -> list[list[Any]]:
+def _claim(rc: RedisCluster, name: str, consumer: str, budget: int,
+           idle_ms: int) -> list[list[StreamEntry]]:
     """Take over entries delivered but unacknowledged for ``idle_ms`` (XAUTOCLAIM)."""
-    out: list[list[Any]] = [[] for _ in range(P)]
+    out: list[list[StreamEntry]] = [[] for _ in range(P)]
     cursors = {p: "0-0" for p in range(P)}
     for _ in range(ROUNDS):
         if budget <= 0 or not cursors:
             break
         counts = _share(budget, sorted(cursors))
-        pipe = rc.pipeline(transaction=False)
+        pipe: ClusterPipeline = rc.pipeline(transaction=False)
         for p, c in counts.items():
             pipe.xautoclaim(keys.feed(p), name, consumer, idle_ms, cursors[p], count=c)
         for p, reply in zip(counts, _check(pipe.execute(raise_on_error=False), name),
@@ -100,15 +104,15 @@ def _claim(rc: Any, name: str, consumer: str, budget: int, idle_ms: int) -> list
     return out
 
 
-def _read_new(rc: Any, name: str, consumer: str, budget: int) -> list[list[Any]]:
+def _read_new(rc: RedisCluster, name: str, consumer: str, budget: int) -> list[list[StreamEntry]]:
     """Read entries never delivered to the group (XREADGROUP >)."""
-    out: list[list[Any]] = [[] for _ in range(P)]
+    out: list[list[StreamEntry]] = [[] for _ in range(P)]
     active = list(range(P))
     for _ in range(ROUNDS):
         if budget <= 0 or not active:
             break
         counts = _share(budget, active)
-        pipe = rc.pipeline(transaction=False)
+        pipe: ClusterPipeline = rc.pipeline(transaction=False)
         for p, c in counts.items():
             pipe.xreadgroup(name, consumer, {keys.feed(p): ">"}, count=c)
         for p, reply in zip(counts, _check(pipe.execute(raise_on_error=False), name),
@@ -130,7 +134,7 @@ def _check(replies: list[Any], name: str) -> list[Any]:
     return replies
 
 
-def ack(rc: Any, name: str, feed_ids: list[str]) -> list[str]:
+def ack(rc: RedisCluster, name: str, feed_ids: list[str]) -> list[str]:
     """Acknowledge delivered entries; return the ids that were not pending (none acked).
 
     One ``XACK`` per id, so the answer can name each id it did not acknowledge: already
@@ -143,7 +147,7 @@ def ack(rc: Any, name: str, feed_ids: list[str]) -> list[str]:
         if not (head.isascii() and head.isdigit()) or int(head) >= P or not sid:
             raise InvalidInput(f"ids: {fid!r} is not a feed id of this API", field="ids")
         parsed.append((int(head), sid))
-    pipe = rc.pipeline(transaction=False)
+    pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for p, sid in parsed:
         pipe.xack(keys.feed(p), name, sid)
     replies = _check(pipe.execute(raise_on_error=False), name)
@@ -153,7 +157,7 @@ def ack(rc: Any, name: str, feed_ids: list[str]) -> list[str]:
 LAG_SCAN = 1000  # entries counted per partition when Redis cannot tell the lag
 
 
-def infos(rc: Any) -> dict[str, dict[str, int]]:
+def infos(rc: RedisCluster) -> dict[str, dict[str, int]]:
     """Return every extractor's lag (not yet delivered) and pending (not acknowledged).
 
     A partition that cannot answer (a failover) raises rather than being left out: a lag
@@ -163,7 +167,7 @@ def infos(rc: Any) -> dict[str, dict[str, int]]:
     the group catches up; those partitions' lag is then counted from the stream (at most
     ``LAG_SCAN`` each, so a floor, never an overstatement).
     """
-    pipe = rc.pipeline(transaction=False)
+    pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for p in range(P):
         pipe.xinfo_groups(keys.feed(p))
     out: dict[str, dict[str, int]] = {}
@@ -184,7 +188,7 @@ def infos(rc: Any) -> dict[str, dict[str, int]]:
     return dict(sorted(out.items()))
 
 
-def info(rc: Any, name: str) -> dict[str, int]:
+def info(rc: RedisCluster, name: str) -> dict[str, int]:
     """Return one extractor's lag and pending (see ``infos``)."""
     found = infos(rc).get(name)
     if found is None:
@@ -192,30 +196,30 @@ def info(rc: Any, name: str) -> dict[str, int]:
     return found
 
 
-def _count_after(rc: Any, last_ids: dict[int, bytes]) -> int:
-    pipe = rc.pipeline(transaction=False)
+def _count_after(rc: RedisCluster, last_ids: dict[int, bytes]) -> int:
+    pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for p, last in last_ids.items():
         start = last.decode() if isinstance(last, bytes) else str(last)
         pipe.xrange(keys.feed(p), min="(" + start, count=LAG_SCAN)
     return sum(len(r) for r in _check(pipe.execute(raise_on_error=False), "*"))
 
 
-def delete(rc: Any, name: str) -> int:
+def delete(rc: RedisCluster, name: str) -> int:
     """Destroy the extractor's group on every feed; return on how many it existed."""
-    pipe = rc.pipeline(transaction=False)
+    pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for p in range(P):
         pipe.xgroup_destroy(keys.feed(p), name)
     return sum(_check(_absent_as(pipe.execute(raise_on_error=False), 0), name))
 
 
-def _absent_as(replies: list[Any], value: Any) -> list[Any]:
+def _absent_as(replies: list[Any], value: object) -> list[Any]:
     """Replace the errors that only say a feed was never written with ``value``."""
     return [value if isinstance(r, rx.ResponseError) and (
         "no such key" in str(r) or "requires the key to exist" in str(r)) else r
         for r in replies]
 
 
-def oldest_waiting(rc: Any) -> dict[str, int]:
+def oldest_waiting(rc: RedisCluster) -> dict[str, int]:
     """Return each extractor's oldest entry not yet acknowledged, as a ms timestamp.
 
     That is the older of the first entry past the group's last delivered id (never delivered)
@@ -223,11 +227,11 @@ def oldest_waiting(rc: Any) -> dict[str, int]:
     their first part is the time the log was added. Extractors with nothing waiting are left
     out. Read by the consumer's scrape-time gauges (the age-based extraction alert).
     """
-    pipe = rc.pipeline(transaction=False)
+    pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for p in range(P):
         pipe.xinfo_groups(keys.feed(p))
     asks: list[str] = []
-    pipe2 = rc.pipeline(transaction=False)
+    pipe2: ClusterPipeline = rc.pipeline(transaction=False)
     # As ``infos``: a partition that cannot answer raises (the scrape counts a failed read)
     # rather than leaving its entries out of the age.
     replies = _absent_as(pipe.execute(raise_on_error=False), [])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import heapq
 from collections.abc import Iterator
-from typing import Any
 
 import msgspec
+from redis.cluster import ClusterPipeline, RedisCluster
 
 from watchlog.core import keys
 from watchlog.core.errors import InvalidInput
@@ -74,18 +74,19 @@ def parse_aggregates(raw: dict[bytes, bytes]) -> dict[str, dict[str, int]]:
     return out
 
 
-def user_aggregates(rc: Any, user: str, days: list[str]) -> list[dict[str, dict[str, int]]]:
+def user_aggregates(rc: RedisCluster, user: str,
+                    days: list[str]) -> list[dict[str, dict[str, int]]]:
     """Return the user's aggregates for each day (one pipeline, one slot)."""
     p = keys.partition_of(user)
-    pipe = rc.pipeline(transaction=False)
+    pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for day in days:
         pipe.hgetall(keys.user_aggregates(p, user, day))
     return [parse_aggregates(r) for r in pipe.execute()]
 
 
-def fleet_day(rc: Any, day: str) -> tuple[int, dict[str, dict[str, int]]]:
+def fleet_day(rc: RedisCluster, day: str) -> tuple[int, dict[str, dict[str, int]]]:
     """Return the active users and merged aggregates of every partition for one day."""
-    pipe = rc.pipeline(transaction=False)
+    pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for p in range(keys.PARTITIONS):
         pipe.scard(keys.active_users(p, day))
         pipe.hgetall(keys.fleet_aggregates(p, day))
@@ -136,11 +137,11 @@ def export(runner: ScriptRunner, frm: int, to: int, tcode: int | None) -> Iterat
         yield from heapq.merge(*streams, key=body_ts)
 
 
-def recent(rc: Any, now_ms: int, limit: int) -> list[bytes]:
+def recent(rc: RedisCluster, now_ms: int, limit: int) -> list[bytes]:
     """Return the ``limit`` most recent bodies of the fleet (today, then yesterday)."""
     out: list[bytes] = []
     for day in (keys.day_of(now_ms), keys.day_of(now_ms - 86400_000)):
-        pipe = rc.pipeline(transaction=False)
+        pipe: ClusterPipeline = rc.pipeline(transaction=False)
         for p in range(keys.PARTITIONS):
             pipe.zrange(keys.fleet_index(p, day), 0, limit - 1, desc=True)
         refs = pipe.execute()

@@ -14,11 +14,13 @@ import base64
 import binascii
 import re
 import zlib
-from typing import Any
+
+from redis.cluster import ClusterPipeline, RedisCluster
 
 from watchlog.core import keys
 from watchlog.core.errors import InvalidInput
 from watchlog.store import Store, feed
+from watchlog.store.feed import StreamEntry
 
 PREFIX = "a1."
 _ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
@@ -53,15 +55,15 @@ def _key(p: int, sid: bytes) -> tuple[int, int, int]:
     return int(ms), int(seq), p
 
 
-def _entries(replies: list[Any]) -> list[Entry]:
+def _entries(replies: list[list[StreamEntry]]) -> list[Entry]:
     return [(_key(p, sid), sid.decode(), fields[b"r"])
             for p, reply in enumerate(replies) for sid, fields in reply if fields]
 
 
-def latest(rc: Any, limit: int) -> tuple[list[Entry], list[str], bool]:
+def latest(rc: RedisCluster, limit: int) -> tuple[list[Entry], list[str], bool]:
     """Return the ``limit`` latest arrivals (oldest first), each feed's head, and whether
     any feed holds anything."""
-    pipe = rc.pipeline(transaction=False)
+    pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for p in range(keys.PARTITIONS):
         pipe.xrevrange(keys.feed(p), "+", "-", count=limit)
     replies = pipe.execute()
@@ -70,9 +72,9 @@ def latest(rc: Any, limit: int) -> tuple[list[Entry], list[str], bool]:
     return taken, heads, any(replies)
 
 
-def after(rc: Any, cursor: list[str], limit: int) -> tuple[list[Entry], list[str]]:
+def after(rc: RedisCluster, cursor: list[str], limit: int) -> tuple[list[Entry], list[str]]:
     """Return the next ``limit`` arrivals after the cursor (oldest first), and the new one."""
-    pipe = rc.pipeline(transaction=False)
+    pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for p in range(keys.PARTITIONS):
         pipe.xrange(keys.feed(p), "(" + cursor[p], "+", count=limit)
     taken = sorted(_entries(pipe.execute()))[:limit]
@@ -82,8 +84,8 @@ def after(rc: Any, cursor: list[str], limit: int) -> tuple[list[Entry], list[str
     return taken, nxt
 
 
-def anything_stored(rc: Any) -> bool:
-    pipe = rc.pipeline(transaction=False)
+def anything_stored(rc: RedisCluster) -> bool:
+    pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for p in range(keys.PARTITIONS):
         pipe.xlen(keys.feed(p))
     return any(pipe.execute())

@@ -6,6 +6,7 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 from itertools import islice
+from typing import cast
 
 import msgspec
 from flask import Response, request, stream_with_context
@@ -39,9 +40,10 @@ def ndjson_chunks(bodies: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def csv_row(doc: dict[str, object]) -> list[object]:
-    loc = doc.pop("location") or {}
-    doc["latitude"] = loc.get("latitude")  # type: ignore[attr-defined]
-    doc["longitude"] = loc.get("longitude")  # type: ignore[attr-defined]
+    # body_to_dict's location is an object with latitude and longitude, or None.
+    loc = cast("dict[str, object]", doc.pop("location") or {})
+    doc["latitude"] = loc.get("latitude")
+    doc["longitude"] = loc.get("longitude")
     return [neutralize(doc[f]) for f in CSV_FIELDS]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import msgspec.inspect as mi
@@ -100,9 +100,11 @@ def _columns_of(name: str, t: Any, nullable: bool, path: tuple[str, ...]) -> lis
 
 def derive_columns() -> list[Column]:
     """Every column, from the API's log (names, order, nullability) and the input types."""
-    given = {f.name: f.type for f in mi.type_info(schema.Activity).fields}  # type: ignore[attr-defined]
+    # type_info of a Struct is a StructType (the union it is typed with has no .fields)
+    activity = cast(mi.StructType, mi.type_info(schema.Activity))
+    given = {f.name: f.type for f in activity.fields}
     out: list[Column] = []
-    for f in mi.type_info(schema.ActivityOut).fields:  # type: ignore[attr-defined]
+    for f in cast(mi.StructType, mi.type_info(schema.ActivityOut)).fields:
         _, _, nullable = _unwrap(f.type)
         out += _columns_of(f.name, given[f.name], nullable, (f.name,))
     return out

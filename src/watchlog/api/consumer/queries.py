@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app
@@ -23,7 +23,23 @@ from watchlog.store.reader import merge_aggregates
 bp = Blueprint("queries", __name__)
 
 
-def totals(agg: dict[str, int]) -> dict[str, object]:
+class Totals(TypedDict):
+    """The API's figures of one set of aggregates."""
+
+    count: int
+    duration: int
+    distance: float
+    calories_burned: float
+    avg_heart_rate: float | None
+    max_heart_rate: int | None
+
+
+class Summary(TypedDict):
+    total: Totals
+    by_type: dict[str, Totals]
+
+
+def totals(agg: dict[str, int]) -> Totals:
     """Turn raw aggregate fields into the API's figures (units as the seed's)."""
     k = agg.get("k", 0)
     return {
@@ -36,7 +52,7 @@ def totals(agg: dict[str, int]) -> dict[str, object]:
     }
 
 
-def summarize(by_type: dict[str, dict[str, int]]) -> dict[str, object]:
+def summarize(by_type: dict[str, dict[str, int]]) -> Summary:
     total: dict[str, int] = {}
     for agg in by_type.values():
         merge_aggregates(total, agg)
@@ -151,7 +167,7 @@ def daily_report_body(d: date) -> dict[str, Any]:
     users, by_type = store().fleet_day(d.strftime("%Y%m%d"))
     s = summarize(by_type)
     return {"date": d.isoformat(), "active_users": users,
-            "count": s["total"]["count"], **s}  # type: ignore[index]
+            "count": s["total"]["count"], **s}
 
 
 def export_body(start: int, to: int, type_code: int | None, fmt: str) -> Response:

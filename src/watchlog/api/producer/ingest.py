@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO
 
 import msgspec
 from flask import Blueprint, Response, g, request
@@ -232,8 +232,8 @@ def _ingest(items: list[bytes], batch: bool, s: Settings) -> Response:
 
 
 def _batch_result(n: int, events: list[schema.Event], where: list[int], created: list[bool],
-                  errors: dict[int, WatchlogError]) -> dict[str, Any]:
-    results: list[dict[str, Any] | None] = [None] * n
+                  errors: dict[int, WatchlogError]) -> dict[str, object]:
+    results: list[dict[str, object] | None] = [None] * n
     for e, i, c in zip(events, where, created, strict=True):
         results[i] = {"index": i, "status": "created" if c else "duplicate",
                       "event_id": e.event_id}

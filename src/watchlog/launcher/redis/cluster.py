@@ -26,15 +26,14 @@ from redis.retry import Retry
 from watchlog.core import keys
 from watchlog.core.credentials import FILENAME, Credentials, load_or_create
 from watchlog.core.errors import LauncherError
+from watchlog.core.keys import SLOTS
+from watchlog.core.process import UMASK, alive, umask
 from watchlog.launcher.procs import (
     BUS_OFFSET,
-    UMASK,
-    alive,
     free_redis_ports,
     read_pid,
     require_free,
     spawn,
-    umask,
     wait_dead,
 )
 from watchlog.launcher.redis.conf import (
@@ -44,7 +43,7 @@ from watchlog.launcher.redis.conf import (
     server_version,
     write_node_files,
 )
-from watchlog.launcher.redis.nodes import SLOTS, NodeEntry, parse_nodes, split_slots
+from watchlog.launcher.redis.nodes import NodeEntry, parse_nodes, split_slots
 
 log = logging.getLogger(__name__)
 

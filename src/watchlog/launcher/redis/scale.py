@@ -692,8 +692,8 @@ def refresh_monitoring(state: Path, cluster: LocalCluster, progress: Progress = 
     redis_exporter 1.45 reads its password map only when it starts, so it is started again
     with the new map (it holds no state; Prometheus sees at most one failed scrape).
     """
+    from watchlog.core.process import alive
     from watchlog.launcher.observability import exporter_password_file
-    from watchlog.launcher.procs import alive
 
     path = state / "pids.json"
     if not path.exists():

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from functools import wraps
-from typing import Any
+from typing import Any, ParamSpec, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,14 +34,16 @@ from flask import (
     request,
     url_for,
 )
+from flask.blueprints import BlueprintSetupState
+from flask.typing import ResponseReturnValue
 from flask_wtf import FlaskForm
 from wtforms import PasswordField
 from wtforms.validators import DataRequired
 
 from watchlog.api import params
+from watchlog.api.consumer.export import EXPORT_FORMATS
 from watchlog.api.consumer.extraction import extractor_items
 from watchlog.api.consumer.queries import (
-    EXPORT_FORMATS,
     daily_report_body,
     export_body,
     user_activities_body,
@@ -67,11 +69,11 @@ PAGE_SIZE = 50
 _ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}", re.ASCII)
 
 
-class SignInForm(FlaskForm):  # type: ignore[misc]
+class SignInForm(FlaskForm):  # type: ignore[misc]  # flask_wtf ships no types
     key = PasswordField("Reader or admin key", validators=[DataRequired()])
 
 
-class TokenForm(FlaskForm):  # type: ignore[misc]
+class TokenForm(FlaskForm):  # type: ignore[misc]  # flask_wtf ships no types
     """A form with only its CSRF token (sign-out, export: their fields are parsed strictly
     by watchlog.web.params, as the API parses them)."""
 
@@ -81,8 +83,8 @@ def reports_blueprint(settings: Settings) -> Blueprint:
                    static_folder="static", static_url_path="/static")
 
     @bp.record_once
-    def setup(state: Any) -> None:
-        app: Flask = state.app
+    def setup(state: BlueprintSetupState) -> None:
+        app = cast(Flask, state.app)  # registered on the consumer, a Flask app
         auth.configure(app, settings)
         app.jinja_env.globals["reports_link"] = link
 
@@ -174,12 +176,15 @@ def safe_next(raw: str | None) -> str:
     return url_for("reports.fleet")
 
 
-def signed_in_only(view: Callable[..., Any]) -> Callable[..., Any]:
+P = ParamSpec("P")
+
+
+def signed_in_only(view: Callable[P, ResponseReturnValue]) -> Callable[P, ResponseReturnValue]:
     """Redirect to the sign-in form without a valid session; apply the API's rate limit
     (the same budget as the key's bearer calls) to pages that read the store."""
 
     @wraps(view)
-    def checked(*args: Any, **kwargs: Any) -> Any:
+    def checked(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
         who = auth.signed_in()
         if who is None:
             return redirect(url_for("reports.signin", next=request.full_path.rstrip("?")))
@@ -207,7 +212,7 @@ def user_range() -> tuple[date, date]:
 def _routes(bp: Blueprint, settings: Settings) -> None:  # noqa: C901 (one view per page)
 
     @bp.route("/sign-in", methods=["GET", "POST"])
-    def signin() -> Any:
+    def signin() -> ResponseReturnValue:
         form = SignInForm()
         nxt = safe_next(request.args.get("next"))
         if request.method == "GET":
@@ -230,7 +235,7 @@ def _routes(bp: Blueprint, settings: Settings) -> None:  # noqa: C901 (one view 
         return redirect(nxt)
 
     @bp.post("/sign-out")
-    def signout() -> Any:
+    def signout() -> ResponseReturnValue:
         form = TokenForm()
         if not form.validate_on_submit():
             return page("error.html", 400, title="Not signed out",
@@ -252,7 +257,7 @@ def _routes(bp: Blueprint, settings: Settings) -> None:  # noqa: C901 (one view 
 
     @bp.get("/user")
     @signed_in_only
-    def jump() -> Any:
+    def jump() -> ResponseReturnValue:
         """The fleet page's "go to a user" form."""
         user_id = (params.arg("user_id") or "").strip()
         if not schema.is_safe_id(user_id):
@@ -282,7 +287,7 @@ def _routes(bp: Blueprint, settings: Settings) -> None:  # noqa: C901 (one view 
 
     @bp.route("/export", methods=["GET", "POST"])
     @signed_in_only
-    def export() -> Any:
+    def export() -> ResponseReturnValue:
         today = params.today()
         values = request.form if request.method == "POST" else request.args
         frm = params.day("from", today, values)
@@ -349,7 +354,7 @@ def _routes(bp: Blueprint, settings: Settings) -> None:  # noqa: C901 (one view 
             {k: [day["by_type"].get(k, {}).get("count", 0) for day in days] for k in kinds}))
 
     @bp.app_template_filter("number")
-    def number(value: Any) -> str:
+    def number(value: object) -> str:
         if value is None:
             return "–"
         if isinstance(value, float):  # km to the metre, kcal to the tenth: as the API

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import hmac
 from datetime import timedelta
-from typing import Any
 
-from flask import Flask, current_app, request, session
+from flask import Flask, Request, current_app, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from watchlog.api.auth import Auth, digest
@@ -30,7 +29,7 @@ class ReportsSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, opened only under ``/reports`` (the JSON API never
     pays for it), and ``Secure`` whenever the request came over https."""
 
-    def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         if not request.path.startswith(PATH):
             return self.session_class()
         return super().open_session(app, request)
