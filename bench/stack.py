@@ -81,7 +81,7 @@ class Stack:
     def env(self, **extra: str) -> dict[str, str]:
         """Return the environment of a service on this cluster (bench rate limit)."""
         return {**os.environ, **self.credentials.app_env(),
-                "WATCHLOG_REDIS_URL": self.cluster.seed_urls,
+                "WATCHLOG_REDIS_URL": self.cluster.startup_urls,
                 "WATCHLOG_RATE_LIMIT": "1000000/second",
                 "WATCHLOG_CONSUMER_RATE_LIMIT": "1000000/second", "WATCHLOG_LOG_LEVEL": "WARNING",
                 # the bench's root first (for `bench.*`), then any path the caller set

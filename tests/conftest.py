@@ -46,7 +46,7 @@ def cluster(state_dir: Path, credentials: Credentials) -> Iterator[LocalCluster]
 @pytest.fixture(scope="session")
 def cluster_settings(cluster: LocalCluster, credentials: Credentials,
                      state_dir: Path) -> Settings:
-    env = {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.seed_urls,
+    env = {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.startup_urls,
            "WATCHLOG_STATE_DIR": str(state_dir)}
     return Settings.from_env(env)
 

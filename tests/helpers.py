@@ -131,7 +131,7 @@ def serve(service: str, settings_env: dict[str, str], port: int, logs: Path,
     return svc
 
 def service_env(cluster: LocalCluster, credentials: Credentials) -> dict[str, str]:
-    return {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.seed_urls,
+    return {**credentials.app_env(), "WATCHLOG_REDIS_URL": cluster.startup_urls,
             "WATCHLOG_WORKERS": "2", "WATCHLOG_THREADS": "4"}
 
 def json_of(r: TestResponse) -> Any:

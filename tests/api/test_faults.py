@@ -145,7 +145,7 @@ def test_faults_seed_preset_is_the_seed_consumer() -> None:
 
 def test_faults_settings_build_the_default_spec() -> None:
     s = Settings(fault_delay_p=0.5, fault_delay="fixed:0.1", fault_abort_p=0.25,
-                 fault_abort_status=503, fault_abort_phase="after", fault_retry_after="2",
+                 fault_abort_status=503, fault_abort_phase="after", fault_retry_after=2,
                  fault_routes="/v1/activities, /log_activity")
     assert from_settings(s) == FaultSpec(0.5, "fixed:0.1", 0.25, 503, "after", 2,
                                          ["/v1/activities", "/log_activity"])

@@ -302,7 +302,7 @@ def test_secrets_are_kept_only_as_digests(cluster_settings: Settings, tokens_fil
 
 @pytest.mark.parametrize("value", ["on", "", "yes", "of", "disabled", "OFFF"])
 def test_auth_stays_on_unless_explicitly_off(value: str) -> None:
-    assert Settings(auth=value).auth_enabled
+    assert Settings.from_env({"WATCHLOG_AUTH": value}).auth_enabled
 
 
 def test_auth_on_without_any_key_refuses_everyone(store) -> None:

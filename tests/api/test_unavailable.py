@@ -16,7 +16,7 @@ def doomed(tmp_path):  # noqa: ANN201
     creds = load_or_create(tmp_path)
     c = LocalCluster(tmp_path, base_port=None, masters=3, credentials=creds)
     c.start()
-    settings = Settings.from_env({**creds.app_env(), "WATCHLOG_REDIS_URL": c.seed_urls,
+    settings = Settings.from_env({**creds.app_env(), "WATCHLOG_REDIS_URL": c.startup_urls,
                                   "WATCHLOG_REDIS_TIMEOUT": "0.5"})
     yield c, settings, creds
     c.stop()
@@ -84,7 +84,7 @@ def test_healthcheck_turns_unhealthy_when_the_store_goes(doomed, tmp_path) -> No
 
     cluster, _, creds = doomed
     port = free_redis_ports("127.0.0.1", 1)[0]
-    env = {**creds.app_env(), "WATCHLOG_REDIS_URL": cluster.seed_urls,
+    env = {**creds.app_env(), "WATCHLOG_REDIS_URL": cluster.startup_urls,
            "WATCHLOG_REDIS_TIMEOUT": "0.5", "WATCHLOG_WORKERS": "1"}
     api = serve("producer", env, port, tmp_path, tmp_path / "metrics")
     url = f"http://127.0.0.1:{port}/ready"

@@ -23,7 +23,8 @@ import pytest
 from helpers import extracted, run, simulate
 from watchlog.clients import simulator
 from watchlog.clients.extractor import Extractor
-from watchlog.clients.http import Client, GaveUp, RetryPolicy, token_for
+from watchlog.clients.http import Client, RetryPolicy, token_for
+from watchlog.core.errors import GaveUp
 
 
 def stored(env: dict[str, Any]) -> int:
@@ -198,7 +199,7 @@ def test_http_honours_retry_after(peer: str, hint: str) -> None:
         Peer.script = [(503, when)]
         expected = [pytest.approx(30, abs=2)]
     waits: list[float] = []
-    with Client(peer, "t", seed=1, sleep=waits.append) as c:
+    with Client(peer, "t", random_seed=1, sleep=waits.append) as c:
         assert c.get("/x").status_code == 200
         assert (c.attempts, c.retries) == (len(expected) + 1, len(expected))
     assert waits == expected and len(Peer.seen) == len(expected) + 1
@@ -209,7 +210,7 @@ def test_http_without_retry_after_uses_its_own_backoff(peer: str) -> None:
     Peer.script = [(503, None), (429, None)]
     waits: list[float] = []
     policy = RetryPolicy(base=0.01, cap=0.05)
-    with Client(peer, "t", policy=policy, seed=1, sleep=waits.append) as c:
+    with Client(peer, "t", policy=policy, random_seed=1, sleep=waits.append) as c:
         assert c.get("/x").status_code == 200
     assert len(waits) == 2 and waits != [1.0, 0.2] and all(0 <= w <= 0.05 for w in waits)
 
@@ -238,7 +239,7 @@ def test_http_connection_errors_retry_with_seeded_full_jitter() -> None:
     runs: list[list[float]] = [[], []]
     policy = RetryPolicy(attempts=6, deadline=60, base=0.1, cap=1)
     for delays in runs:
-        with Client("http://127.0.0.1:9", policy=policy, seed=3, sleep=delays.append) as c:
+        with Client("http://127.0.0.1:9", policy=policy, random_seed=3, sleep=delays.append) as c:
             with pytest.raises(GaveUp, match="ConnectError"):
                 c.get("/x")
             assert (c.attempts, c.retries) == (6, 5)

@@ -18,8 +18,9 @@ from redis.retry import Retry
 
 from helpers import require_tool
 from watchlog.core.credentials import Credentials, load_or_create, read_env_file
+from watchlog.core.errors import LauncherError
 from watchlog.core.settings import Settings
-from watchlog.launcher.procs import BUS_OFFSET, LauncherError, free_redis_ports
+from watchlog.launcher.procs import BUS_OFFSET, free_redis_ports
 from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.redis.conf import EXPORTER_USER
 from watchlog.launcher.services import Ports
@@ -196,7 +197,7 @@ def test_restart_keeps_data_written_by_the_app(rcluster: LocalCluster, app: Redi
 
     app.set(f"wl:{TAG}:kept", "yes")
     # Function writes reach the AOF inside MULTI/EXEC, replayed as the default user on start.
-    store = Store(Settings(redis_url=rcluster.seed_urls, redis_username="watchlog",
+    store = Store(Settings(redis_url=rcluster.startup_urls, redis_username="watchlog",
                            redis_password=rcluster.credentials.redis_app_password))
     event = to_events([seed_log()])[0]
     assert store.ingest([event]) == [True]
@@ -206,7 +207,7 @@ def test_restart_keeps_data_written_by_the_app(rcluster: LocalCluster, app: Redi
     rcluster.start()
     app.nodes_manager.initialize()
     assert app.get(f"wl:{TAG}:kept") == "yes"
-    store = Store(Settings(redis_url=rcluster.seed_urls, redis_username="watchlog",
+    store = Store(Settings(redis_url=rcluster.startup_urls, redis_username="watchlog",
                            redis_password=rcluster.credentials.redis_app_password))
     assert store.ingest([event]) == [False]  # the library came back with the data
     assert store.fleet_day(event.day)[1]["running"]["n"] == 1

@@ -150,7 +150,7 @@ class Own:
 
     def settings(self, **env: str) -> Settings:
         return Settings.from_env({**self.creds.app_env(), "WATCHLOG_REDIS_URL":
-                                  self.cluster.seed_urls, "WATCHLOG_REDIS_TIMEOUT": "1", **env})
+                                  self.cluster.startup_urls, "WATCHLOG_REDIS_TIMEOUT": "1", **env})
 
     def cli(self, *args: str) -> str:
         result = CliRunner().invoke(chaos, [*args, "--state-dir", str(self.state)],
@@ -224,7 +224,7 @@ def test_chaos_exactly_once_under_injected_faults(faulty_producer: str, store: S
     batches = [docs[i:i + 100] for i in range(0, len(docs), 100)]
     policy = RetryPolicy(attempts=30, deadline=60, base=0.02, cap=0.5)
     token = ingest_headers["Authorization"].removeprefix("Bearer ")
-    with Client(faulty_producer, token, policy=policy, seed=1, pool=8) as client:
+    with Client(faulty_producer, token, policy=policy, random_seed=1, pool=8) as client:
         with ThreadPoolExecutor(8) as pool:
             replies = list(pool.map(lambda b: client.post("/v1/activities", json=b), batches))
         retries = client.retries
@@ -249,11 +249,11 @@ def test_chaos_simulator_black_box_counts_match(producer_url: str, store: Store,
                                                 ) -> None:
     """Faults turned up by `watchlog chaos faults set` while the simulator runs: what is
     stored equals what the simulator reports as acknowledged."""
-    from watchlog.clients.fleet import Plan
+    from watchlog.clients.dispatch import Plan
     from watchlog.clients.simulator import run
 
     ack_log = tmp_path / "acked.txt"
-    plan = Plan(producer_url, users=50, rate=600, batch=20, count=3000, seed=5,
+    plan = Plan(producer_url, users=50, rate=600, batch=20, count=3000, random_seed=5,
                 concurrency=4, drop_rate=0.1, ack_log=str(ack_log))
     env = {"WATCHLOG_ADMIN_KEY": credentials.admin_key}
     cli = ["faults", "set", "--service", "producer", "--producer-url", producer_url]
@@ -307,7 +307,7 @@ def test_chaos_extraction_survives_faults_and_a_crash(consumer_url: str, store: 
     policy = RetryPolicy(attempts=30, deadline=30, base=0.02, cap=0.2)
     out = tmp_path / "out"
     try:
-        with Client(consumer_url, token, policy=policy, seed=3) as client:
+        with Client(consumer_url, token, policy=policy, random_seed=3) as client:
             crashed = Extractor(client, "x", out, max_items=200, visibility=1)
             crashed.write(crashed.fetch())  # written, then killed before its ack
             crashed.fetch()  # taken, then killed before writing

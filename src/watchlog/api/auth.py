@@ -24,7 +24,7 @@ from typing import ParamSpec, TypeVar
 
 from flask import current_app, g, request
 
-from watchlog.core.errors import Forbidden, Unauthorized
+from watchlog.core.errors import Forbidden, InvalidSetting, Unauthorized
 from watchlog.core.schema import is_safe_id
 from watchlog.core.settings import Settings
 
@@ -133,7 +133,7 @@ def _device_tokens(path: str) -> dict[bytes, Principal]:
             users = _users(parts)
         except ValueError:
             # Name the line, never echo it: it may hold a token pasted in clear.
-            raise ValueError(f"{path}:{n}: expected {LINE_FORMAT}") from None
+            raise InvalidSetting(f"{path}:{n}: expected {LINE_FORMAT}") from None
         if users == frozenset():
             unbound.append(n)
         out[bytes.fromhex(parts[1])] = Principal("ingest", parts[0], users,

@@ -32,17 +32,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from wsgiref.types import InputStream, StartResponse, WSGIApplication, WSGIEnvironment
 
-from watchlog.core.errors import RequestTimeout, WatchlogError
+from watchlog.core.errors import Busy, RequestTimeout
 
 GRACE_S = 2.0  # a body's first bytes may take this long before the minimum rate applies
 MAX_READERS = 64  # reader threads per process, busy or parked behind a slow client
 PIECE = 1024  # the first read of a body, bytes
 FAST_S = 0.05  # a piece that takes longer is slow: it needs a slow slot to be waited for
-
-
-class Busy(WatchlogError):
-    status = 503
-    code = "busy"
 
 
 class _Job:

@@ -25,7 +25,8 @@ from msgspec import Meta
 from redis.cluster import RedisCluster
 
 from watchlog.core import metrics
-from watchlog.core.errors import InjectedFault, InvalidInput, Malformed, too_deep
+from watchlog.core.errors import InjectedFault, InvalidInput, InvalidSetting, Malformed
+from watchlog.core.schema import decode_json
 from watchlog.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,25 +99,25 @@ PRESETS = {
 
 def from_settings(s: Settings) -> FaultSpec:
     if s.fault_preset not in PRESETS:
-        raise ValueError(f"WATCHLOG_FAULT_PRESET={s.fault_preset!r}: one of {sorted(PRESETS)}")
+        raise InvalidSetting(f"WATCHLOG_FAULT_PRESET={s.fault_preset!r}: one of {sorted(PRESETS)}")
     if s.fault_preset != "none":
         return PRESETS[s.fault_preset]
     routes = [r.strip() for r in s.fault_routes.split(",") if r.strip()]
     raw = {"delay_p": s.fault_delay_p, "delay": s.fault_delay, "abort_p": s.fault_abort_p,
            "abort_status": s.fault_abort_status, "abort_phase": s.fault_abort_phase,
-           "retry_after": int(s.fault_retry_after) if s.fault_retry_after else None,
+           "retry_after": s.fault_retry_after,
            "routes": routes}
     # convert, not the constructor: a Struct's constructor checks neither ranges nor choices.
     try:
         return msgspec.convert(raw, FaultSpec)
     except msgspec.ValidationError as e:
-        raise ValueError(f"WATCHLOG_FAULT_*: {e}") from None
+        raise InvalidSetting(f"WATCHLOG_FAULT_*: {e}") from None
 
 
 def decode_spec(raw: bytes) -> FaultSpec:
     """Validate a spec sent to ``PUT /admin/faults`` (or a preset: {"preset": "seed"})."""
     try:
-        doc = msgspec.json.decode(raw, type=dict[str, object])
+        doc = decode_json(raw, dict[str, object])
         preset = doc.get("preset")
         if preset is not None:
             if not isinstance(preset, str) or preset not in PRESETS:
@@ -125,20 +126,15 @@ def decode_spec(raw: bytes) -> FaultSpec:
                 raise InvalidInput("preset: send a preset alone, or the fields without one",
                                    field="preset")
             return PRESETS[preset]
-        return msgspec.json.decode(raw, type=FaultSpec)
-    except msgspec.ValidationError as e:
-        from watchlog.core.schema import invalid
-
-        err = invalid(str(e))
+        return decode_json(raw, FaultSpec)
+    except Malformed:
+        raise
+    except InvalidInput as err:
         if err.details.get("field") is None:  # raised in __post_init__
             for name in ("delay", "routes"):
                 if err.message.startswith(name + " ") or err.message.startswith(name + ":"):
                     err.details["field"] = name
-        raise err from None
-    except msgspec.DecodeError as e:
-        raise Malformed(f"malformed JSON: {e}") from None
-    except RecursionError:
-        raise too_deep() from None
+        raise
 
 
 class Faults:
@@ -148,11 +144,11 @@ class Faults:
                  rc_getter: Callable[[], RedisCluster]) -> None:
         self.service = service
         self.default = from_settings(settings)
-        seed = settings.fault_seed
+        random_seed = settings.fault_seed
         # Seeded by (seed, service) only: a pid in the seed would make every run differ.
         # Workers of one service then draw the same sequence; a run replays exactly with
         # WATCHLOG_WORKERS=1 and the same order of requests.
-        self.rng = random.Random(f"{seed}:{service}" if seed else None)
+        self.rng = random.Random(f"{random_seed}:{service}" if random_seed else None)
         self._rc = rc_getter
         self._cached: tuple[float, FaultSpec] = (0.0, self.default)
         self.key = f"wl:{{admin}}:faults:{service}"

@@ -26,7 +26,7 @@ from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from watchlog.core.errors import WatchlogError
+from watchlog.core.errors import RateLimited
 from watchlog.core.settings import Settings
 
 # A view, sync or async (Flask's view_functions hold either).
@@ -39,11 +39,6 @@ CONSUMER_ENDPOINTS = ("queries.user_summary", "queries.daily_report", "queries.e
                       "extraction.list_extractors", "extraction.create",
                       "extraction.describe", "extraction.delete", "extraction.batch",
                       "extraction.ack")
-
-
-class RateLimited(WatchlogError):
-    status = 429
-    code = "rate_limited"
 
 
 class RateLimit:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from flask import request
 
 from watchlog.core.errors import InvalidInput
+from watchlog.core.keys import DAY_MS
 from watchlog.core.schema import TYPE_CODE
 
 # Times and days outside these bounds would overflow date arithmetic (a 500): refuse them.
@@ -109,17 +110,27 @@ def activity_type(values: Mapping[str, str] | None = None) -> int | None:
     return TYPE_CODE[raw]
 
 
-def time_range(max_days: int, default_span_ms: int) -> tuple[int, int]:
+def time_range(max_days: int, default_span_ms: int = DAY_MS) -> tuple[int, int]:
     """Return a closed [from, to] range in ms, default the last ``default_span_ms``."""
-    now = int(time.time() * 1000)
-    to = time_ms("to", now)
-    frm = time_ms("from", to - default_span_ms)
-    if frm > to:
+    to = time_ms("to", int(time.time() * 1000))
+    start = time_ms("from", to - default_span_ms)
+    _check_range(start > to, (to - start) / DAY_MS, max_days)
+    return start, to
+
+
+def days_between(start: date, to: date, max_days: int) -> list[date]:
+    """Return the days from ``start`` to ``to``, both included, checked as every range."""
+    _check_range(start > to, (to - start).days + 1, max_days)
+    return [start + timedelta(days=i) for i in range((to - start).days + 1)]
+
+
+def _check_range(reversed_: bool, width_days: float, max_days: int) -> None:
+    """The one check of every range a query takes: in order, and at most ``max_days``."""
+    if reversed_:
         raise InvalidInput("from: must not be after to", field="from")
-    if to - frm > max_days * 86400_000:
+    if width_days > max_days:
         raise InvalidInput(f"to: range wider than {max_days} days (WATCHLOG_MAX_RANGE_DAYS)",
                            field="to")
-    return frm, to
 
 
 def today() -> date:

@@ -25,6 +25,7 @@ from watchlog.cli.options import (
     consumer_url_option,
     failures_as_click,
     producer_url_option,
+    random_seed_option,
     state_dir_option,
 )
 from watchlog.clients.faults import call
@@ -254,7 +255,7 @@ def freeze(cluster: LocalCluster, node: int, seconds: float) -> None:
 @state_dir_option
 @click.option("--from", "source", type=int, required=True, help="Master giving slots.")
 @click.option("--to", "target", type=int, required=True, help="Master taking them.")
-@click.option("--slots", type=click.IntRange(1, 16384), default=None,
+@click.option("--slots", type=click.IntRange(1, keys.SLOTS), default=None,
               help="Move the N lowest slots of the source.")
 @click.option("--partitions", type=click.IntRange(1, keys.PARTITIONS), default=None,
               help="Move the slots of N partitions of the source (the ones that hold data).")
@@ -292,11 +293,11 @@ def reshard(state_dir: Path, source: int, target: int, slots: int | None,
                    "length).")
 @click.option("--day", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="UTC day the logs are dated (default: two days ago).")
-@click.option("--seed", type=int, default=None, help="Seed of the workload (replayable).")
+@random_seed_option("Random seed of the workload (replayable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(state_dir: Path, producer_url: str, consumer_url: str, nemesis: str, count: int,
            writers: int, duration: float | None, day: datetime | None,
-           seed: int | None,
+           random_seed: int | None,
            as_json: bool) -> None:
     """Write logs with a ledger, harm the system, read back: lost, duplicated, phantom.
 
@@ -307,7 +308,7 @@ def verify(state_dir: Path, producer_url: str, consumer_url: str, nemesis: str, 
     from watchlog.launcher import verify as v
 
     opts = v.Options(producer_url.rstrip("/"), consumer_url.rstrip("/"), state_dir,
-                     nemesis=nemesis, count=count, writers=writers, seed=seed,
+                     nemesis=nemesis, count=count, writers=writers, random_seed=random_seed,
                      day=day.date() if day else None, duration=duration)
     progress = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
     try:
@@ -336,7 +337,8 @@ class CouldNotCheck(click.ClickException):
 
 def checker_tokens(state_dir: Path, admin: bool) -> dict[str, str]:
     """The ingest, reader (and admin) tokens: the environment, then ``<state>/credentials``."""
-    from watchlog.clients.http import NoCredentials, find_state_dir, require_token
+    from watchlog.clients.http import find_state_dir, require_token
+    from watchlog.core.errors import NoCredentials
 
     state = find_state_dir(state_dir)
     roles = ("ingest", "reader", "admin") if admin else ("ingest", "reader")

@@ -32,8 +32,8 @@ def _failures(finish: str) -> Iterator[None]:
     """Refusals say why; a failed or interrupted run names the command that finishes it."""
     import redis
 
-    from watchlog.launcher.procs import LauncherError
-    from watchlog.launcher.redis.scale import Interrupted, Refused, ScaleError, deferred_signals
+    from watchlog.core.errors import LauncherError, ScaleError
+    from watchlog.launcher.redis.scale import Interrupted, Refused, deferred_signals
 
     try:
         with deferred_signals():

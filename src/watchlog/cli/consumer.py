@@ -22,16 +22,14 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from watchlog.cli.options import consumer_url_option, credentials_option, json_option
-from watchlog.clients.http import (
-    Client,
-    GaveUp,
-    NoCredentials,
-    StateDir,
-    error_message,
-    require_token,
-    user_state_dir,
+from watchlog.cli.options import (
+    consumer_url_option,
+    credentials_option,
+    json_option,
+    random_seed_option,
 )
+from watchlog.clients.http import Client, StateDir, error_message, require_token, user_state_dir
+from watchlog.core.errors import GaveUp, NoCredentials
 from watchlog.core.process import UMASK, stop_on_signals, umask
 from watchlog.core.schema import ACTIVITY_TYPES
 
@@ -111,15 +109,15 @@ def daily(day: str | None, url: str, state: StateDir, as_json: bool) -> None:
 
 @report.command("user")
 @click.argument("user_id")
-@click.option("--from", "frm", default=None, help="First day (default: 6 days before --to).")
+@click.option("--from", "start", default=None, help="First day (default: 6 days before --to).")
 @click.option("--to", default=None, help="Last day (default: today, UTC).")
 @consumer_url_option("--url")
 @credentials_option
 @json_option
-def user(user_id: str, frm: str | None, to: str | None, url: str, state: StateDir,
+def user(user_id: str, start: str | None, to: str | None, url: str, state: StateDir,
          as_json: bool) -> None:
     """Show a user's totals per day and per activity type."""
-    doc = get_json(url, f"/v1/users/{quote(user_id, safe='')}/summary", {"from": frm, "to": to},
+    doc = get_json(url, f"/v1/users/{quote(user_id, safe='')}/summary", {"from": start, "to": to},
                    state)
     if as_json:
         return emit(doc)
@@ -203,7 +201,7 @@ def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool, text: boo
 
 
 @click.command()
-@click.option("--from", "frm", default=None, help="Start: date or ISO time (default: 24 h ago).")
+@click.option("--from", "start", default=None, help="Start: date or ISO time (default: 24 h ago).")
 @click.option("--to", default=None, help="End: date (whole day) or ISO time (default: now).")
 @click.option("--activity-type", type=click.Choice(ACTIVITY_TYPES), default=None)
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson", "parquet"]),
@@ -214,17 +212,17 @@ def _save(resp: httpx.Response, part: Path, quiet: bool, header: bool, text: boo
 @consumer_url_option("--url")
 @credentials_option
 @json_option
-def export(frm: str | None, to: str | None, activity_type: str | None, fmt: str,
+def export(start: str | None, to: str | None, activity_type: str | None, fmt: str,
            output: Path | None, force: bool, url: str, state: StateDir, as_json: bool
            ) -> None:
     """Stream every log of a time range to a file (written as FILE.part, then renamed)."""
-    params = {"from": frm, "to": end_of_day(to), "activity_type": activity_type, "format": fmt}
+    params = {"from": start, "to": end_of_day(to), "activity_type": activity_type, "format": fmt}
     params = {k: v for k, v in params.items() if v is not None}
     # Exports hold personal data (coordinates): private to their owner, whatever the
     # shell's umask (0700 folders, 0600 files), like everything under the state dir.
     with umask(UMASK):
         if output is None:
-            name = f"logs-{frm or 'last'}-{to or 'now'}.{fmt}"
+            name = f"logs-{start or 'last'}-{to or 'now'}.{fmt}"
             output = output_root(state) / "exports" / name
         if fmt == "parquet" and output.exists() and not force:
             raise click.ClickException(f"{output} exists; --force overwrites it")
@@ -268,7 +266,7 @@ def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
               help="Seconds before an unacknowledged batch is redelivered (server default).")
 @click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Drop this share of batches on purpose (redelivered after the timeout).")
-@click.option("--seed", type=int, default=None, help="Seed of --drop-rate's decisions.")
+@random_seed_option("Random seed of --drop-rate's decisions.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address /metrics listens on (0.0.0.0 to let another host scrape it).")
@@ -277,13 +275,14 @@ def sleep_unless(stop: threading.Event) -> Callable[[float], None]:
 @json_option
 def extract(name: str, follow: bool, interval: float, out_dir: Path | None, fmt: str,
             compact: bool, max_items: int, visibility_timeout: int | None, drop_rate: float,
-            seed: int | None, metrics_port: int | None, metrics_host: str, url: str,
+            random_seed: int | None, metrics_port: int | None, metrics_host: str, url: str,
             state: StateDir, as_json: bool) -> None:
     """Extract logs incrementally into DIR, each exactly once: one NDJSON file per batch,
     or with --format parquet a day-partitioned Parquet dataset (docs/formats.md)."""
     from prometheus_client import start_http_server
 
-    from watchlog.clients.extractor import REGISTRY, ExtractError, Extractor
+    from watchlog.clients.extractor import REGISTRY, Extractor
+    from watchlog.core.errors import ExtractError
 
     if compact and fmt != "parquet":
         raise click.UsageError("--compact needs --format parquet")
@@ -303,7 +302,7 @@ def extract(name: str, follow: bool, interval: float, out_dir: Path | None, fmt:
     with (umask(UMASK), client(url, state, sleep=sleep_unless(stop)) as c,
           stop_on_signals(stop)):
         ex = kind(c, name, out_dir, max_items, visibility_timeout, drop_rate=drop_rate,
-                  seed=seed, **options)
+                  random_seed=random_seed, **options)
         try:
             stats = ex.run(follow, interval, stop)
         except ExtractError as e:

@@ -27,6 +27,13 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command under the CLI's one error handler (``failures_as_click``)."""
+        from watchlog.cli.options import failures_as_click
+
+        with failures_as_click():
+            return super().invoke(ctx)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 

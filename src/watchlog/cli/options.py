@@ -15,20 +15,20 @@ from typing import TypeVar
 import click
 import redis
 
-from watchlog.clients.http import GaveUp, NoCredentials, StateDir, find_state_dir
+from watchlog.clients.http import StateDir, find_state_dir
+from watchlog.core.errors import WatchlogError
 from watchlog.core.settings import Settings
-from watchlog.launcher.procs import LauncherError
 
 F = TypeVar("F", bound=Callable[..., object])  # a command function, options added
 
 
 @contextmanager
 def failures_as_click() -> Iterator[None]:
-    """Turn launcher, Redis, HTTP and credentials failures into a red message and exit 1."""
+    """The CLI's one error handler: a failure watchlog names (``WatchlogError``), Redis's or
+    the system's (``OSError``) ends the command with its message in red and exit 1."""
     try:
         yield
-    except (LauncherError, GaveUp, NoCredentials, redis.RedisError, OSError, ValueError,
-            RuntimeError) as e:
+    except (WatchlogError, redis.RedisError, OSError) as e:
         raise click.ClickException(str(e)) from e
 
 
@@ -63,6 +63,12 @@ def consumer_url_option(name: str = "--consumer-url") -> Callable[[F], F]:
     return click.option(name, "consumer_url" if name != "--url" else "url",
                         envvar="WATCHLOG_CONSUMER_URL", default=Settings.consumer_url,
                         show_default=True, help="Consumer API (env WATCHLOG_CONSUMER_URL).")
+
+
+def random_seed_option(help: str) -> Callable[[F], F]:
+    """Add ``--random-seed`` (``--seed``, its older name, still works): a replayable run."""
+    return click.option("--random-seed", "--seed", "random_seed", type=int, default=None,
+                        help=help)
 
 
 def json_option(f: F) -> F:

@@ -45,9 +45,6 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
         return self.factory()
 
 
-SERVERS = ("granian", "gunicorn")
-
-
 def producer_app() -> Flask:
     """The producer as a granian worker loads it (the factory runs in each worker)."""
     from watchlog.api.producer.app import create_app
@@ -136,8 +133,6 @@ def serve(service: str, port: int | None, reuse_port: bool) -> None:
             f"{service.upper()}_PORT, or pass --reuse-port to share it")
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"watchlog-{service}-")
-    if settings.server not in SERVERS:
-        raise click.UsageError(f"WATCHLOG_SERVER={settings.server!r}: one of {', '.join(SERVERS)}")
     logging.getLogger(__name__).info("serving %s on %s:%s with %s", service, settings.host,
                                      port, settings.server)
     if settings.server == "granian":

@@ -9,10 +9,11 @@ import click
 import msgspec
 from prometheus_client import start_http_server
 
-from watchlog.cli.options import credentials_option, producer_url_option
-from watchlog.clients.fleet import Plan
-from watchlog.clients.http import NoCredentials, StateDir, require_token
+from watchlog.cli.options import credentials_option, producer_url_option, random_seed_option
+from watchlog.clients.dispatch import Plan
+from watchlog.clients.http import StateDir, require_token
 from watchlog.clients.simulator import REGISTRY, run
+from watchlog.core.errors import NoCredentials
 
 SEED_RATE = 0.1  # logs/s: the seed's client sent one log every 10 s
 
@@ -37,7 +38,7 @@ def default_rate(rate: float | None, count: int | None, duration: float | None) 
               help="Compress batch bodies (Content-Encoding: gzip).")
 @click.option("--count", type=click.IntRange(0), default=None, help="Stop after N logs.")
 @click.option("--duration", type=click.FloatRange(0), default=None, help="Stop after S s.")
-@click.option("--seed", type=int, default=None, help="Replay the same logs and event ids.")
+@random_seed_option("Replay the same logs and event ids.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of calls a watch drops once and makes again later.")
@@ -54,7 +55,7 @@ def default_rate(rate: float | None, count: int | None, duration: float | None) 
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @credentials_option
 def simulate(url: str, users: int, rate: float | None, batch: int, gzip_batches: bool,
-             count: int | None, duration: float | None, seed: int | None, concurrency: int,
+             count: int | None, duration: float | None, random_seed: int | None, concurrency: int,
              drop_rate: float, offline_rate: float, metrics_port: int | None,
              metrics_host: str, ack_log: str | None, as_json: bool, progress_every: float,
              quiet: bool, state: StateDir) -> None:
@@ -64,7 +65,7 @@ def simulate(url: str, users: int, rate: float | None, batch: int, gzip_batches:
         token = require_token("ingest", state=state)
     except NoCredentials as e:
         raise click.ClickException(str(e)) from None
-    plan = Plan(url, users, rate, batch, gzip_batches, count, duration, seed, concurrency,
+    plan = Plan(url, users, rate, batch, gzip_batches, count, duration, random_seed, concurrency,
                 drop_rate, offline_rate, ack_log)
     if not quiet:
         pace = f"{rate:g} logs/s" if rate else "as fast as the producer takes them"

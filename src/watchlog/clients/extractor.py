@@ -24,7 +24,8 @@ import httpx
 import msgspec
 from prometheus_client import Counter
 
-from watchlog.clients.http import Client, GaveUp, error_message
+from watchlog.clients.http import Client, error_message
+from watchlog.core.errors import ExtractError, GaveUp
 from watchlog.core.metrics import client_registry
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,6 @@ BATCHES = Counter("watchlog_extractor_batches", "Non-empty batches taken", regis
 ERRORS = Counter("watchlog_extractor_errors", "Failed calls to the consumer API",
                  registry=REGISTRY)
 TMP_SUFFIX = ".tmp"
-
-
-class ExtractError(Exception):
-    """A call to the consumer API failed; ``transient`` if retries ran out (not a 4xx)."""
-
-    def __init__(self, message: str, transient: bool) -> None:
-        super().__init__(message)
-        self.transient = transient
 
 
 class _Line(msgspec.Struct):
@@ -163,12 +156,12 @@ class Extractor:
 
     def __init__(self, client: Client, name: str, root: Path, max_items: int = 500,
                  visibility: int | None = None, consumer: str = "default",
-                 drop_rate: float = 0.0, seed: int | None = None) -> None:
+                 drop_rate: float = 0.0, random_seed: int | None = None) -> None:
         self.client, self.name, self.root = client, name, root
         # The seed's client dropped a share of its own calls; here a dropped batch is
         # neither written nor acknowledged, so the server delivers it again after the
         # visibility timeout: nothing is lost, and the ledger keeps it from being doubled.
-        self.drop_rate, self.rng = drop_rate, random.Random(seed)
+        self.drop_rate, self.rng = drop_rate, random.Random(random_seed)
         self.params: dict[str, int | str] = {"max": max_items, "consumer": consumer}
         if visibility is not None:
             self.params["visibility_timeout"] = visibility

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from watchlog.clients.http import Client, GaveUp, RetryPolicy, error_message, require_token
+from watchlog.clients.http import Client, RetryPolicy, error_message, require_token
+from watchlog.core.errors import GaveUp
 
 
 def admin_client(url: str) -> Client:

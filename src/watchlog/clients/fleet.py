@@ -5,26 +5,23 @@ reports make (duration, distance, calories) equal the sessions' totals. Values f
 the activity: distance = speed x duration, calories = MET x weight x hours. All content
 and every ``event_id`` come from one seeded ``random.Random``, so a seed replays the same
 stream (timestamps are the wall clock's). Offline watches keep their logs and release
-them later, shuffled, in one burst; a call a watch dropped waits in ``Deferred``. The
-``Dispatcher`` paces the fleet into requests (``Unit``) for the simulator's senders.
+them later, shuffled, in one burst. The pacing of the fleet into requests is
+``watchlog.clients.dispatch``.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import queue
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
-Event = dict[str, Any]
-T = TypeVar("T")
+# One log as a watch sends it: the JSON object of POST /v1/activities (the schema's
+# ``Activity`` once validated; ``schema.LogDoc`` once stored).
+LogDoc = dict[str, Any]
 
 
 class Profile(NamedTuple):
@@ -98,20 +95,21 @@ def iso(t: float) -> str:
 class Fleet:
     """Generate activity logs; ``generate`` returns what can be sent now."""
 
-    def __init__(self, users: int, seed: int | None = None, offline_rate: float = 0.0,
+    def __init__(self, users: int, random_seed: int | None = None, offline_rate: float = 0.0,
                  clock: Callable[[], float] = time.time) -> None:
-        self.rng = random.Random(seed)
-        self.side = random.Random(None if seed is None else seed + 1)  # timing-only choices
+        self.rng = random.Random(random_seed)
+        # timing-only choices
+        self.side = random.Random(None if random_seed is None else random_seed + 1)
         self.users = make_users(users, self.rng)
         self.sessions: dict[int, Session] = {}
-        self.offline: dict[int, tuple[float, list[Event]]] = {}
+        self.offline: dict[int, tuple[float, list[LogDoc]]] = {}
         self.offline_rate = offline_rate
         self.clock = clock
         self.generated = 0
 
-    def generate(self, n: int) -> list[Event]:
+    def generate(self, n: int) -> list[LogDoc]:
         """Make ``n`` new logs; return those online watches send now plus released bursts."""
-        out: list[Event] = self._release(self.clock())
+        out: list[LogDoc] = self._release(self.clock())
         for _ in range(n):
             user = self.users[self.rng.randrange(len(self.users))]
             event = self._next(user)
@@ -123,19 +121,19 @@ class Fleet:
             (held[1] if held else out).append(event)
         return out
 
-    def drain(self) -> list[Event]:
+    def drain(self) -> list[LogDoc]:
         """Bring every watch back online; return all the logs they held."""
         return self._release(float("inf"))
 
-    def _release(self, now: float) -> list[Event]:
-        out: list[Event] = []
+    def _release(self, now: float) -> list[LogDoc]:
+        out: list[LogDoc] = []
         for uid in [u for u, (until, _) in self.offline.items() if until <= now]:
             held = self.offline.pop(uid)[1]
             self.side.shuffle(held)  # a burst arrives out of order
             out.extend(held)
         return out
 
-    def _next(self, user: User) -> Event:
+    def _next(self, user: User) -> LogDoc:
         s = self.sessions.get(user.user_id)
         if s is None:
             s = self.sessions[user.user_id] = self._start(user)
@@ -161,7 +159,7 @@ class Fleet:
     def _segment(self, s: Session) -> int:
         return min(self.rng.randint(*SEGMENT_S), max(s.planned - s.elapsed, 1))
 
-    def _log(self, user: User, s: Session, status: str, seconds: int) -> Event:
+    def _log(self, user: User, s: Session, status: str, seconds: int) -> LogDoc:
         rng, p = self.rng, PROFILES[s.kind]
         s.elapsed += seconds
         speed = s.speed * rng.uniform(0.9, 1.1)
@@ -180,106 +178,3 @@ class Fleet:
             "location": {"latitude": round(min(max(s.position[0], -90), 90), 6),
                          "longitude": round((s.position[1] + 180) % 360 - 180, 6)},
         }
-
-
-class Deferred(Generic[T]):
-    """Calls the watches dropped, to be made again when due (earliest first, thread-safe)."""
-
-    def __init__(self) -> None:
-        self.heap: list[tuple[float, int, T]] = []
-        self.seq = itertools.count()
-        self.lock = threading.Lock()
-
-    def add(self, due: float, item: T) -> None:
-        with self.lock:
-            heapq.heappush(self.heap, (due, next(self.seq), item))
-
-    def due(self, now: float) -> list[T]:
-        """Remove and return every call due by ``now``."""
-        with self.lock:
-            out = []
-            while self.heap and self.heap[0][0] <= now:
-                out.append(heapq.heappop(self.heap)[2])
-            return out
-
-    def __len__(self) -> int:
-        return len(self.heap)
-
-
-@dataclass
-class Unit:
-    """One request's worth of logs; ``dropped`` once the watch has dropped it."""
-
-    events: list[Event]
-    single: bool
-    dropped: bool = False
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What to simulate: the command's options."""
-
-    url: str
-    users: int = 100
-    rate: float = 0.1  # logs/s; 0: as fast as the producer takes them
-    batch: int = 1
-    gzip: bool = True
-    count: int | None = None
-    duration: float | None = None  # s
-    seed: int | None = None
-    concurrency: int = 4
-    drop_rate: float = 0.0
-    offline_rate: float = 0.0
-    ack_log: str | None = None
-
-
-class Dispatcher:
-    """Generate logs at the planned rate and queue them as requests (the main thread)."""
-
-    def __init__(self, plan: Plan, fleet: Fleet, q: queue.Queue[Unit | None],
-                 deferred: Deferred[Unit], stop: threading.Event, abort: threading.Event,
-                 tick: Callable[[], None]) -> None:
-        self.plan, self.fleet, self.q, self.deferred = plan, fleet, q, deferred
-        self.stop, self.abort, self.tick = stop, abort, tick
-
-    def run(self) -> None:
-        """Generate until the count, the duration or a signal; then deliver what is held."""
-        start = next_t = time.monotonic()
-        while not (self.stop.is_set() or self.abort.is_set() or self._done(start)):
-            n = self.plan.batch
-            if self.plan.count is not None:
-                n = min(n, self.plan.count - self.fleet.generated)
-            self.enqueue(self.fleet.generate(n))
-            next_t += n / self.plan.rate if self.plan.rate else 0
-            self.idle(min(next_t, start + (self.plan.duration or float("inf"))))
-        self.enqueue(self.fleet.drain())
-        # unfinished_tasks before the deferred: a sender defers a unit before task_done()
-        while not self.abort.is_set() and (self.q.unfinished_tasks or len(self.deferred)):
-            self.idle(time.monotonic() + 0.05)
-
-    def _done(self, start: float) -> bool:
-        p = self.plan
-        return (p.count is not None and self.fleet.generated >= p.count) or (
-            p.duration is not None and time.monotonic() - start >= p.duration)
-
-    def idle(self, until: float) -> None:
-        """Until ``until``, requeue dropped calls when due and tick the status."""
-        while True:
-            self.put_all(self.deferred.due(time.monotonic()))
-            self.tick()
-            left = until - time.monotonic()
-            if left <= 0 or self.stop.wait(min(left, 0.25)) or self.abort.is_set():
-                return
-
-    def enqueue(self, events: list[Event]) -> None:
-        size, single = self.plan.batch, self.plan.batch == 1
-        self.put_all([Unit(events[i:i + size], single) for i in range(0, len(events), size)])
-
-    def put_all(self, units: list[Unit]) -> None:
-        for unit in units:
-            while not self.abort.is_set():
-                try:
-                    self.q.put(unit, timeout=0.25)
-                    break
-                except queue.Full:
-                    self.tick()

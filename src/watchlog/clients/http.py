@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from watchlog.core.credentials import FILENAME, read_env_file
+from watchlog.core.errors import GaveUp, NoCredentials
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,6 @@ ROLE_VARS = {
     "reader": ("WATCHLOG_READER_KEY", "WATCHLOG_ADMIN_KEY"),
     "admin": ("WATCHLOG_ADMIN_KEY",),
 }
-
-
-class GaveUp(Exception):
-    """Every attempt failed (or the time budget ran out); carries the last failure."""
-
-    def __init__(self, message: str, response: httpx.Response | None = None) -> None:
-        super().__init__(message)
-        self.response = response
 
 
 @dataclass(frozen=True)
@@ -79,7 +72,7 @@ class Client:
 
     def __init__(self, base_url: str, token: str | None = None, *,
                  policy: RetryPolicy | None = None, connect_timeout: float = 2.0,
-                 read_timeout: float = 10.0, seed: int | None = None,
+                 read_timeout: float = 10.0, random_seed: int | None = None,
                  sleep: Callable[[float], None] = time.sleep, pool: int = 16,
                  on_retry: Callable[[], None] | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -88,7 +81,7 @@ class Client:
         self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers,
                                  timeout=timeout, limits=limits)
         self.policy = policy or RetryPolicy()
-        self.rng = random.Random(seed)
+        self.rng = random.Random(random_seed)
         self.sleep = sleep
         self.on_retry = on_retry
         self.attempts = 0
@@ -264,10 +257,6 @@ def token_for(role: str, env: Mapping[str, str] | None = None,
         log.warning("cannot read credentials file %s: %s", path, e)
         return None
     return next((values[n] for n in names if values.get(n)), None)
-
-
-class NoCredentials(Exception):
-    """No token of the role was found; the message names every place looked."""
 
 
 def require_token(role: str, env: Mapping[str, str] | None = None,

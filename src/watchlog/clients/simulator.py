@@ -23,12 +23,10 @@ import httpx
 import msgspec
 from prometheus_client import Counter
 
-from watchlog.clients.fleet import Deferred, Dispatcher, Fleet, Plan, Unit
-from watchlog.clients.http import (
-    Client,
-    GaveUp,
-    error_message,
-)
+from watchlog.clients.dispatch import Deferred, Dispatcher, Plan, Unit
+from watchlog.clients.fleet import Fleet
+from watchlog.clients.http import Client, error_message
+from watchlog.core.errors import GaveUp
 from watchlog.core.metrics import client_registry
 from watchlog.core.process import stop_on_signals
 
@@ -100,11 +98,11 @@ class Sender:
 
     def __init__(self, client: Client, tally: Tally, deferred: Deferred[Unit],
                  drop_rate: float, gzip_batches: bool, ack_file: TextIO | None,
-                 seed: int | None) -> None:
+                 random_seed: int | None) -> None:
         self.client, self.tally, self.deferred = client, tally, deferred
         self.drop_rate, self.gzip = drop_rate, gzip_batches
         self.ack_file, self.ack_lock = ack_file, threading.Lock()
-        self.rng = random.Random(None if seed is None else seed + 2)
+        self.rng = random.Random(None if random_seed is None else random_seed + 2)
         self.abort = threading.Event()
 
     def work(self, q: queue.Queue[Unit | None]) -> None:
@@ -240,13 +238,13 @@ class Status:
 def run(plan: Plan, token: str | None, quiet: bool = True, period: float = 10.0) -> Tally:
     """Run a simulation to its end; return the tally."""
     tally, deferred, stop = Tally(), Deferred[Unit](), threading.Event()
-    fleet = Fleet(plan.users, plan.seed, plan.offline_rate)
-    client = Client(plan.url, token, seed=plan.seed, pool=plan.concurrency,
+    fleet = Fleet(plan.users, plan.random_seed, plan.offline_rate)
+    client = Client(plan.url, token, random_seed=plan.random_seed, pool=plan.concurrency,
                     on_retry=tally.retry)
     q: queue.Queue[Unit | None] = queue.Queue(maxsize=plan.concurrency * 4)
     with client, open(plan.ack_log or "/dev/null", "a") as ack_file:
         sender = Sender(client, tally, deferred, plan.drop_rate, plan.gzip,
-                        ack_file if plan.ack_log else None, plan.seed)
+                        ack_file if plan.ack_log else None, plan.random_seed)
         threads = [threading.Thread(target=sender.work, args=(q,), daemon=True)
                    for _ in range(plan.concurrency)]
         for t in threads:

@@ -12,6 +12,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from watchlog.core.errors import InvalidSetting
+
 log = logging.getLogger(__name__)
 
 FILENAME = "credentials.env"
@@ -103,7 +105,7 @@ def _from_file(path: Path) -> Credentials:
     values = read_env_file(path)
     missing = [var for name, var in _VARS.items() if not values.get(var) and name not in _ADDED]
     if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}; delete it to generate new ones")
+        raise InvalidSetting(f"{path} lacks {', '.join(missing)}; delete it to generate new ones")
     added = [name for name in _ADDED if not values.get(_VARS[name])]
     if added:  # a file from before these secrets existed: keep its keys, add the new ones
         with path.open("a") as f:

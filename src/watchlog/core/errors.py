@@ -1,6 +1,16 @@
-"""One exception family; each app turns it into a JSON error with its status."""
+"""One exception family: every error watchlog raises on purpose is a ``WatchlogError``.
+
+Each API turns one into a JSON error with its status (one handler, ``api/errors.py``); the
+CLI turns one into a red line and exit 1 (one handler, ``cli/options.failures_as_click``).
+The first group are answers of the APIs; the second, failures of the programs around them.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class WatchlogError(Exception):
@@ -104,3 +114,70 @@ class RequestTimeout(WatchlogError):
 
     status = 408
     code = "request_timeout"
+
+
+class RateLimited(WatchlogError):
+    """Over the rate limit of these credentials (``WATCHLOG_*RATE_LIMIT``): retry later."""
+
+    status = 429
+    code = "rate_limited"
+
+
+class Busy(WatchlogError):
+    """Every slot for slow bodies or streams is taken: retry later."""
+
+    status = 503
+    code = "busy"
+
+
+# -- failures of the programs around the APIs (settings, launcher, clients) --------------
+
+
+class InvalidSetting(WatchlogError, ValueError):
+    """A ``WATCHLOG_*`` setting (or a file it names) that cannot be used as given."""
+
+    code = "invalid_setting"
+
+
+class LauncherError(WatchlogError, RuntimeError):
+    """A launcher failure a person can act on (port taken, binary missing...)."""
+
+    code = "launcher"
+
+
+class ScaleError(LauncherError):
+    """The cluster cannot be grown, shrunk or rebalanced as asked (stated in the message)."""
+
+    code = "scale"
+
+
+class GaveUp(WatchlogError):
+    """Every attempt failed (or the time budget ran out); carries the last failure."""
+
+    code = "gave_up"
+
+    def __init__(self, message: str, response: httpx.Response | None = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class NoCredentials(WatchlogError):
+    """No token of the role was found; the message names every place looked."""
+
+    code = "no_credentials"
+
+
+class ExtractError(WatchlogError):
+    """A call to the consumer API failed; ``transient`` if retries ran out (not a 4xx)."""
+
+    code = "extract"
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class VerifyError(WatchlogError):
+    """The checker could not run (not: the system failed the check)."""
+
+    code = "verify"

@@ -68,9 +68,12 @@ def partition_of(user: str) -> int:
     return zlib.crc32(user.encode()) % PARTITIONS
 
 
+DAY_MS = 86_400_000  # a day in milliseconds: keys, ranges, retention and clocks share it
+
+
 def day_of(ms: int) -> str:
     """Return the UTC day (YYYYMMDD) of an epoch-millisecond time."""
-    return _day(ms // 86_400_000)
+    return _day(ms // DAY_MS)
 
 
 @lru_cache(maxsize=1024)

@@ -11,10 +11,11 @@ import base64
 import hashlib
 import re
 import time
+import typing
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -22,11 +23,17 @@ from msgspec import Meta, Struct
 from watchlog.core import keys
 from watchlog.core.errors import InvalidInput, Malformed, too_deep
 
-ACTIVITY_TYPES: tuple[str, ...] = (
+T = TypeVar("T")
+
+# The activity types and statuses, once: the Literals validate, the tuples number them (a
+# stored body keeps a type's and a status's index, so new ones go at the end).
+ActivityType = Literal[
     "running", "walking", "cycling", "swimming", "hiking", "rowing",
     "elliptical", "yoga", "strength_training", "hiit", "other",
-)  # fmt: skip
-STATUSES: tuple[str, ...] = ("completed", "paused", "in_progress", "started", "cancelled")
+]  # fmt: skip
+Status = Literal["completed", "paused", "in_progress", "started", "cancelled"]
+ACTIVITY_TYPES: tuple[str, ...] = typing.get_args(ActivityType)
+STATUSES: tuple[str, ...] = typing.get_args(Status)
 TYPE_CODE = {name: i for i, name in enumerate(ACTIVITY_TYPES)}
 STATUS_CODE = {name: i for i, name in enumerate(STATUSES)}
 
@@ -41,18 +48,13 @@ _SAFE_ID = re.compile(SAFE_ID)
 def is_safe_id(text: str) -> bool:
     """Return True when ``text`` is a whole identifier (user, device, event id)."""
     return _SAFE_ID.fullmatch(text) is not None
-MAX_FUTURE_MS = 24 * 3600 * 1000  # watches' clocks drift; a day ahead is absurd
+MAX_FUTURE_MS = keys.DAY_MS  # watches' clocks drift; a day ahead is absurd
 MIN_TS_MS = 946_684_800_000  # 2000-01-01: earlier is an unset clock, not an activity
 REQUIRED_SEED_FIELDS = (
     "user_id", "activity_type", "timestamp", "duration", "distance", "heart_rate",
     "calories_burned", "location", "device_id", "activity_status",
 )  # fmt: skip
 
-ActivityType = Literal[
-    "running", "walking", "cycling", "swimming", "hiking", "rowing",
-    "elliptical", "yoga", "strength_training", "hiit", "other",
-]  # fmt: skip
-Status = Literal["completed", "paused", "in_progress", "started", "cancelled"]
 SafeId = Annotated[str, Meta(pattern=SAFE_ID, description="1-64 of A-Z a-z 0-9 . _ @ -")]
 UserId = Annotated[int, Meta(ge=0, le=2**53 - 1)] | SafeId
 
@@ -107,14 +109,34 @@ _AT = re.compile(r" - at `\$(?:\[\d+\])?\.?([^`]*)`$")
 
 def decode(raw: bytes | str) -> Activity:
     """Decode and validate one JSON log, or raise ``InvalidInput`` naming the field."""
+    return decode_as(_decoder, raw)
+
+
+def decode_as(decoder: msgspec.json.Decoder[T], raw: bytes | str) -> T:
+    """Decode a JSON body with ``decoder``: the one mapping of msgspec's failures.
+
+    Invalid (a field's type or bound): ``InvalidInput`` naming the field, 422. Not JSON:
+    ``Malformed``, 400. Nested past the recursion limit: ``too_deep()``, 400.
+    """
     try:
-        return _decoder.decode(raw)
+        return decoder.decode(raw)
     except msgspec.ValidationError as e:
         raise invalid(str(e)) from None
     except msgspec.DecodeError as e:
         raise Malformed(f"malformed JSON: {e}") from None
     except RecursionError:
         raise too_deep() from None
+
+
+def decode_json(raw: bytes | str, kind: type[T]) -> T:
+    """Decode a JSON body as ``kind`` (a Struct, ``dict[str, object]``...), as ``decode_as``."""
+    decoder: msgspec.json.Decoder[T] | None = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    return decode_as(decoder, raw)
+
+
+_decoders: dict[object, Any] = {}  # one decoder per type (a few: bodies of the admin routes)
 
 
 def invalid(message: str) -> InvalidInput:
@@ -144,12 +166,12 @@ def to_event(a: Activity, now_ms: int | None = None) -> Event:
     decikcal = round(a.calories_burned * 10)
     loc = a.location
     lat, lon = (round(loc.latitude, 6), round(loc.longitude, 6)) if loc else (None, None)
-    tcode, scode = TYPE_CODE[a.activity_type], STATUS_CODE[a.activity_status]
-    content = [ts, tcode, scode, a.duration, meters, a.heart_rate, decikcal, lat, lon,
+    type_code, status_code = TYPE_CODE[a.activity_type], STATUS_CODE[a.activity_status]
+    content = [ts, type_code, status_code, a.duration, meters, a.heart_rate, decikcal, lat, lon,
                a.device_id, a.user_id]
     eid = a.event_id or derive_event_id(content)
     body = _encode([*content, eid])
-    return Event(user, keys.partition_of(user), keys.day_of(ts), ts, tcode, a.duration,
+    return Event(user, keys.partition_of(user), keys.day_of(ts), ts, type_code, a.duration,
                  meters, a.heart_rate, decikcal, eid, body)
 
 
@@ -234,10 +256,10 @@ def bodies_out(bodies: list[bytes]) -> list[ActivityOut]:
         return []
     out = []
     for r in _stored_list.decode(b"[" + b",".join(bodies) + b"]"):
-        dk = r.decikcal
+        decikcal = r.decikcal
         out.append(ActivityOut(
             r.event_id, r.user_id, ACTIVITY_TYPES[r.t], iso_ms(r.ts), r.duration,
-            r.meters / 1000, r.heart_rate, dk // 10 if dk % 10 == 0 else dk / 10,
+            r.meters / 1000, r.heart_rate, decikcal // 10 if decikcal % 10 == 0 else decikcal / 10,
             None if r.lat is None or r.lon is None else LocationOut(r.lat, r.lon), r.device_id,
             STATUSES[r.s]))
     return out

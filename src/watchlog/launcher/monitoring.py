@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from watchlog.core.errors import LauncherError
+
 # The exporter job's relabel rule that sends every Redis scrape to the exporter ends with
 # `target_label: __address__` and no source labels; it is the one whose replacement we swap.
 _REDIS_JOB = "redis"
@@ -54,7 +56,7 @@ def render_native_prometheus(
     scraped and reported down. ``alertmanager=None`` drops the alerting section.
     """
     if not redis_nodes:
-        raise ValueError("render_native_prometheus needs at least one Redis node")
+        raise LauncherError("render_native_prometheus needs at least one Redis node")
     config = copy.deepcopy(compose_prometheus_config())
     config["rule_files"] = [str(Path(rules_dir).resolve() / "*.yml")]
     if alertmanager is None:
@@ -74,7 +76,8 @@ def render_native_prometheus(
     for job in config["scrape_configs"]:
         name = job["job_name"]
         if name not in targets:
-            raise ValueError(f"prometheus.yml has a job {name!r} the native renderer does not know")
+            raise LauncherError(
+                f"prometheus.yml has a job {name!r} the native renderer does not know")
         if targets[name] is None:
             continue
         _retarget(job, targets[name] or [], exporter)
@@ -98,7 +101,7 @@ def _retarget(job: dict[str, Any], targets: list[str], exporter: str) -> None:
         if rule.get("target_label") == "__address__" and "source_labels" not in rule:
             rule["replacement"] = exporter
             return
-    raise ValueError("prometheus.yml: the redis job lost its relabel rule to the exporter")
+    raise LauncherError("prometheus.yml: the redis job lost its relabel rule to the exporter")
 
 
 def render_native_alertmanager(*, sink_url: str, token_file: Path | None,

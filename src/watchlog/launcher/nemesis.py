@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 import httpx
 import redis
 
+from watchlog.core.errors import VerifyError
 from watchlog.launcher.redis.nodes import NodeEntry, parse_nodes
 from watchlog.launcher.verify import (
     FAULTS,
     Doc,
     Options,
-    VerifyError,
     extractor_process,
     stop_process,
 )
@@ -194,19 +194,30 @@ class Harm:
             time.sleep(1.1)  # every worker re-reads the spec each second
             self.note("producer faults reset")
 
-    def _kill_master(self) -> None:
-        master, replica = self.pair()
-        timeout = 10 * self.node_timeout_s() + 10
-        self.cluster.kill(master)
-        self.note(f"SIGKILL master {master} (its replica is {replica})")
+    def failover_timeout(self) -> float:
+        """Longest wait for a replica's promotion: ten node timeouts and ten seconds.
+
+        Ask before the harm: a master killed or paused does not answer.
+        """
+        return 10 * self.node_timeout_s() + 10
+
+    def replaced(self, master: int, replica: int, timeout: float, rejoins: str) -> None:
+        """Wait until ``replica`` replaced ``master``, then start ``master`` again."""
         self.wait_for(f"replica {replica} promoted", lambda: self.promoted(replica, (master,)),
                       timeout)
         self.cluster.start_node(master)
-        self.note(f"restarted {master}: it rejoins as a replica")
+        self.note(f"restarted {master}: it rejoins as {rejoins}")
+
+    def _kill_master(self) -> None:
+        master, replica = self.pair()
+        timeout = self.failover_timeout()
+        self.cluster.kill(master)
+        self.note(f"SIGKILL master {master} (its replica is {replica})")
+        self.replaced(master, replica, timeout, "a replica")
 
     def _freeze_replica(self) -> None:
         master, replica = self.pair()
-        timeout = 10 * self.node_timeout_s() + 10
+        timeout = self.failover_timeout()
         pid = self.signal(replica, signal.SIGSTOP)
         self.note(f"SIGSTOP replica {replica} of master {master}")
         try:
@@ -223,14 +234,11 @@ class Harm:
         finally:
             os.kill(pid, signal.SIGCONT)
             self.note(f"SIGCONT replica {replica}")
-        self.wait_for(f"replica {replica} promoted", lambda: self.promoted(replica, (master,)),
-                      timeout)
-        self.cluster.start_node(master)
-        self.note(f"restarted {master}: it rejoins as a replica and resyncs")
+        self.replaced(master, replica, timeout, "a replica and resyncs")
 
     def _pause_master(self) -> None:
         master, replica = self.pair()
-        timeout = 10 * self.node_timeout_s() + 10
+        timeout = self.failover_timeout()
         pid = self.signal(master, signal.SIGSTOP)
         self.note(f"SIGSTOP master {master} (its replica is {replica})")
         try:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from watchlog.core.errors import LauncherError
 from watchlog.core.process import UMASK, alive, umask
 
 BUS_OFFSET = 10000  # Redis Cluster's bus listens on port + 10000
@@ -41,10 +42,6 @@ def ephemeral_low() -> int:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
-
-
-class LauncherError(RuntimeError):
-    """A launcher failure a person can act on (port taken, binary missing...)."""
 
 
 def port_free(host: str, port: int) -> bool:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import watchlog
 from watchlog.core.credentials import Credentials
+from watchlog.core.errors import LauncherError
 from watchlog.core.process import UMASK, alive
 from watchlog.core.settings import Settings
-from watchlog.launcher.procs import LauncherError, spawn, tcp_open, terminate
+from watchlog.launcher.procs import spawn, tcp_open, terminate
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from watchlog.core.credentials import FILENAME, Credentials, load_or_create
+from watchlog.core.errors import LauncherError
 from watchlog.core.process import UMASK, alive, umask
 from watchlog.core.settings import Settings
 from watchlog.launcher.observability import monitoring_services
-from watchlog.launcher.procs import LauncherError, make_private, require_free, terminate
+from watchlog.launcher.procs import make_private, require_free, terminate
 from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Ports, Service, app_services, base_env, client_services
 
@@ -81,7 +82,7 @@ class Stack:
         creds = load_or_create(self.state)
         self.console.print(f"credentials: [bold]{self.state / FILENAME}[/] (mode 0600)")
         # WATCHLOG_WAIT_REPLICAS=0 chooses availability: the masters' guard goes too.
-        guard = 0 if self.settings.wait_replicas == "0" else None
+        guard = 0 if self.settings.wait_replicas == 0 else None
         cluster = LocalCluster(self.state, host=self.settings.host, base_port=self.redis_port,
                                masters=self.masters, replicas=self.replicas, credentials=creds,
                                min_replicas=guard, mask=self.mask)
@@ -109,7 +110,7 @@ class Stack:
     def _plan(self, cluster: LocalCluster,
               creds: Credentials) -> tuple[list[Service], list[Service], list[str]]:
         host = self.settings.host
-        env = base_env(self.settings, creds, self.state, cluster.seed_urls, self.ports)
+        env = base_env(self.settings, creds, self.state, cluster.startup_urls, self.ports)
         if self.settings.wait_replicas == "auto":
             # Durable by default: with replicas, no write is acknowledged before one has it.
             env["WATCHLOG_WAIT_REPLICAS"] = str(min(1, cluster.replicas))

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from watchlog.core.errors import VerifyError
+from watchlog.core.keys import DAY_MS
 from watchlog.core.schema import ACTIVITY_TYPES, iso_ms
 
 if TYPE_CHECKING:  # nemesis imports this module
@@ -47,7 +49,6 @@ __all__ = ["NEMESES", "Options", "VerifyError", "failed", "judge", "run_checker"
 
 NEMESES = ("none", "faults", "kill-master", "freeze-replica", "pause-master", "reshard",
            "restart-all", "kill-extractor", "grow-shrink")
-DAY_MS = 86400_000
 # Seconds a nemesis usually takes (node timeout 3 s): the writes are spread over this much.
 EXPECTED_S = {"none": 3, "faults": 6, "kill-master": 9, "freeze-replica": 13,
               "pause-master": 9, "reshard": 5, "restart-all": 6, "kill-extractor": 6,
@@ -55,10 +56,6 @@ EXPECTED_S = {"none": 3, "faults": 6, "kill-master": 9, "freeze-replica": 13,
 FAULTS = {"abort_p": 0.25, "abort_phase": "both", "abort_status": 503,
           "delay_p": 0.2, "delay": "uniform:0:0.05"}
 Doc = dict[str, Any]
-
-
-class VerifyError(Exception):
-    """The checker could not run (not: the system failed the check)."""
 
 
 @dataclass
@@ -69,7 +66,7 @@ class Options:
     nemesis: str = "none"
     count: int = 3000
     writers: int = 4
-    seed: int | None = None
+    random_seed: int | None = None
     day: date | None = None
     duration: float | None = None  # seconds over which the writes are spread
     budget: float = 90.0  # seconds a request is retried before its logs are indeterminate
@@ -274,13 +271,13 @@ class Reader:
                 raise VerifyError(f"{method} {path}: {why}")
             time.sleep(0.3)
 
-    def export(self, frm: int, to: int) -> list[Doc]:
+    def export(self, start: int, to: int) -> list[Doc]:
         """Every log of the range, streamed as NDJSON (retried whole on a failure)."""
         end = time.monotonic() + self.deadline
         while True:
             try:
                 with self.http.stream("GET", "/v1/activities/export",
-                                      params={"from": frm, "to": to, "format": "ndjson"}) as r:
+                                      params={"from": start, "to": to, "format": "ndjson"}) as r:
                     if r.status_code == 200:
                         return [json.loads(ln) for ln in r.iter_lines() if ln.strip()]
                     why = f"HTTP {r.status_code}"
@@ -290,10 +287,10 @@ class Reader:
                 raise VerifyError(f"export: {why}")
             time.sleep(0.3)
 
-    def pages(self, user: str, frm: int, to: int) -> list[Doc]:
+    def pages(self, user: str, start: int, to: int) -> list[Doc]:
         """A user's logs of the range, following ``next_cursor`` page by page."""
         out: list[Doc] = []
-        params: dict[str, int | str] = {"from": frm, "to": to, "limit": 25}
+        params: dict[str, int | str] = {"from": start, "to": to, "limit": 25}
         while True:
             doc = self.call("GET", f"/v1/users/{user}/activities", params=params)
             out += doc["items"]
@@ -431,7 +428,7 @@ def run_checker(opts: Options, tokens: dict[str, str],
             httpx.get(url + "/health", timeout=5).raise_for_status()
         except httpx.HTTPError as e:
             raise VerifyError(f"{url} does not answer ({e}); is `watchlog up` running?") from e
-    rng = random.Random(opts.seed)  # the workload replays; the ids are new each run
+    rng = random.Random(opts.random_seed)  # the workload replays; the ids are new each run
     run = "vfy-" + uuid.uuid4().hex[:8]
     day = opts.day or (datetime.now(UTC).date() - timedelta(days=2))
     units = workload(run, opts.count, day, rng)
@@ -461,12 +458,12 @@ def run_checker(opts: Options, tokens: dict[str, str],
 
 def read_back(opts: Options, run: str, day: date, units: list[Unit], ledger: Ledger,
               reader: Reader, ext: Extraction, harm: Harm) -> dict[str, Any]:
-    frm = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
-    to = frm + DAY_MS - 1
-    everything, report = day_snapshot(reader, frm, to, day)
+    start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    to = start + DAY_MS - 1
+    everything, report = day_snapshot(reader, start, to, day)
     mine = [d for d in everything if str(d.get("event_id", "")).startswith(run + "-")]
     users = sorted({d["user_id"] for u in units for d in u.docs})
-    pages = {u: reader.pages(u, frm, to) for u in users}
+    pages = {u: reader.pages(u, start, to) for u in users}
     summaries = {u: int(reader.call("GET", f"/v1/users/{u}/summary",
                                     params={"from": day.isoformat(), "to": day.isoformat()}
                                     )["total"]["count"]) for u in users}
@@ -493,7 +490,7 @@ def read_back(opts: Options, run: str, day: date, units: list[Unit], ledger: Led
     return result
 
 
-def day_snapshot(reader: Reader, frm: int, to: int, day: date) -> tuple[list[Doc], Doc]:
+def day_snapshot(reader: Reader, start: int, to: int, day: date) -> tuple[list[Doc], Doc]:
     """The day's export and report, read while no other client wrote to that day.
 
     The report is read before and after the export; if it moved (someone else writes logs
@@ -502,7 +499,7 @@ def day_snapshot(reader: Reader, frm: int, to: int, day: date) -> tuple[list[Doc
     params = {"date": day.isoformat()}
     for _ in range(5):
         before = reader.call("GET", "/v1/reports/daily", params=params)
-        everything = reader.export(frm, to)
+        everything = reader.export(start, to)
         after = reader.call("GET", "/v1/reports/daily", params=params)
         if before["count"] == after["count"]:
             break

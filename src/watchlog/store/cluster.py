@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from hiredis import pack_command
@@ -81,7 +81,7 @@ def _follow_unknown_nodes(rc: RedisCluster) -> RedisCluster:
 
 
 def connect(settings: Settings) -> RedisCluster:
-    """Return a cluster client for the seed node(s) in ``WATCHLOG_REDIS_URL``."""
+    """Return a cluster client for the startup node(s) in ``WATCHLOG_REDIS_URL``."""
     nodes = []
     for url in settings.redis_url.split(","):
         parts = urlsplit(url.strip() if "//" in url else "redis://" + url.strip())
@@ -202,7 +202,8 @@ class ScriptRunner:
     a replica in the cluster's node table, failed replicas included, and once 1 it stays 1.
     """
 
-    def __init__(self, rc: RedisCluster, wait_replicas: str = "0", wait_ms: int = 200) -> None:
+    def __init__(self, rc: RedisCluster, wait_replicas: int | Literal["auto"] = 0,
+                 wait_ms: int = 200) -> None:
         self.rc = rc
         self._idle: dict[str, list[Connection]] = {}  # per master: connections not in use
         self.wait_replicas = wait_replicas

@@ -6,8 +6,7 @@ from flask import Flask
 
 from watchlog.api.base import create_base_app
 from watchlog.api.bodies import StreamSlots
-from watchlog.api.consumer import queries
-from watchlog.api.consumer.extraction import extraction_blueprint, scrape_gauges
+from watchlog.api.consumer import extraction, queries
 from watchlog.api.consumer.openapi import consumer_spec
 from watchlog.core.settings import Settings
 from watchlog.store import Store
@@ -21,9 +20,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # with the send bound off (WATCHLOG_SEND_TIMEOUT=0), streams are not capped either
     app.extensions["watchlog_stream_slots"] = (
         StreamSlots(settings.threads) if settings.send_timeout > 0 else None)
-    app.extensions["watchlog_scrape_gauges"] = scrape_gauges(app.extensions["watchlog_store"])
+    app.extensions["watchlog_scrape_gauges"] = extraction.scrape_gauges(
+        app.extensions["watchlog_store"])
     app.register_blueprint(queries.bp)
-    app.register_blueprint(extraction_blueprint())
+    app.register_blueprint(extraction.bp)
     from watchlog.api.consumer.reports import reports_blueprint
 
     app.register_blueprint(reports_blueprint(settings))

@@ -22,10 +22,9 @@ from watchlog.core.errors import InvalidInput
 from watchlog.store import Store, feed
 from watchlog.store.feed import StreamEntry
 
-P = keys.PARTITIONS
 PREFIX = "a1."
 _ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
-_MAX_RAW = P * 42  # the longest cursor text: 64 ids of 20 + 1 + 20 digits, and commas
+_MAX_RAW = keys.PARTITIONS * 42  # the longest cursor text: 64 ids of 20 + 1 + 20 digits, and commas
 Entry = tuple[tuple[int, int, int], str, bytes]  # ((ms, seq, partition), stream id, ref)
 
 
@@ -46,7 +45,7 @@ def decode_cursor(text: str) -> list[str]:
         ids = d.decompress(packed, _MAX_RAW + 1).decode().split(",")
     except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError):
         raise bad from None
-    if len(ids) != P or not all(_ID.match(i) for i in ids):
+    if len(ids) != keys.PARTITIONS or not all(_ID.match(i) for i in ids):
         raise bad
     return ids
 
@@ -65,7 +64,7 @@ def latest(rc: RedisCluster, limit: int) -> tuple[list[Entry], list[str], bool]:
     """Return the ``limit`` latest arrivals (oldest first), each feed's head, and whether
     any feed holds anything."""
     pipe: ClusterPipeline = rc.pipeline(transaction=False)
-    for p in range(P):
+    for p in range(keys.PARTITIONS):
         pipe.xrevrange(keys.feed(p), "+", "-", count=limit)
     replies = pipe.execute()
     heads = [reply[0][0].decode() if reply else "0-0" for reply in replies]
@@ -76,7 +75,7 @@ def latest(rc: RedisCluster, limit: int) -> tuple[list[Entry], list[str], bool]:
 def after(rc: RedisCluster, cursor: list[str], limit: int) -> tuple[list[Entry], list[str]]:
     """Return the next ``limit`` arrivals after the cursor (oldest first), and the new one."""
     pipe: ClusterPipeline = rc.pipeline(transaction=False)
-    for p in range(P):
+    for p in range(keys.PARTITIONS):
         pipe.xrange(keys.feed(p), "(" + cursor[p], "+", count=limit)
     taken = sorted(_entries(pipe.execute()))[:limit]
     nxt = list(cursor)
@@ -87,7 +86,7 @@ def after(rc: RedisCluster, cursor: list[str], limit: int) -> tuple[list[Entry],
 
 def anything_stored(rc: RedisCluster) -> bool:
     pipe: ClusterPipeline = rc.pipeline(transaction=False)
-    for p in range(P):
+    for p in range(keys.PARTITIONS):
         pipe.xlen(keys.feed(p))
     return any(pipe.execute())
 

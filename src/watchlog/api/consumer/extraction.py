@@ -18,11 +18,14 @@ from watchlog.api import params
 from watchlog.api.auth import requires
 from watchlog.api.context import json_response, settings, store
 from watchlog.core import keys, metrics, schema
-from watchlog.core.errors import Conflict, InvalidInput, Malformed
+from watchlog.core.errors import Conflict, InvalidInput
 from watchlog.core.metrics import ScrapeTimeGauges
 from watchlog.store import Store
 
 T = TypeVar("T")
+
+bp = Blueprint("extraction", __name__)
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -41,12 +44,7 @@ def _name(name: str) -> str:
 
 
 def _decode(raw: bytes, kind: type[T]) -> T:
-    try:
-        return msgspec.json.decode(raw or b"{}", type=kind)
-    except msgspec.ValidationError as e:
-        raise schema.invalid(str(e)) from None
-    except msgspec.DecodeError as e:
-        raise Malformed(f"malformed JSON: {e}") from None
+    return schema.decode_json(raw or b"{}", kind)
 
 
 def _create(name: str, start: str, reset: bool) -> None:
@@ -75,82 +73,82 @@ def extractor_items() -> list[dict[str, Any]]:
     return [{"name": n, **info} for n, info in store().extractor_infos().items()]
 
 
-def extraction_blueprint() -> Blueprint:
-    bp = Blueprint("extraction", __name__)
+@bp.get("/v1/extractors")
+@requires("reader")
+def list_extractors() -> Response:
+    """Every extractor with its lag and pending count."""
+    return json_response({"items": extractor_items()})
 
-    @bp.get("/v1/extractors")
-    @requires("reader")
-    def list_extractors() -> Response:
-        """Every extractor with its lag and pending count."""
-        return json_response({"items": extractor_items()})
 
-    @bp.put("/v1/extractors/<name>")
-    @requires("reader")
-    def create(name: str) -> Response:
-        """Create an extractor from the earliest retained log or from now on.
+@bp.put("/v1/extractors/<name>")
+@requires("reader")
+def create(name: str) -> Response:
+    """Create an extractor from the earliest retained log or from now on.
 
-        An existing one answers 409 unless ``?reset=true``: then it is deleted and created
-        again from ``start`` (everything pending or not yet delivered is forgotten).
-        """
-        name = _name(name)
-        reset = params.flag("reset")
-        body = _decode(request.get_data(), CreateBody)
-        if body.start not in ("earliest", "latest"):
-            raise InvalidInput("start: earliest or latest", field="start")
-        _create(name, body.start, reset)
-        return json_response({"name": name, **store().extractor_info(name)})
+    An existing one answers 409 unless ``?reset=true``: then it is deleted and created
+    again from ``start`` (everything pending or not yet delivered is forgotten).
+    """
+    name = _name(name)
+    reset = params.flag("reset")
+    body = _decode(request.get_data(), CreateBody)
+    if body.start not in ("earliest", "latest"):
+        raise InvalidInput("start: earliest or latest", field="start")
+    _create(name, body.start, reset)
+    return json_response({"name": name, **store().extractor_info(name)})
 
-    @bp.get("/v1/extractors/<name>")
-    @requires("reader")
-    def describe(name: str) -> Response:
-        """An extractor's lag (not yet delivered) and pending (delivered, not acknowledged)."""
-        return json_response({"name": name, **store().extractor_info(_name(name))})
 
-    @bp.delete("/v1/extractors/<name>")
-    @requires("reader")
-    def delete(name: str) -> Response:
-        """Delete an extractor and its position (404 when there is none)."""
-        store().extractor_info(_name(name))  # NotFound: 404
-        store().extractor_delete(name)
-        return json_response({"name": name, "deleted": True})
+@bp.get("/v1/extractors/<name>")
+@requires("reader")
+def describe(name: str) -> Response:
+    """An extractor's lag (not yet delivered) and pending (delivered, not acknowledged)."""
+    return json_response({"name": name, **store().extractor_info(_name(name))})
 
-    @bp.post("/v1/extractors/<name>/batches")
-    @requires("reader")
-    def batch(name: str) -> Response:
-        """The next batch: redeliveries past the visibility timeout first, then new logs."""
-        name = _name(name)
-        limit = params.integer("max", 500, 1, settings().max_page)
-        visibility = params.integer("visibility_timeout", int(settings().extract_visibility_s),
-                                    1, 3600)
-        consumer = params.arg("consumer") or "default"
-        if not NAME.fullmatch(consumer):
-            raise InvalidInput("consumer: 1-64 of A-Z a-z 0-9 . _ -", field="consumer")
-        # an unknown name is NotFound (404): only PUT creates an extractor
-        items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
-        if redelivered:
-            metrics.EXTRACTION_REDELIVERED.inc(redelivered)
-        docs = msgspec.to_builtins(schema.bodies_out([b for _, b in items]))
-        return json_response({
-            "items": [{"feed_id": fid, **doc} for (fid, _), doc in zip(items, docs, strict=True)],
-            "redelivered": redelivered})
 
-    @bp.post("/v1/extractors/<name>/ack")
-    @requires("reader")
-    def ack(name: str) -> Response:
-        """Acknowledge delivered logs by feed id; they are never delivered again."""
-        body = _decode(request.get_data(), AckBody)
-        if len(body.ids) > 10 * settings().max_page:
-            raise InvalidInput(f"ids: at most {10 * settings().max_page}", field="ids")
-        name = _name(name)
-        not_acked = store().extractor_ack(name, body.ids)
-        acked = len(body.ids) - len(not_acked)
-        if not acked:
-            store().extractor_info(name)  # an unknown extractor acknowledges nothing: 404
-        # Ids not pending (already acknowledged, never delivered, unknown) are named, never
-        # silently counted as done.
-        return json_response({"acknowledged": acked, "acked": acked, "not_acked": not_acked})
+@bp.delete("/v1/extractors/<name>")
+@requires("reader")
+def delete(name: str) -> Response:
+    """Delete an extractor and its position (404 when there is none)."""
+    store().extractor_info(_name(name))  # NotFound: 404
+    store().extractor_delete(name)
+    return json_response({"name": name, "deleted": True})
 
-    return bp
+
+@bp.post("/v1/extractors/<name>/batches")
+@requires("reader")
+def batch(name: str) -> Response:
+    """The next batch: redeliveries past the visibility timeout first, then new logs."""
+    name = _name(name)
+    limit = params.integer("max", 500, 1, settings().max_page)
+    visibility = params.integer("visibility_timeout", int(settings().extract_visibility_s),
+                                1, 3600)
+    consumer = params.arg("consumer") or "default"
+    if not NAME.fullmatch(consumer):
+        raise InvalidInput("consumer: 1-64 of A-Z a-z 0-9 . _ -", field="consumer")
+    # an unknown name is NotFound (404): only PUT creates an extractor
+    items, redelivered = store().extractor_batch(name, consumer, limit, visibility * 1000)
+    if redelivered:
+        metrics.EXTRACTION_REDELIVERED.inc(redelivered)
+    docs = msgspec.to_builtins(schema.bodies_out([b for _, b in items]))
+    return json_response({
+        "items": [{"feed_id": fid, **doc} for (fid, _), doc in zip(items, docs, strict=True)],
+        "redelivered": redelivered})
+
+
+@bp.post("/v1/extractors/<name>/ack")
+@requires("reader")
+def ack(name: str) -> Response:
+    """Acknowledge delivered logs by feed id; they are never delivered again."""
+    body = _decode(request.get_data(), AckBody)
+    if len(body.ids) > 10 * settings().max_page:
+        raise InvalidInput(f"ids: at most {10 * settings().max_page}", field="ids")
+    name = _name(name)
+    not_acked = store().extractor_ack(name, body.ids)
+    acked = len(body.ids) - len(not_acked)
+    if not acked:
+        store().extractor_info(name)  # an unknown extractor acknowledges nothing: 404
+    # Ids not pending (already acknowledged, never delivered, unknown) are named, never
+    # silently counted as done.
+    return json_response({"acknowledged": acked, "acked": acked, "not_acked": not_acked})
 
 
 def scrape_gauges(st: Store) -> ScrapeTimeGauges:

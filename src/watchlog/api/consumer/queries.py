@@ -20,8 +20,6 @@ from watchlog.core.metrics import timed
 from watchlog.store.cluster import unavailable_as_503
 from watchlog.store.reader import merge_aggregates
 
-DAY_MS = 86400_000
-
 bp = Blueprint("queries", __name__)
 
 
@@ -80,9 +78,9 @@ def _user_key(user_id: str) -> str:
 def user_activities(user_id: str) -> Response:
     """A user's logs in event-time order, a page at a time (default: last 24 h)."""
     s = settings()
-    frm, to = params.time_range(s.max_range_days, DAY_MS)
+    start, to = params.time_range(s.max_range_days)
     limit = params.integer("limit", 100, 1, s.max_page)
-    return json_response(user_activities_body(user_id, frm, to, limit,
+    return json_response(user_activities_body(user_id, start, to, limit,
                                               params.arg("cursor") or None,
                                               params.activity_type()))
 
@@ -91,10 +89,9 @@ def user_activities(user_id: str) -> Response:
 @requires("reader")
 def user_summary(user_id: str) -> Response:
     """A user's totals over a range of days, per day and per activity type."""
-    today = params.today()
-    to = params.day("to", today)
-    frm = params.day("from", to - timedelta(days=6))
-    return json_response(user_summary_body(user_id, frm, to))
+    to = params.day("to", params.today())
+    start = params.day("from", to - timedelta(days=6))
+    return json_response(user_summary_body(user_id, start, to))
 
 
 @bp.get("/v1/reports/daily")
@@ -111,8 +108,8 @@ def export() -> Response:
     """Every log of a range, streamed in event-time order (NDJSON, CSV or Parquet)."""
     s = settings()
     fmt = params.arg("format") or "ndjson"
-    frm, to = params.time_range(s.max_range_days, DAY_MS)
-    return export_body(frm, to, params.activity_type(), fmt)
+    start, to = params.time_range(s.max_range_days)
+    return export_body(start, to, params.activity_type(), fmt)
 
 
 @bp.get("/activity_logs")
@@ -142,23 +139,23 @@ def activity_logs() -> Response:
 # calls the same ones, so a number on a page and in the API cannot come from two code paths.
 
 
-def user_activities_body(user_id: str, frm: int, to: int, limit: int, cursor: str | None,
-                         tcode: int | None) -> dict[str, Any]:
+def user_activities_body(user_id: str, start: int, to: int, limit: int, cursor: str | None,
+                         type_code: int | None) -> dict[str, Any]:
     """A page of a user's logs in event-time order, and the cursor of the next one."""
-    bodies, nxt = store().user_page(_user_key(user_id), frm, to, limit, cursor, tcode)
+    bodies, nxt = store().user_page(_user_key(user_id), start, to, limit, cursor, type_code)
     return {"items": schema.bodies_out(bodies), "next_cursor": nxt}
 
 
-def user_summary_body(user_id: str, frm: date, to: date) -> dict[str, Any]:
-    """A user's totals over the UTC days ``frm``..``to`` (both included), and per day."""
-    days = _days(frm, to, settings().max_range_days)
+def user_summary_body(user_id: str, start: date, to: date) -> dict[str, Any]:
+    """A user's totals over the UTC days ``start``..``to`` (both included), and per day."""
+    days = params.days_between(start, to, settings().max_range_days)
     per_day = store().user_days(_user_key(user_id), [d.strftime("%Y%m%d") for d in days])
     whole: dict[str, dict[str, int]] = {}
     for by_type in per_day:
         for t, agg in by_type.items():
             merge_aggregates(whole.setdefault(t, {}), agg)
     return {
-        "user_id": as_sent(user_id), "from": frm.isoformat(), "to": to.isoformat(),
+        "user_id": as_sent(user_id), "from": start.isoformat(), "to": to.isoformat(),
         **summarize(whole),
         "days": [{"date": d.isoformat(), **summarize(bt)}
                  for d, bt in zip(days, per_day, strict=True) if bt],
@@ -173,20 +170,10 @@ def daily_report_body(d: date) -> dict[str, Any]:
             "count": s["total"]["count"], **s}
 
 
-def export_body(frm: int, to: int, tcode: int | None, fmt: str) -> Response:
-    """Every log of [frm, to] (ms), streamed in event-time order as ``fmt``."""
+def export_body(start: int, to: int, type_code: int | None, fmt: str) -> Response:
+    """Every log of [start, to] (ms), streamed in event-time order as ``fmt``."""
     if fmt not in EXPORT_FORMATS:
         raise InvalidInput(f"format: one of {', '.join(EXPORT_FORMATS)}", status=400,
                            field="format", accepted=list(EXPORT_FORMATS))
-    return export_response(store().export(frm, to, tcode), fmt, settings().send_timeout,
+    return export_response(store().export(start, to, type_code), fmt, settings().send_timeout,
                            current_app.extensions["watchlog_stream_slots"])
-
-
-def _days(frm: date, to: date, max_days: int) -> list[date]:
-    if frm > to:
-        raise InvalidInput("from: must not be after to", field="from")
-    n = (to - frm).days + 1
-    if n > max_days:
-        raise InvalidInput(f"to: range wider than {max_days} days (WATCHLOG_MAX_RANGE_DAYS)",
-                           field="to")
-    return [frm + timedelta(days=i) for i in range(n)]

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, request
 
 from watchlog.api.auth import Principal, requires
 from watchlog.api.context import json_response, settings, store
-from watchlog.core import metrics, schema
+from watchlog.core import keys, metrics, schema
 from watchlog.core.errors import (
     Forbidden,
     InvalidInput,
@@ -150,7 +150,7 @@ def _in_retention(e: schema.Event) -> schema.Event:
     (The future bound, 24 h, is the schema's.) docs/security.md, "Bounds".
     """
     days = settings().retention_days
-    if e.ts < time.time() * 1000 - days * 86400_000:
+    if e.ts < time.time() * 1000 - days * keys.DAY_MS:
         raise InvalidInput(f"timestamp: older than the retention of {days} days "
                            "(WATCHLOG_RETENTION_DAYS)", field="timestamp")
     return e

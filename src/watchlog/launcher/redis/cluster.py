@@ -25,10 +25,11 @@ from redis.retry import Retry
 
 from watchlog.core import keys
 from watchlog.core.credentials import FILENAME, Credentials, load_or_create
+from watchlog.core.errors import LauncherError
+from watchlog.core.keys import SLOTS
 from watchlog.core.process import UMASK, alive, umask
 from watchlog.launcher.procs import (
     BUS_OFFSET,
-    LauncherError,
     free_redis_ports,
     read_pid,
     require_free,
@@ -42,7 +43,7 @@ from watchlog.launcher.redis.conf import (
     server_version,
     write_node_files,
 )
-from watchlog.launcher.redis.nodes import SLOTS, NodeEntry, parse_nodes, split_slots
+from watchlog.launcher.redis.nodes import NodeEntry, parse_nodes, split_slots
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class LocalCluster:
         return f"redis://{self.host}:{self.ports[0]}"
 
     @property
-    def seed_urls(self) -> str:
+    def startup_urls(self) -> str:
         """Return every node's URL, comma-separated (for ``WATCHLOG_REDIS_URL``)."""
         return ",".join(f"redis://{self.host}:{p}" for p in self.ports)
 
@@ -166,7 +167,8 @@ class LocalCluster:
         self.wait_ok(deadline)
         self.load_functions(deadline)
         self._save_layout()
-        log.info("redis cluster ready on %s in %.1f s", self.seed_urls, time.monotonic() - started)
+        log.info("redis cluster ready on %s in %.1f s", self.startup_urls,
+                 time.monotonic() - started)
 
     def check_ports(self) -> list[int]:
         """Return the ports of nodes not running; raise if one of them, or its bus, is taken."""

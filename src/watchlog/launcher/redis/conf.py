@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchlog.core.credentials import APP_USER, Credentials
+from watchlog.core.errors import LauncherError
 
 ADMIN_USER = "admin"
 EXPORTER_USER = "exporter"
@@ -66,7 +67,7 @@ def find_redis_server(explicit: str | None = None) -> str:
     """Return a redis-server binary: explicit, or on PATH (Redis 7 or later)."""
     found = explicit or shutil.which("redis-server")
     if not found:
-        raise RuntimeError("no redis-server found: `apt-get install redis-server` (Redis 7+)")
+        raise LauncherError("no redis-server found: `apt-get install redis-server` (Redis 7+)")
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SLOTS = 16384
+from watchlog.core.keys import SLOTS
 
 
 @dataclass(frozen=True)

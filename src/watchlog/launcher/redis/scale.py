@@ -34,6 +34,7 @@ import redis
 import yaml
 
 from watchlog.core import keys
+from watchlog.core.errors import ScaleError
 
 if TYPE_CHECKING:
     from watchlog.launcher.redis.cluster import LocalCluster
@@ -45,10 +46,6 @@ PARTITIONS = keys.PARTITIONS
 PARTITION_SLOTS = SLOTS // PARTITIONS  # 256
 MIGRATE_BATCH = 100  # keys per MIGRATE
 SETTLE_TIMEOUT_S = 30.0
-
-
-class ScaleError(Exception):
-    """The cluster cannot be moved as asked (stated in the message)."""
 
 
 class Refused(ScaleError):

@@ -53,9 +53,9 @@ from watchlog.api.consumer.reports import charts
 from watchlog.api.consumer.reports import session as auth
 from watchlog.core import schema
 from watchlog.core.errors import InvalidInput, NotFound, WatchlogError
+from watchlog.core.keys import DAY_MS
 from watchlog.core.settings import Settings
 
-DAY_MS = 86400_000
 # Only the page's own resources: its CSS and its chart images; no script at all.
 PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
             "frame-ancestors 'none'; base-uri 'none'")
@@ -344,11 +344,7 @@ def _routes(bp: Blueprint, settings: Settings) -> None:  # noqa: C901 (one view 
             return page("export.html", 400, form=form, **context,
                         error="This form has expired or lacks its security token: "
                               "reload the page and download again.")
-        if frm > to:
-            raise InvalidInput("from: must not be after to", field="from")
-        if (to - frm).days + 1 > settings.max_range_days:
-            raise InvalidInput(f"to: range wider than {settings.max_range_days} days "
-                               "(WATCHLOG_MAX_RANGE_DAYS)", field="to")
+        params.days_between(frm, to, settings.max_range_days)  # the one range check
         resp = export_body(day_ms(frm), day_ms(to) + DAY_MS - 1,
                            params.activity_type(values), fmt)
         ext = "csv" if fmt == "csv" else fmt
