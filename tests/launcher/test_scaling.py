@@ -324,7 +324,7 @@ def test_grow_interrupted_then_rebalanced_gives_four_masters_an_equal_share_and_
         from watchlog.core.settings import Settings
         from watchlog.store.cluster import connect
 
-        app_env = {**system.creds.app_env(), "WATCHLOG_REDIS_URL": before.seed_urls}
+        app_env = {**system.creds.app_env(), "WATCHLOG_REDIS_URL": before.startup_urls}
         store_rc = connect(Settings.from_env(app_env))
         plain_rc = redis.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(
             "127.0.0.1", p) for p in before.ports], username="watchlog",

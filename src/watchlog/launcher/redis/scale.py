@@ -153,11 +153,11 @@ def parse_nodes(text: str) -> dict[str, Node]:
 
 
 class Admin:
-    """Admin connections to every node of a cluster, found from seed addresses."""
+    """Admin connections to every node of a cluster, found from startup node addresses."""
 
-    def __init__(self, seeds: list[str], username: str, password: str,
+    def __init__(self, startup_nodes: list[str], username: str, password: str,
                  timeout: float = 15.0) -> None:
-        self.seeds = list(seeds)
+        self.startup_nodes = list(startup_nodes)
         self.username, self.password, self.timeout = username, password, timeout
         self._clients: dict[str, redis.Redis] = {}
 
@@ -178,9 +178,9 @@ class Admin:
             return {}
 
     def view(self) -> dict[str, Node]:
-        """CLUSTER NODES from the first seed (or node it knows) that answers."""
+        """CLUSTER NODES from the first startup node (or node it knows) that answers."""
         tried: list[str] = []
-        for addr in self.seeds:
+        for addr in self.startup_nodes:
             tried.append(addr)
             nodes = self.nodes_of(addr)
             if nodes:
@@ -606,9 +606,9 @@ def _start_and_join(cluster: LocalCluster, state: Path, ports: list[int], master
     deadline = time.monotonic() + 30
     for port in ports:
         cluster._wait_ping(port, deadline)  # noqa: SLF001
-    seed = cluster.node_client(cluster.ports[0])
+    first = cluster.node_client(cluster.ports[0])
     for port in ports:
-        seed.execute_command("CLUSTER", "MEET", cluster.host, port)
+        first.execute_command("CLUSTER", "MEET", cluster.host, port)
     before = list(cluster.ports)
     cluster.ports = [*before, *ports]
     try:
