@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -165,10 +166,9 @@ def test_alert_sink_keeps_recent_alerts_and_the_heartbeat_apart(tmp_path: Path) 
     assert (tmp_path / "alerts.jsonl").stat().st_mode & 0o777 == 0o600
 
 
-@pytest.mark.parametrize("authorization, status", [(None, 401), ("Bearer wrong", 401),
-                                                    ("Bearer right", 200)])
-def test_alert_sink_takes_notifications_only_with_its_token(
-        tmp_path: Path, authorization: str | None, status: int) -> None:
+@contextmanager
+def _sink(tmp_path: Path) -> Iterator[Service]:
+    """A live `watchlog alert-sink` whose bearer token is "right"."""
     (tmp_path / "token").write_text("right\n")
     port = free_redis_ports("127.0.0.1", 1)[0]
     sink = alert_sink_service(tmp_path, Ports(alert_sink=port))
@@ -176,6 +176,16 @@ def test_alert_sink_takes_notifications_only_with_its_token(
     sink.start(tmp_path)
     try:
         sink.wait_ready(20, tmp_path)
+        yield sink
+    finally:
+        sink.stop()
+
+
+@pytest.mark.parametrize("authorization, status", [(None, 401), ("Bearer wrong", 401),
+                                                    ("Bearer right", 200)])
+def test_alert_sink_takes_notifications_only_with_its_token(
+        tmp_path: Path, authorization: str | None, status: int) -> None:
+    with _sink(tmp_path) as sink:
         body = json.dumps({"alerts": [{"status": "firing",
                                        "labels": {"alertname": "X"}}]}).encode()
         request = urllib.request.Request(f"http://{sink.address}/webhook", data=body,
@@ -190,8 +200,6 @@ def test_alert_sink_takes_notifications_only_with_its_token(
         assert got == status
         items = _get(f"http://{sink.address}/alerts")["items"]
         assert len(items) == (1 if status == 200 else 0)
-    finally:
-        sink.stop()
 
 
 def test_alerts_check_exits_non_zero_until_the_heartbeat_arrives(tmp_path: Path) -> None:
@@ -199,13 +207,7 @@ def test_alerts_check_exits_non_zero_until_the_heartbeat_arrives(tmp_path: Path)
 
     Negative control: without ``--check`` the same call exits 0 with no heartbeat.
     """
-    (tmp_path / "token").write_text("right\n")
-    port = free_redis_ports("127.0.0.1", 1)[0]
-    sink = alert_sink_service(tmp_path, Ports(alert_sink=port))
-    sink.argv[sink.argv.index("--token-file") + 1] = str(tmp_path / "token")
-    sink.start(tmp_path)
-    try:
-        sink.wait_ready(20, tmp_path)
+    with _sink(tmp_path) as sink:
         url = f"http://{sink.address}"
         assert CliRunner().invoke(alerts, ["--url", url]).exit_code == 0
         assert CliRunner().invoke(alerts, ["--url", url, "--check"]).exit_code == 1
@@ -216,8 +218,6 @@ def test_alerts_check_exits_non_zero_until_the_heartbeat_arrives(tmp_path: Path)
         with urllib.request.urlopen(request, timeout=10) as r:
             assert r.status == 200
         assert CliRunner().invoke(alerts, ["--url", url, "--check"]).exit_code == 0
-    finally:
-        sink.stop()
 
 
 # --- end to end ---------------------------------------------------------------------------------

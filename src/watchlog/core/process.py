@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 # The state directory holds personal data (Redis AOF/RDB: every log with its coordinates),
@@ -49,13 +49,22 @@ def stop_on_signals(stop: threading.Event, abort: threading.Event | None = None
 
     Only the main thread may install handlers: elsewhere (a test's thread) nothing changes.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
     def handler(_signum: int, _frame: object) -> None:
         (abort if abort is not None and stop.is_set() else stop).set()
 
+    with handling_signals(handler):
+        yield
+
+
+@contextmanager
+def handling_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """Give SIGINT and SIGTERM to ``handler`` inside the block; restore the old ones after.
+
+    Only the main thread may install handlers: elsewhere (a test's thread) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield

@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ import yaml
 
 from watchlog.core import keys
 from watchlog.core.errors import ScaleError
+from watchlog.core.process import handling_signals
 
 if TYPE_CHECKING:
     from watchlog.launcher.redis.cluster import LocalCluster
@@ -71,19 +71,17 @@ def deferred_signals() -> Iterator[None]:
     handler only takes note; the run finishes the partition it moves (its slots, the
     replicas' WAIT, every node naming the owner) and stops at the next ``checkpoint``.
     """
-    if not DEFER_SIGNALS or threading.current_thread() is not threading.main_thread():
+    if not DEFER_SIGNALS:
         yield
         return
 
     def note(signum: int, _frame: object) -> None:
         _signalled.append(signum)
 
-    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        with handling_signals(note):
+            yield
     finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
         _signalled.clear()
 
 
