@@ -23,7 +23,7 @@ EXPORT_CHUNK = 2000
 
 def days_between(frm_ms: int, to_ms: int) -> list[str]:
     """Return the UTC days (YYYYMMDD) that a closed time range touches, in order."""
-    day = 86_400_000
+    day = keys.DAY_MS
     return [keys.day_of(d * day) for d in range(frm_ms // day, to_ms // day + 1)]
 
 
@@ -157,7 +157,7 @@ def export(runner: ScriptRunner, frm: int, to: int, tcode: int | None) -> Iterat
 def recent(rc: RedisCluster, now_ms: int, limit: int) -> list[bytes]:
     """Return the ``limit`` most recent bodies of the fleet (today, then yesterday)."""
     out: list[bytes] = []
-    for day in (keys.day_of(now_ms), keys.day_of(now_ms - 86400_000)):
+    for day in (keys.day_of(now_ms), keys.day_of(now_ms - keys.DAY_MS)):
         pipe: ClusterPipeline = rc.pipeline(transaction=False)
         for p in range(keys.PARTITIONS):
             pipe.zrange(keys.fleet_index(p, day), 0, limit - 1, desc=True)

@@ -38,7 +38,7 @@ def ingest_calls(events: Sequence[Event], retention_days: int,
     """Return one call per partition, and for each call the batch positions it covers, in
     the order of the call's answers (its logs grouped by day, then user)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    minid = now_ms - retention_days * 86400_000
+    minid = now_ms - retention_days * keys.DAY_MS
     # partition -> day -> user -> batch positions (dicts keep first-seen order)
     by_partition: dict[int, dict[str, dict[str, list[int]]]] = defaultdict(dict)
     for i, e in enumerate(events):
