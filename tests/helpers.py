@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- activity logs ---------------------------------------------------------------------------
 
 def seed_log(**changes: Any) -> dict[str, Any]:
-    """The seed's own payload (DESIGN.md), at a recent time."""
+    """The seed's own payload (the example of the original system), at a recent time."""
     minute = now_ms() // 60_000 * 60_000  # the same doc twice in a test is an exact resend
     doc = {"user_id": 7, "activity_type": "running", "timestamp": iso_ms(minute - 3600_000),
            "duration": 1800, "distance": 5.2, "heart_rate": 150, "calories_burned": 420,

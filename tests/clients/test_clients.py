@@ -259,3 +259,15 @@ def test_token_for_reads_environment_then_file(tmp_path: Path) -> None:
 def test_http_timeouts_are_set() -> None:
     with Client("http://127.0.0.1:9") as c:
         assert c.http.timeout == httpx.Timeout(10.0, connect=2.0)
+
+
+def test_the_simulated_fleet_does_exactly_the_schemas_activity_types() -> None:
+    """The fleet's profiles name the activity types a second time: they must be the schema's.
+
+    (A type added to the schema and not to the fleet would never be simulated; a profile the
+    schema lacks would send logs the producer refuses.)
+    """
+    from watchlog.clients import fleet
+    from watchlog.core import schema
+
+    assert sorted(fleet.TYPES) == sorted(schema.ACTIVITY_TYPES)

@@ -2,7 +2,7 @@
 
 ``Settings`` is the one table: each field is a ``WATCHLOG_*`` variable with its type, its
 default and its meaning. ``SETTINGS_DOC`` (and from it the README's settings table, checked by
-tests/test_settings.py) is derived from the fields, so the two cannot drift. Values are parsed
+tests/core/test_settings.py) is derived from the fields, so the two cannot drift. Values are parsed
 into their types when read: a number is an ``int`` or ``float``, a choice a ``Literal`` (a
 value outside it is refused at start, naming the variable), "none" an optional ``None``.
 """

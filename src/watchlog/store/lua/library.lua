@@ -8,7 +8,7 @@
 
 -- Each function's KEYS and ARGV are a head and repeated parts (per day, per group, per
 -- log…), named by the lists below and addressed by name. store/layout.py names the same
--- lists for the Python side; tests/test_store_layout.py checks that they agree.
+-- lists for the Python side; tests/store/test_store_layout.py checks that they agree.
 local function positions(names)
   local t = {n = #names}
   for i = 1, #names do t[names[i]] = i end
