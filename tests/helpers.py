@@ -171,7 +171,7 @@ def recompute(events: list[schema.Event]) -> dict[tuple[str, str, str], dict[str
     """Aggregates by (user or '*', day, type) computed from raw events in Python."""
     out: dict[tuple[str, str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for e in events:
-        t = schema.ACTIVITY_TYPES[e.tcode]
+        t = schema.ACTIVITY_TYPES[e.type_code]
         for who in (e.user, "*"):
             a = out[(who, e.day, t)]
             a["n"] += 1

@@ -29,6 +29,8 @@ from urllib.parse import parse_qs, urlparse
 
 import click
 
+from watchlog.core.settings import DEFAULT_STATE_DIR
+
 KEEP = 500  # alerts kept in the file (oldest dropped first)
 HEARTBEAT = "Watchdog"  # the always-firing alert: its arrival time is kept, not the alert
 LATE = 180  # seconds without a heartbeat before `watchlog alerts` warns (it comes every 60 s)
@@ -190,7 +192,7 @@ def _recorded_url(state_dir: Path) -> str | None:
 @click.option("--url", default=None,
               help=f"The alert sink (default: the one `watchlog up` runs, else {DEFAULT_URL}).")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=".watchlog", show_default=True, envvar="WATCHLOG_STATE_DIR")
+              default=DEFAULT_STATE_DIR, show_default=True, envvar="WATCHLOG_STATE_DIR")
 @click.option("--limit", type=click.IntRange(1, KEEP), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the alerts as JSON.")
 @click.option("--check", is_flag=True,

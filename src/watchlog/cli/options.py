@@ -17,7 +17,7 @@ import redis
 
 from watchlog.clients.http import StateDir, find_state_dir
 from watchlog.core.errors import WatchlogError
-from watchlog.core.settings import Settings
+from watchlog.core.settings import DEFAULT_STATE_DIR, Settings
 
 F = TypeVar("F", bound=Callable[..., object])  # a command function, options added
 
@@ -35,7 +35,7 @@ def failures_as_click() -> Iterator[None]:
 def state_dir_option(f: F) -> F:
     """Add ``--state-dir`` (env ``WATCHLOG_STATE_DIR``): the folder ``watchlog up`` runs in."""
     return click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-                        default=".watchlog", show_default=True, envvar="WATCHLOG_STATE_DIR",
+                        default=DEFAULT_STATE_DIR, show_default=True, envvar="WATCHLOG_STATE_DIR",
                         help="Where data, logs, pids and credentials live.")(f)
 
 

@@ -26,6 +26,7 @@ import httpx
 
 from watchlog.core.credentials import FILENAME, read_env_file
 from watchlog.core.errors import GaveUp, NoCredentials
+from watchlog.core.settings import DEFAULT_STATE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def error_message(resp: httpx.Response) -> str:
     return f"HTTP {resp.status_code} {resp.reason_phrase}".strip()
 
 
-STATE_DIRNAME = ".watchlog"
+STATE_DIRNAME = DEFAULT_STATE_DIR
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ class Event(Struct, array_like=True, gc=False):
     partition: int
     day: str
     ts: int  # event time, UTC epoch ms
-    tcode: int
+    type_code: int
     duration: int  # s
     meters: int  # distance in m
     heart_rate: int | None

@@ -39,6 +39,9 @@ def _read(env: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+# The folder `watchlog up` runs in (state, logs, pids, credentials), relative to where it runs.
+DEFAULT_STATE_DIR = ".watchlog"
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting, typed; build it with ``Settings.from_env()``."""
@@ -130,7 +133,7 @@ class Settings:
         30.0, "seconds before an unacknowledged extraction batch is redelivered")
     max_extractors: int = setting(64, "most extractors at once; creating one more answers 409")
     state_dir: str = setting(
-        ".watchlog", "native launcher: state, logs, pids, data; the CLI's credentials and "
+        DEFAULT_STATE_DIR, "native launcher: state, logs, pids, data; the CLI's credentials and "
         "default outputs")
     log_level: str = setting("INFO", "log level of the services")
 

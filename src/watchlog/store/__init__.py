@@ -50,9 +50,9 @@ class Store:
         return created
 
     def user_page(self, user: str, frm: int, to: int, limit: int, cursor: str | None,
-                  tcode: int | None) -> tuple[list[bytes], str | None]:
+                  type_code: int | None) -> tuple[list[bytes], str | None]:
         with timed("query"), unavailable_as_503("query"):
-            return reader.user_page(self.runner, user, frm, to, limit, cursor, tcode)
+            return reader.user_page(self.runner, user, frm, to, limit, cursor, type_code)
 
     def user_days(self, user: str, days: list[str]) -> list[dict[str, dict[str, int]]]:
         with timed("summary"), unavailable_as_503("summary"):
@@ -62,9 +62,9 @@ class Store:
         with timed("report"), unavailable_as_503("report"):
             return reader.fleet_day(self.rc, day)
 
-    def export(self, frm: int, to: int, tcode: int | None) -> Iterator[bytes]:
+    def export(self, frm: int, to: int, type_code: int | None) -> Iterator[bytes]:
         """Yield bodies in event-time order; the first chunk is read before returning."""
-        it = reader.export(self.runner, frm, to, tcode)
+        it = reader.export(self.runner, frm, to, type_code)
         with timed("export"), unavailable_as_503("export"):
             first = next(it, None)
         if first is None:

@@ -47,7 +47,7 @@ def decode_cursor(raw: str) -> Cursor:
 
 
 def user_page(runner: ScriptRunner, user: str, frm: int, to: int, limit: int,
-              cursor: str | None, tcode: int | None) -> tuple[list[bytes], str | None]:
+              cursor: str | None, type_code: int | None) -> tuple[list[bytes], str | None]:
     """Return up to ``limit`` bodies of a user in event-time order, and the next cursor."""
     p = keys.partition_of(user)
     days = days_between(frm, to)
@@ -57,7 +57,7 @@ def user_page(runner: ScriptRunner, user: str, frm: int, to: int, limit: int,
         if c.day not in days:
             raise InvalidInput("cursor: does not belong to this time range", field="cursor")
         days, after = days[days.index(c.day):], c.member
-    want = "" if tcode is None else str(tcode)
+    want = "" if type_code is None else str(type_code)
     key_list = [k for day in days for k in (keys.user_index(p, user, day),
                                             keys.bodies(p, day))]
     args = layout.PAGE.pack("head", from_ms=frm, to_ms=to, limit=limit, after=after,
@@ -139,13 +139,13 @@ def _partition_stream(runner: ScriptRunner, p: int, day: str, frm: int, to: int,
         chunk = runner.run([_fleet_call(p, day, frm, to, want, last.decode())])[0]
 
 
-def export(runner: ScriptRunner, frm: int, to: int, tcode: int | None) -> Iterator[bytes]:
+def export(runner: ScriptRunner, frm: int, to: int, type_code: int | None) -> Iterator[bytes]:
     """Yield every body in [frm, to] in event-time order, merged across partitions.
 
     Memory stays bounded: one chunk per partition at a time. The first chunk of every
     partition is fetched in one parallel round (one pipeline per master).
     """
-    want = "" if tcode is None else str(tcode)
+    want = "" if type_code is None else str(type_code)
     for day in days_between(frm, to):
         firsts = runner.run([_fleet_call(p, day, frm, to, want, "")
                              for p in range(keys.PARTITIONS)])

@@ -247,7 +247,7 @@ def _batch_result(n: int, events: list[schema.Event], where: list[int], created:
 def _count(events: list[schema.Event], created: list[bool]) -> None:
     tally: dict[tuple[str, str], int] = {}
     for e, c in zip(events, created, strict=True):
-        key = (schema.ACTIVITY_TYPES[e.tcode], "created" if c else "duplicate")
+        key = (schema.ACTIVITY_TYPES[e.type_code], "created" if c else "duplicate")
         tally[key] = tally.get(key, 0) + 1
     for (t, result), n in tally.items():
         metrics.LOGS_INGESTED.labels(t, result).inc(n)

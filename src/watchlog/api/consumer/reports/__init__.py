@@ -308,11 +308,11 @@ def _routes(bp: Blueprint, settings: Settings) -> None:  # noqa: C901 (one view 
     def user(user_id: str) -> Response:
         frm, to = user_range()
         summary = user_summary_body(user_id, frm, to)
-        tcode = params.activity_type()
+        type_code = params.activity_type()
         limit = params.integer("limit", PAGE_SIZE, 1, settings.max_page)
         cursor = params.arg("cursor") or None
         logs = user_activities_body(user_id, day_ms(frm), day_ms(to) + DAY_MS - 1, limit,
-                                    cursor, tcode)
+                                    cursor, type_code)
         rows = msgspec.to_builtins(logs["items"])
         for r in rows:
             r["shown_time"] = shown_time(r["timestamp"])
