@@ -11,12 +11,12 @@ from flask import Blueprint, Response, current_app
 
 from watchlog.api import params
 from watchlog.api.auth import requires
-from watchlog.api.consumer import arrivals
 from watchlog.api.consumer.export import EXPORT_FORMATS, export_response
 from watchlog.api.context import json_response, settings, store
 from watchlog.core import schema
 from watchlog.core.errors import InvalidInput
 from watchlog.core.metrics import timed
+from watchlog.store import arrivals
 from watchlog.store.cluster import unavailable_as_503
 from watchlog.store.reader import merge_aggregates
 
@@ -126,7 +126,7 @@ def activity_logs() -> Response:
             stored = bool(entries) or arrivals.anything_stored(st.rc)
         else:
             entries, cursor, stored = arrivals.latest(st.rc, limit)
-        found = arrivals.bodies(st, entries)
+        found = arrivals.bodies(st.runner, entries)
     if not stored:
         return json_response({"message": "No activity logs found"}, 404)
     nxt = arrivals.encode_cursor(cursor)

@@ -1,4 +1,4 @@
-"""``GET /activity_logs``: the seed's plain list, defined by arrival (the partition feeds).
+"""The reads behind ``GET /activity_logs`` (the seed's plain list): logs by arrival.
 
 Every stored log has one entry in its partition's feed stream, appended when it arrived;
 a stream id is the arrival time on its master (ms) and a sequence. The list is the feeds'
@@ -19,7 +19,8 @@ from redis.cluster import ClusterPipeline, RedisCluster
 
 from watchlog.core import keys
 from watchlog.core.errors import InvalidInput
-from watchlog.store import Store, feed
+from watchlog.store import feed
+from watchlog.store.cluster import ScriptRunner
 from watchlog.store.feed import StreamEntry
 
 PREFIX = "a1."
@@ -91,14 +92,14 @@ def anything_stored(rc: RedisCluster) -> bool:
     return any(pipe.execute())
 
 
-def bodies(store: Store, entries: list[Entry]) -> list[bytes]:
+def bodies(runner: ScriptRunner, entries: list[Entry]) -> list[bytes]:
     """Return the stored bodies of the entries, in their order (logs gone are left out)."""
     if not entries:
         return []
     refs = [(f"{p}-{sid}", ref) for (_, _, p), sid, ref in entries]
     calls, positions = feed.bodies_calls(refs)
     found: list[bytes | None] = [None] * len(refs)
-    for idx, reply in zip(positions, store.runner.run(calls), strict=True):
+    for idx, reply in zip(positions, runner.run(calls), strict=True):
         for i, body in zip(idx, reply, strict=True):
             found[i] = body or None
     return [b for b in found if b]
