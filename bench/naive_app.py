@@ -15,7 +15,7 @@ from __future__ import annotations
 import click
 from flask import Flask, Response, request
 
-from watchlog.cli.serve import GunicornServer, granian_server, gunicorn_options
+from bench.trivial_app import serve_as_the_producer
 from watchlog.core.settings import Settings
 from watchlog.store.cluster import connect
 
@@ -50,13 +50,7 @@ app = create_app()
 @click.option("--port", type=int, required=True)
 def main(port: int) -> None:
     """Serve the naive endpoint as the producer is served."""
-    settings = Settings.from_env()
-    if settings.server == "granian":
-        granian_server("naive", settings, port, target="bench.naive_app:app").serve()
-        return
-    options = gunicorn_options(settings, port)
-    options.pop("child_exit", None)  # no prometheus registry here
-    GunicornServer(lambda: app, options).run()
+    serve_as_the_producer("naive", app, "bench.naive_app:app", port)
 
 
 if __name__ == "__main__":

@@ -31,17 +31,22 @@ def create_app() -> Flask:
 app = create_app()
 
 
+def serve_as_the_producer(name: str, flask_app: Flask, target: str, port: int) -> None:
+    """Serve ``flask_app`` (importable as ``target``) with the producer's server settings."""
+    settings = Settings.from_env()
+    if settings.server == "granian":
+        granian_server(name, settings, port, target=target).serve()
+        return
+    options = gunicorn_options(settings, port)
+    options.pop("child_exit", None)  # no prometheus registry here
+    GunicornServer(lambda: flask_app, options).run()
+
+
 @click.command()
 @click.option("--port", type=int, required=True)
 def main(port: int) -> None:
     """Serve the trivial endpoint as the producer is served."""
-    settings = Settings.from_env()
-    if settings.server == "granian":
-        granian_server("trivial", settings, port, target="bench.trivial_app:app").serve()
-        return
-    options = gunicorn_options(settings, port)
-    options.pop("child_exit", None)  # no prometheus registry here
-    GunicornServer(lambda: app, options).run()
+    serve_as_the_producer("trivial", app, "bench.trivial_app:app", port)
 
 
 if __name__ == "__main__":

@@ -44,13 +44,12 @@ class ParquetLedger(Ledger):
 
     PATTERN = "*.parquet"
 
-    def _scan(self, path: Path) -> None:
+    def _read(self, path: Path) -> set[str]:
         try:
-            ids = pq.read_table(path, columns=["feed_id"]).column("feed_id").to_pylist()
+            return set(pq.read_table(path, columns=["feed_id"]).column("feed_id").to_pylist())
         except (OSError, pa.ArrowInvalid) as e:
             log.warning("%s: not a readable Parquet file, ignored (%s)", path, e)
-            return
-        self.ids.update(ids)
+            return set()
 
 
 def fsync_path(path: Path) -> None:
@@ -130,12 +129,12 @@ class DatasetExtractor(Extractor):
         by_day: dict[str, list[dict[str, Any]]] = {}
         for it in new:
             by_day.setdefault(it["timestamp"][:10], []).append(it)
-        for day, docs in sorted(by_day.items()):
-            path = self.root / f"date={day}" / f"part-{docs[0]['feed_id']}.parquet"
-            ids = [d["feed_id"] for d in docs]
-            self.ledger.writing(path, ids)
+        files = {self.root / f"date={day}" / f"part-{docs[0]['feed_id']}.parquet": docs
+                 for day, docs in sorted(by_day.items())}
+        self.ledger.writing({path: [d["feed_id"] for d in docs] for path, docs in files.items()})
+        for path, docs in files.items():
             write_table_atomically(path, table_from_docs(docs, with_feed_id=True))
-            self.ledger.written(ids)
+            self.ledger.written([d["feed_id"] for d in docs])
         self.stats.written += len(new)
         WRITTEN.inc(len(new))
         return len(new)

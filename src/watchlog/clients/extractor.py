@@ -89,27 +89,31 @@ class Ledger:
         files = sorted(root.rglob(self.PATTERN), key=lambda f: f.stat().st_mtime)
         for path in {*files[-self.RECENT_FILES:], *(root / n for n in named)}:
             if path.exists():
-                before = set(self.ids)
-                self._scan(path)
+                ids = self._read(path)
+                self.ids |= ids
                 if str(path.relative_to(root)) in named:
-                    self.unacked[str(path.relative_to(root))] = self.ids - before
+                    self.unacked[str(path.relative_to(root))] = ids
         self._save()
         log.info("ledger: %d logs already in %s", len(self.ids), root)
 
-    def _scan(self, path: Path) -> None:
+    def _read(self, path: Path) -> set[str]:
+        """The feed ids in one written file."""
+        ids = set()
         with path.open("rb") as f:
             for n, line in enumerate(f, 1):
                 try:
-                    self.ids.add(_line.decode(line).feed_id)
+                    ids.add(_line.decode(line).feed_id)
                 except msgspec.DecodeError:
                     log.warning("%s:%d: not a batch line, ignored", path, n)
+        return ids
 
     def __contains__(self, feed_id: str) -> bool:
         return feed_id in self.ids
 
-    def writing(self, path: Path, ids: list[str]) -> None:
-        """Name ``path`` in the journal (durably) before it is written with ``ids``."""
-        self.unacked.setdefault(str(path.relative_to(self.root)), set()).update(ids)
+    def writing(self, files: dict[Path, list[str]]) -> None:
+        """Name a batch's files in the journal (durably, once) before they are written."""
+        for path, ids in files.items():
+            self.unacked.setdefault(str(path.relative_to(self.root)), set()).update(ids)
         self._save()
 
     def written(self, ids: list[str]) -> None:
@@ -201,7 +205,7 @@ class Extractor:
             day = datetime.now(UTC).strftime("%Y-%m-%d")
             path = self.root / day / f"batch-{new[0]['feed_id']}-{len(new)}.ndjson"
             ids = [it["feed_id"] for it in new]
-            self.ledger.writing(path, ids)
+            self.ledger.writing({path: ids})
             write_atomically(path, b"".join(_encode(it) + b"\n" for it in new))
             self.ledger.written(ids)
             self.stats.written += len(new)
