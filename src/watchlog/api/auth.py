@@ -89,9 +89,12 @@ class Auth:
         return p
 
     def _resolve(self) -> Principal:
+        return self.resolve(request.headers.get("Authorization", ""), request.remote_addr)
+
+    def resolve(self, header: str, remote_addr: str | None) -> Principal:
+        """The principal of an ``Authorization`` header (``Unauthorized`` when none)."""
         if not self.enabled:
-            return Principal("admin", key="addr:" + (request.remote_addr or "-"))
-        header = request.headers.get("Authorization", "")
+            return Principal("admin", key="addr:" + (remote_addr or "-"))
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("missing credentials: send 'Authorization: Bearer <token>'")
@@ -160,6 +163,14 @@ def _users(parts: list[str]) -> frozenset[str] | None:
     return users
 
 
+def check_role(p: Principal, role: str) -> None:
+    """Raise ``Forbidden`` unless ``p``'s role is at least ``role`` (readers never write)."""
+    if RANK[p.role] < RANK[role]:
+        raise Forbidden(f"this needs the {role} role; your credentials have {p.role}")
+    if role == "ingest" and p.role == "reader":
+        raise Forbidden("readers cannot write logs")
+
+
 def requires(role: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Let the view run only for a principal whose role is at least ``role``."""
 
@@ -167,10 +178,7 @@ def requires(role: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         @wraps(view)
         def checked(*args: P.args, **kwargs: P.kwargs) -> R:
             p = current_app.extensions["watchlog_auth"].principal()
-            if RANK[p.role] < RANK[role]:
-                raise Forbidden(f"this needs the {role} role; your credentials have {p.role}")
-            if role == "ingest" and p.role == "reader":
-                raise Forbidden("readers cannot write logs")
+            check_role(p, role)
             g.principal = p
             return view(*args, **kwargs)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
+from wsgiref.types import WSGIApplication
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
@@ -16,8 +18,14 @@ from watchlog.core.settings import Settings
 from watchlog.store import Store
 
 
-def create_base_app(service: str, settings: Settings, store: Store | None) -> Flask:
-    """Return a Flask app with errors, metrics, security headers and health routes."""
+def create_base_app(service: str, settings: Settings, store: Store | None,
+                    inner: Callable[[Flask, WSGIApplication], WSGIApplication] | None = None
+                    ) -> Flask:
+    """Return a Flask app with errors, metrics, security headers and health routes.
+
+    ``inner(app, wsgi_app)``, when given, wraps the app's WSGI callable inside the body bound
+    and the security headers (the producer's lean single-log path, ``producer/fast.py``).
+    """
     app = Flask(f"watchlog.{service}")
     app.config["SERVICE"] = service
     app.config["SETTINGS"] = settings
@@ -31,8 +39,11 @@ def create_base_app(service: str, settings: Settings, store: Store | None) -> Fl
     errors.install(app)
     hooks.install(app, service, settings)
     # WSGI middleware goes in place of the app's wsgi_app method, as Flask documents.
+    wsgi_app: WSGIApplication = app.wsgi_app
+    if inner is not None:
+        wsgi_app = inner(app, wsgi_app)
     app.wsgi_app = SecurityHeaders(BoundedBodies(  # type: ignore[method-assign]
-        app.wsgi_app, settings.body_timeout, settings.body_min_rate, settings.threads))
+        wsgi_app, settings.body_timeout, settings.body_min_rate, settings.threads))
     if settings.proxy_hops:  # opt-in: a forwarding header is trusted only from known proxies
         hops = settings.proxy_hops
         # in place of wsgi_app too, outermost: every layer sees the client's scheme and host

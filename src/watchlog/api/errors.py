@@ -44,8 +44,15 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception) -> Response:
-        # The type and the stack, never the message: a message may quote input (personal
-        # data, a token). The stack shows code lines only, no values.
-        log.error("unhandled %s on %s %s\n%s", type(err).__name__, request.method,
-                  request.url_rule, "".join(traceback.format_tb(err.__traceback__)))
-        return json_response({"error": "internal", "message": "internal error; see logs"}, 500)
+        return internal_error(err, request.method, request.url_rule)
+
+
+def internal_error(err: Exception, method: str, route: object) -> Response:
+    """Log an unexpected error and answer a JSON 500.
+
+    The type and the stack, never the message: a message may quote input (personal data,
+    a token). The stack shows code lines only, no values.
+    """
+    log.error("unhandled %s on %s %s\n%s", type(err).__name__, method, route,
+              "".join(traceback.format_tb(err.__traceback__)))
+    return json_response({"error": "internal", "message": "internal error; see logs"}, 500)

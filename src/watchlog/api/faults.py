@@ -226,6 +226,11 @@ class Faults:
             return False
         return route in spec.routes if spec.routes else True
 
+    def quiet(self, route: str) -> bool:
+        """True when no fault can apply to ``route`` now (no draw is made)."""
+        spec = self.current()
+        return not (spec.delay_p or spec.abort_p) or not self.applies(spec, route)
+
     def before(self, route: str) -> bool:
         """Maybe sleep, maybe fail now; return True when the abort is due after commit."""
         spec = self.current()

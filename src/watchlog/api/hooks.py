@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from flask import Flask, Response, g, request
 
@@ -15,6 +16,32 @@ from watchlog.core.settings import Settings
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+class RequestMetrics:
+    """The RED metrics of one service's requests: in flight, counted, timed.
+
+    Label children are looked up once per label set; the Flask hooks below and the
+    producer's lean single-log path (``api/producer/fast.py``) count through the same
+    object, so a request is counted the same way on either path.
+    """
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.in_flight = metrics.HTTP_IN_FLIGHT.labels(service)
+        self._requests = metrics.child_cache(metrics.HTTP_REQUESTS)
+        self._durations = metrics.child_cache(metrics.HTTP_DURATION)
+
+    def count(self, route: str, method: str, status: int, injected: bool) -> None:
+        method = method if method in METHODS else "OTHER"
+        self._requests(self.service, route, method, str(status),
+                       "true" if injected else "false").inc()
+
+    def timer(self, route: str, method: str) -> Callable[[float], None]:
+        """``observe(seconds)`` of the route's duration histogram."""
+        observe: Callable[[float], None] = self._durations(
+            self.service, route, method if method in METHODS else "OTHER").observe
+        return observe
+
+
 def install(app: Flask, service: str, settings: Settings) -> None:
     """RED metrics and injected faults, in one hook before and one after each request.
 
@@ -23,11 +50,10 @@ def install(app: Flask, service: str, settings: Settings) -> None:
     then see the response the client gets. Label children are looked up once per label set
     (methods outside the standard set are counted as OTHER: labels stay bounded).
     """
-    in_flight = metrics.HTTP_IN_FLIGHT.labels(service)
+    red = app.extensions["watchlog_request_metrics"] = RequestMetrics(service)
+    in_flight = red.in_flight
     faults = Faults(service, settings, lambda: app.extensions["watchlog_store"].rc)
     app.extensions["watchlog_faults"] = faults
-    requests = metrics.child_cache(metrics.HTTP_REQUESTS)
-    durations = metrics.child_cache(metrics.HTTP_DURATION)
 
     @app.before_request
     def start() -> None:
@@ -47,12 +73,10 @@ def install(app: Flask, service: str, settings: Settings) -> None:
             except InjectedFault as err:
                 g.injected = True
                 response = error_response(err)
-        method = request.method if request.method in METHODS else "OTHER"
-        injected = "true" if g.get("injected") else "false"
-        requests(service, route, method, str(response.status_code), injected).inc()
+        red.count(route, request.method, response.status_code, bool(g.get("injected")))
         started = g.get("started")
         if started is not None:
-            observe = durations(service, route, method).observe
+            observe = red.timer(route, request.method)
             if response.is_streamed:  # an export: timed to its last byte, when it is closed
                 response.call_on_close(lambda: observe(time.perf_counter() - started))
             else:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import TypeVar, cast
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -32,6 +32,9 @@ from watchlog.core.settings import Settings
 # A view, sync or async (Flask's view_functions hold either).
 V = TypeVar("V", bound=Callable[..., object])
 
+# Set in the WSGI environ by a path that has already counted the request against the limit
+# (a server never puts a client's header under a key without the HTTP_ prefix).
+COUNTED = "watchlog.rate_counted"
 INGEST_ENDPOINTS = ("ingest.post_activities", "ingest.log_activity")
 # The consumer's routes whose cost grows with the data: ranges of days, whole-day
 # aggregates, streams, and every extraction call.
@@ -50,8 +53,12 @@ class RateLimit:
         self.scope, self.setting = scope, setting
         self.windows = MovingWindowRateLimiter(MemoryStorage())
 
+    def allow(self, key: str) -> bool:
+        """Count a request of ``key``; False when over the limit (a refusal counts nothing)."""
+        return self.windows.hit(self.item, self.scope, key)
+
     def check(self, key: str) -> None:
-        if not self.windows.hit(self.item, self.scope, key):
+        if not self.allow(key):
             reset = self.windows.get_window_stats(self.item, self.scope, key).reset_time
             raise RateLimited(f"over {self.item} for these credentials ({self.setting}); "
                               "retry later", retry_after=max(1, math.ceil(reset - time.time())))
@@ -59,7 +66,8 @@ class RateLimit:
     def wrap(self, view: V) -> V:
         @wraps(view)
         def limited(*args: object, **kwargs: object) -> object:
-            self.check(current_app.extensions["watchlog_auth"].principal().key)
+            if not request.environ.get(COUNTED):  # the lean path counted it (producer/fast)
+                self.check(current_app.extensions["watchlog_auth"].principal().key)
             return view(*args, **kwargs)
 
         return cast(V, limited)  # same signature: wraps only checks first

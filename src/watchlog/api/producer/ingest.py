@@ -125,7 +125,7 @@ def split_items(body: bytes, mimetype: str) -> tuple[list[bytes], bool]:
     return lines, True
 
 
-def validate_items(items: list[bytes], writer: Principal | None
+def validate_items(items: list[bytes], writer: Principal | None, retention_days: int
                    ) -> tuple[list[schema.Event], list[int], dict[int, WatchlogError]]:
     """Validate every item; return the events, their positions and the rejections.
 
@@ -137,19 +137,18 @@ def validate_items(items: list[bytes], writer: Principal | None
             a = schema.decode(raw)
             if writer is not None:
                 writer.may_write(a.device_id, str(a.user_id))
-            events.append(_in_retention(schema.to_event(a)))
+            events.append(_in_retention(schema.to_event(a), retention_days))
             where.append(i)
         except WatchlogError as e:
             errors[i] = e
     return events, where, errors
 
 
-def _in_retention(e: schema.Event) -> schema.Event:
+def _in_retention(e: schema.Event, days: int) -> schema.Event:
     """Refuse a log older than the retention window: it would be stored to expire at once.
 
     (The future bound, 24 h, is the schema's.) docs/security.md, "Bounds".
     """
-    days = settings().retention_days
     if e.ts < time.time() * 1000 - days * keys.DAY_MS:
         raise InvalidInput(f"timestamp: older than the retention of {days} days "
                            "(WATCHLOG_RETENTION_DAYS)", field="timestamp")
@@ -198,11 +197,11 @@ def log_activity() -> Response:
         raw = msgspec.json.encode(doc)
     except RecursionError:  # near the limit: decoded, but deeper than encoding allows
         return json_response({"error": "Invalid JSON", "message": too_deep().message}, 400)
-    events, _, errors = validate_items([raw], _device())
+    events, _, errors = validate_items([raw], _device(), settings().retention_days)
     if errors:
         raise errors[0]
     store().ingest(events)
-    _count(events, [True])
+    count_logs(events, [True])
     return json_response({"message": "Activity logged successfully",
                           "event_id": events[0].event_id})
 
@@ -214,7 +213,7 @@ def _device() -> Principal | None:
 
 
 def _ingest(items: list[bytes], batch: bool, s: Settings) -> Response:
-    events, where, errors = validate_items(items, _device())
+    events, where, errors = validate_items(items, _device(), s.retention_days)
     for e in errors.values():
         metrics.LOGS_REJECTED.labels(e.code).inc()
     if not batch and errors:
@@ -223,7 +222,7 @@ def _ingest(items: list[bytes], batch: bool, s: Settings) -> Response:
         raise next(e for e in errors.values() if isinstance(e, Forbidden))
     created = store().ingest(events)
     metrics.BATCH_SIZE.observe(len(items))
-    _count(events, created)
+    count_logs(events, created)
     if not batch:
         status = "created" if created[0] else "duplicate"
         return json_response({"status": status, "event_id": events[0].event_id},
@@ -244,7 +243,7 @@ def _batch_result(n: int, events: list[schema.Event], where: list[int], created:
             "rejected": len(errors), "items": results}
 
 
-def _count(events: list[schema.Event], created: list[bool]) -> None:
+def count_logs(events: list[schema.Event], created: list[bool]) -> None:
     tally: dict[tuple[str, str], int] = {}
     for e, c in zip(events, created, strict=True):
         key = (schema.ACTIVITY_TYPES[e.type_code], "created" if c else "duplicate")
