@@ -22,6 +22,25 @@ def test_store_resend_is_stored_once_and_counted_once(store: Store) -> None:
     assert by_type["running"]["d"] == 1810
 
 
+def test_store_reads_aggregates_written_in_the_older_layouts(store: Store,
+                                                            cluster: LocalCluster) -> None:
+    """A day written before the user's figures moved into the partition-day hash (its own
+    per-user-day hash, packed or one field per figure) still counts in the summary and the
+    fleet report, added to what was written since."""
+    older, newer = to_events([seed_log(event_id="o1"), seed_log(event_id="n1", duration=10)])
+    p, day = older.partition, older.day
+    rc = cluster.admin_client()
+    try:
+        rc.hset(keys.user_aggregates(p, older.user, day), "0", "1 1800 5000 3000 140 1 140")
+        rc.hset(keys.fleet_aggregates(p, day), mapping={"0:n": 2, "0:d": 100})
+    finally:
+        rc.close()
+    assert store.ingest([newer]) == [True]
+    summary = store.user_days(older.user, [day])[0]["running"]
+    assert (summary["n"], summary["d"]) == (2, 1810)
+    assert store.fleet_day(day)[1]["running"]["n"] == 3  # 2 per-figure + 1 packed
+
+
 def test_store_concurrent_writes_keep_exact_aggregates(store: Store) -> None:
     rng = random.Random(8)
     docs = random_logs(16_000, users=300, rng=rng)
@@ -127,7 +146,6 @@ def test_store_sets_retention_ttls(store: Store, cluster: LocalCluster) -> None:
     rc = cluster.admin_client()
     for e, keep_from in ((fresh, schema_day_end(fresh.day)), (old, now_ms() // 1000)):
         day_keys = [keys.user_index(e.partition, e.user, e.day),
-                    keys.user_aggregates(e.partition, e.user, e.day),
                     keys.fleet_index(e.partition, e.day), keys.fleet_aggregates(e.partition, e.day),
                     keys.active_users(e.partition, e.day), keys.bodies(e.partition, e.day)]
         expected = max(keep_from, now_ms() // 1000) + 30 * 86400

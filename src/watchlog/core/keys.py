@@ -11,10 +11,14 @@ Layout (``T`` the partition tag, ``U`` the user, ``D`` the UTC day as YYYYMMDD):
 key                         type         holds
 ==========================  ===========  ===================================================
 wl:{T}:t:U:D                sorted set   event_id scored by event time (ms); the idempotency set
-wl:{T}:a:U:D                hash         the user's daily aggregates per activity type
+wl:{T}:a:U:D                hash         the user's daily aggregates per activity type, as
+                                         written before they moved into wl:{T}:pa:D (read,
+                                         no longer written; gone with retention)
 wl:{T}:f:D                  sorted set   "<user> <event_id>" scored by event time: fleet index
 wl:{T}:b:D                  hash         "<user> <event_id>" -> compact body: the only copy
-wl:{T}:pa:D                 hash         the partition's daily aggregates per activity type
+wl:{T}:pa:D                 hash         the daily aggregates per activity type: the
+                                         partition's (field "<type>") and each user's
+                                         (field "<user> <type>", user_field)
 wl:{T}:pu:D                 set          users active that day
 wl:{T}:feed                 stream       "<score> <user> <event_id>" of what arrived, for
                                          extraction
@@ -90,7 +94,13 @@ def user_index(p: int, user: str, day: str) -> str:
 
 
 def user_aggregates(p: int, user: str, day: str) -> str:
+    """The older per-user-day aggregates hash: read with the new fields, never written."""
     return _k(p, f"a:{user}:{day}")
+
+
+def user_field(user: str, type_code: int | str) -> str:
+    """Return a user's field for an activity type in the partition-day aggregates hash."""
+    return f"{user} {type_code}"
 
 
 def fleet_index(p: int, day: str) -> str:

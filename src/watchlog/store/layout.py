@@ -49,8 +49,8 @@ class Layout:
 INGEST = Layout(
     "wl_ingest",
     keys={"head": ("feed", "attempt"),
-          "day": ("fleet_index", "fleet_aggregates", "active_users", "bodies"),
-          "group": ("user_index", "user_aggregates")},
+          "day": ("fleet_index", "aggregates", "active_users", "bodies"),
+          "group": ("user_index",)},
     args={"head": ("minid", "retry", "days", "groups"),
           "day": ("expire_at",),
           "group": ("day", "user", "count"),
@@ -73,11 +73,11 @@ BODIES = Layout(
 
 LAYOUTS = (INGEST, PAGE, BODIES)
 
-# An aggregates hash (a user's day, a partition's day) has one field per activity type,
-# its code, holding the type's figures in AGGREGATES order as space-separated integers
-# (the heart-rate ones 0 until a log of the type has one). Read by reader.parse_aggregates,
-# which names each figure by these letters (merged with reader.merge_aggregates), and by
-# the consumer's summaries.
+# The aggregates hash of a partition's day has one field per activity type, its code, for
+# the partition, and one per user and type, '<user> <code>' (keys.user_field), each holding
+# the type's figures in AGGREGATES order as space-separated integers (the heart-rate ones 0
+# until a log of the type has one). Read by reader.parse_aggregates, which names each figure
+# by these letters (merged with reader.merge_aggregates), and by the consumer's summaries.
 COUNT = "n"  # logs
 DURATION = "d"  # seconds
 DISTANCE = "m"  # metres

@@ -89,14 +89,37 @@ def parse_aggregates(raw: dict[bytes, bytes]) -> dict[str, dict[str, int]]:
     return out
 
 
+CODES = [str(c) for c in range(len(ACTIVITY_TYPES))]
+# The partition's fields, and the ones written one per figure before the figures were packed
+# (still read: a hash written then keeps them until it expires).
+FLEET_FIELDS = CODES + [f"{c}:{name}" for c in CODES for name in AGGREGATES]
+
+
+def _fields(names: list[str], values: list[bytes | None]) -> dict[bytes, bytes]:
+    return {n.encode(): v for n, v in zip(names, values, strict=True) if v is not None}
+
+
 def user_aggregates(rc: RedisCluster, user: str,
                     days: list[str]) -> list[dict[str, dict[str, int]]]:
-    """Return the user's aggregates for each day (one pipeline, one slot)."""
+    """Return the user's aggregates for each day (one pipeline, one slot).
+
+    A day's figures are the user's fields of the partition-day aggregates hash, merged with
+    the older per-user-day hash (``keys.user_aggregates``) for days written before.
+    """
     p = keys.partition_of(user)
+    mine = [keys.user_field(user, c) for c in CODES]
     pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for day in days:
+        pipe.hmget(keys.fleet_aggregates(p, day), mine)
         pipe.hgetall(keys.user_aggregates(p, user, day))
-    return [parse_aggregates(r) for r in pipe.execute()]
+    replies = pipe.execute()
+    out = []
+    for fields, older in zip(replies[0::2], replies[1::2], strict=True):
+        found = parse_aggregates(_fields(CODES, fields))
+        for t, figures in parse_aggregates(older).items():
+            merge_aggregates(found.setdefault(t, {}), figures)
+        out.append(found)
+    return out
 
 
 def fleet_day(rc: RedisCluster, day: str) -> tuple[int, dict[str, dict[str, int]]]:
@@ -104,12 +127,12 @@ def fleet_day(rc: RedisCluster, day: str) -> tuple[int, dict[str, dict[str, int]
     pipe: ClusterPipeline = rc.pipeline(transaction=False)
     for p in range(keys.PARTITIONS):
         pipe.scard(keys.active_users(p, day))
-        pipe.hgetall(keys.fleet_aggregates(p, day))
+        pipe.hmget(keys.fleet_aggregates(p, day), FLEET_FIELDS)
     replies = pipe.execute()
     users = sum(replies[0::2])
     merged: dict[str, dict[str, int]] = {}
     for raw in replies[1::2]:
-        for t, fields in parse_aggregates(raw).items():
+        for t, fields in parse_aggregates(_fields(FLEET_FIELDS, raw)).items():
             merge_aggregates(merged.setdefault(t, {}), fields)
     return users, merged
 

@@ -19,8 +19,8 @@ INGEST = Function(layout.INGEST.function)
 RETRY_FLAG = layout.INGEST.arg("head", "retry")
 # Parts this module builds by hand, in an order checked against the layout at import.
 layout.INGEST.order("keys", "head", ("feed", "attempt"))
-layout.INGEST.order("keys", "day", ("fleet_index", "fleet_aggregates", "active_users", "bodies"))
-layout.INGEST.order("keys", "group", ("user_index", "user_aggregates"))
+layout.INGEST.order("keys", "day", ("fleet_index", "aggregates", "active_users", "bodies"))
+layout.INGEST.order("keys", "group", ("user_index",))
 layout.INGEST.order("args", "day", ("expire_at",))
 layout.INGEST.order("args", "group", ("day", "user", "count"))
 layout.INGEST.order("args", "log", ("event_id", "body"))
@@ -67,7 +67,7 @@ def _call(p: int, days: dict[str, dict[str, list[int]]], events: Sequence[Event]
         # that is later (a late log is kept as long as any other, never dropped at once).
         day_args.append(max(day_end(d) + retention_days * 86400, keep_until))
         for u, idx in users.items():
-            group_keys += (keys.user_index(p, u, d), keys.user_aggregates(p, u, d))
+            group_keys.append(keys.user_index(p, u, d))
             group_args += (day_no, u, len(idx))
             for i in idx:
                 bodies += (events[i].event_id, events[i].body)

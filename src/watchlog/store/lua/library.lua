@@ -35,8 +35,8 @@ end
 -- Store a batch of logs of ONE partition, atomically and idempotently.
 local INGEST_KEYS = {
   head = positions{'feed', 'attempt'},
-  day = positions{'fleet_index', 'fleet_aggregates', 'active_users', 'bodies'},
-  group = positions{'user_index', 'user_aggregates'},
+  day = positions{'fleet_index', 'aggregates', 'active_users', 'bodies'},
+  group = positions{'user_index'},
 }
 local INGEST_ARGS = {
   head = positions{'minid', 'retry', 'days', 'groups'},
@@ -57,12 +57,14 @@ local INGEST_ARGS = {
 -- the fleet index, the aggregates, the active users and the feed updated, so a retried
 -- batch counts nothing twice. The body is stored once, in the partition-day's bodies hash
 -- under "<user> <event_id>" (keys.ref); the fleet index and the feed hold that reference.
--- One command per key per call: the bodies (HSET), the indexes (ZADD), each aggregates
--- hash (HMGET, then one HSET of the new values: exact integer sums, the heart-rate max;
--- one field per activity type).
--- Keys get EXPIREAT only when their expiry must move: the aggregates hash keeps the
--- expire-at its keys were given (EXPIRES), read and written by the same HMGET/HSET; a
--- user-day new today also joins the active users then.
+-- One command per key per call: the bodies (HSET), the indexes (ZADD), the active users
+-- (SADD), the partition-day's aggregates hash (HMGET, then one HSET of the new values:
+-- exact integer sums, the heart-rate max), which holds the partition's figures per activity
+-- type (field '<type code>') and each user's (field '<user> <type code>'): one hash for
+-- both, so a new user-day opens one key (its index), not two.
+-- The partition-day's keys get EXPIREAT only when their expiry must move: the aggregates
+-- hash keeps the expire-at they were given (EXPIRES), read and written by the same
+-- HMGET/HSET. A user-day index gets EXPIREAT at every call that adds to it.
 -- Returns one 1 (created) or 0 (duplicate) per log, in call order, and keeps that answer
 -- in `attempt` for KEEP seconds: a retry of the same attempt (the reply or a replica's WAIT
 -- was lost) returns the first answer instead of finding its own writes and calling them
@@ -74,9 +76,9 @@ local function parse(eid, body)
   return {eid, ts, t, tonumber(dur), tonumber(meters), tonumber(hr), tonumber(dk), body}
 end
 
-local function add_log(accs, l)
-  local a = accs[l[3]]
-  if not a then a = {0, 0, 0, 0, 0, 0, 0}; accs[l[3]] = a end
+local function add_log(accs, field, l)
+  local a = accs[field]
+  if not a then a = {0, 0, 0, 0, 0, 0, 0}; accs[field] = a end
   a[1], a[2], a[3], a[4] = a[1] + 1, a[2] + l[4], a[3] + l[5], a[4] + l[7]
   local hr = l[6]
   if hr then
@@ -85,39 +87,44 @@ local function add_log(accs, l)
   end
 end
 
--- An activity type's figures are one field of the aggregates hash, '<type code>', holding
+-- An activity type's figures are one field of the aggregates hash ('<type code>' for the
+-- partition, '<user> <type code>' for a user), holding
 -- the AGGREGATES in order, space-separated integers (heart-rate ones 0 until a log has one).
 local PACKED = '^(%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+)$'
 
--- Add `accs` (type code -> sums) into an aggregates hash with one HMGET and one HSET;
--- return true when the hash's keys must get `expire` (EXPIREAT).
+-- Add `accs` (field -> sums) into an aggregates hash with one HMGET and one HSET (more
+-- only past CHUNK fields); return true when the hash's keys must get `expire` (EXPIREAT).
 local function write_aggregates(key, accs, expire)
   local fields = {}
-  for t in pairs(accs) do fields[#fields + 1] = t end
-  local ntypes = #fields
-  fields[ntypes + 1] = EXPIRES
-  local cur = redis.call('HMGET', key, unpack(fields))
-  local set = {}
-  for i = 1, ntypes do
-    local t = fields[i]
-    local a, v = accs[t], {0, 0, 0, 0, 0, 0, 0}
-    if cur[i] then
-      local n, d, m, c, h, k, x = string.match(cur[i], PACKED)
-      v = {tonumber(n), tonumber(d), tonumber(m), tonumber(c), tonumber(h), tonumber(k),
-           tonumber(x)}
-    end
-    for f = 1, 6 do v[f] = v[f] + a[f] end
-    if a[7] > v[7] then v[7] = a[7] end
-    set[#set + 1] = t
-    set[#set + 1] = string.format('%d %d %d %d %d %d %d', v[1], v[2], v[3], v[4], v[5], v[6],
-                                  v[7])
+  for f in pairs(accs) do fields[#fields + 1] = f end
+  local nfields = #fields
+  fields[nfields + 1] = EXPIRES
+  local cur = {}
+  for i = 1, #fields, CHUNK do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields)))
+    for k = 1, #part do cur[i + k - 1] = part[k] end
   end
-  local moved = tonumber(cur[ntypes + 1]) ~= tonumber(expire)
+  local set = {}
+  for i = 1, nfields do
+    local f = fields[i]
+    local a, c = accs[f], cur[i]
+    if c then
+      local n, d, m, k, h, hk, x = string.match(c, PACKED)
+      a[1], a[2], a[3], a[4] = a[1] + n, a[2] + d, a[3] + m, a[4] + k
+      a[5], a[6] = a[5] + h, a[6] + hk
+      x = tonumber(x)
+      if x > a[7] then a[7] = x end
+    end
+    set[#set + 1] = f
+    set[#set + 1] = string.format('%d %d %d %d %d %d %d', a[1], a[2], a[3], a[4], a[5], a[6],
+                                  a[7])
+  end
+  local moved = tonumber(cur[nfields + 1]) ~= tonumber(expire)
   if moved then
     set[#set + 1] = EXPIRES
     set[#set + 1] = expire
   end
-  redis.call('HSET', key, unpack(set))
+  variadic('HSET', key, set)
   return moved
 end
 
@@ -183,7 +190,7 @@ local function ingest(KEYS, ARGV)
       end
       if #add > 0 then variadic('ZADD', index, add) end
     end
-    local D, accs = days[d], nil
+    local D, fresh_logs = days[d], false
     for j = 1, #logs do
       if fresh[j] then
         local l = logs[j]
@@ -195,30 +202,27 @@ local function ingest(KEYS, ARGV)
         ix[#ix + 1] = l[2]
         ix[#ix + 1] = ref
         feed[#feed + 1] = l[2] .. ' ' .. ref
-        accs = accs or {}
-        add_log(accs, l)
-        add_log(D[3], l)
+        add_log(D[3], l[3], l)
+        add_log(D[3], user .. ' ' .. l[3], l)
+        fresh_logs = true
         out[#out + 1], marks[#marks + 1] = 1, '1'
       else
         out[#out + 1], marks[#marks + 1] = 0, '0'
       end
     end
-    if accs then
-      local agg = KEYS[gk + KG.user_aggregates]
-      if write_aggregates(agg, accs, expire_of(d)) then
-        redis.call('EXPIREAT', index, expire_of(d))
-        redis.call('EXPIREAT', agg, expire_of(d))
-        D[4][#D[4] + 1] = user -- a user-day new in this call: one more active user
-      end
+    if fresh_logs then
+      -- the user-day's index expires with its partition-day (a late log moves both)
+      redis.call('EXPIREAT', index, expire_of(d))
+      D[4][#D[4] + 1] = user
     end
   end
 
   for d, D in pairs(days) do
     variadic('HSET', day_key(d, 'bodies'), D[1])
     variadic('ZADD', day_key(d, 'fleet_index'), D[2])
-    if #D[4] > 0 then variadic('SADD', day_key(d, 'active_users'), D[4]) end
-    if write_aggregates(day_key(d, 'fleet_aggregates'), D[3], expire_of(d)) then
-      for _, name in ipairs{'fleet_index', 'fleet_aggregates', 'active_users', 'bodies'} do
+    variadic('SADD', day_key(d, 'active_users'), D[4])
+    if write_aggregates(day_key(d, 'aggregates'), D[3], expire_of(d)) then
+      for _, name in ipairs{'fleet_index', 'aggregates', 'active_users', 'bodies'} do
         redis.call('EXPIREAT', day_key(d, name), expire_of(d))
       end
     end
