@@ -43,20 +43,24 @@ def start(cluster: LocalCluster, credentials: Credentials, tmp: Path, service: s
 
 
 class SlowSender(threading.Thread):
-    """Send a POST's headers, then its 100000-byte body one byte a second; when answered
-    (or cut), note the answer and start again, until ``stop``."""
+    """Send a POST's headers, then its body (100000 bytes: a batch; 300: one log, which the
+    producer's lean path reads) one byte a second; when answered (or cut), note the answer
+    and start again, until ``stop``."""
 
-    def __init__(self, port: int, path: str, token: str, stop: threading.Event) -> None:
+    def __init__(self, port: int, path: str, token: str, stop: threading.Event,
+                 length: int = 100000) -> None:
         super().__init__(daemon=True)
         self.port, self.path, self.token, self.stop = port, path, token, stop
+        self.length = length
         self.answers: list[bytes] = []
 
     def run(self) -> None:
         while not self.stop.is_set():
             with socket.create_connection(("127.0.0.1", self.port)) as s:
-                s.sendall(f"POST {self.path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
-                          f"Content-Type: application/json\r\nAuthorization: Bearer "
-                          f"{self.token}\r\n\r\n[".encode())
+                first = "[" if self.length > 16384 else "{"
+                s.sendall(f"POST {self.path} HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                          f"{self.length}\r\nContent-Type: application/json\r\n"
+                          f"Authorization: Bearer {self.token}\r\n\r\n{first}".encode())
                 s.settimeout(1.0)
                 while not self.stop.is_set():
                     try:
@@ -90,9 +94,9 @@ def slow_senders() -> Iterator[Any]:
     stop = threading.Event()
     started: list[SlowSender] = []
 
-    def launch(port: int, path: str, token: str) -> list[SlowSender]:
+    def launch(port: int, path: str, token: str, length: int = 100000) -> list[SlowSender]:
         for _ in range(SLOW_CLIENTS):
-            t = SlowSender(port, path, token, stop)
+            t = SlowSender(port, path, token, stop, length)
             t.start()
             started.append(t)
         return started
@@ -126,16 +130,19 @@ def normal_posts(url: str, headers: dict[str, str], seconds: float) -> list[str]
         url + "/v1/activities", json=seed_log(duration=i), headers=headers), seconds)
 
 
-@pytest.mark.parametrize("server, bounded", [("granian", True), ("gunicorn", True),
-                                             ("granian", False)],
-                         ids=["granian", "gunicorn", "unbounded-control"])
+@pytest.mark.parametrize("server, bounded, length", [
+    ("granian", True, 100000), ("gunicorn", True, 100000), ("granian", False, 100000),
+    ("granian", True, 300), ("granian", False, 300)],
+    ids=["granian", "gunicorn", "unbounded-control", "granian-one-log",
+         "unbounded-control-one-log"])
 def test_slow_bodies_cannot_starve_normal_posts(cluster, credentials, tmp_path, slow_senders,
-                                                server: str, bounded: bool) -> None:
+                                                server: str, bounded: bool,
+                                                length: int) -> None:
     off = {} if bounded else {"WATCHLOG_BODY_TIMEOUT": "0", "WATCHLOG_BODY_MIN_RATE": "0"}
     svc, url = start(cluster, credentials, tmp_path, "producer", WATCHLOG_SERVER=server, **off)
     try:
         senders = slow_senders(int(url.rpartition(":")[2]), "/v1/activities",
-                               credentials.ingest_token)
+                               credentials.ingest_token, length)
         time.sleep(1.5)  # every request thread is now taken by a slow body
         outcomes = normal_posts(url, bearer(credentials.ingest_token), ATTACK_S)
     finally:
