@@ -1,9 +1,10 @@
-"""The single-log POST against the naive one-command endpoint, the loop for changes to it.
+"""The single-log POST against the naive endpoint and the seed's producer: the loop for it.
 
-``python -m bench.single [ROUNDS] [SECONDS]``: one cluster, the naive endpoint
-(``bench/naive_app.py``) and the producer served as ``watchlog up`` serves them, the same
-single-log POSTs from wrk in interleaved rounds; prints req/s, the server's CPU per request
-and the masters' CPU per request of each round, and the ratio of the medians.
+``python -m bench.single [ROUNDS] [SECONDS]``: one cluster, the naive one-command endpoint
+(``bench/naive_app.py``), the seed's producer (``bench/seed_app.py``) and the producer, each
+served as ``watchlog up`` serves the producer, the same single-log POSTs from wrk in
+interleaved rounds; prints req/s, the server's CPU per request and the masters' CPU per
+request of each round, and the producer's ratio to each peer's median.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from bench.stack import Stack
 def main(rounds: int = 3, seconds: float = 8.0) -> None:
     stack = Stack.start(Path(tempfile.mkdtemp(prefix="watchlog-single-")))
     mode = MODES["quick"]
-    rps: dict[str, list[float]] = {"naive": [], "producer": []}
+    rps: dict[str, list[float]] = {"naive": [], "seed": [], "producer": []}
     try:
-        naive = stack.serve_naive("naive")
-        prod = stack.serve_watchlog("producer")
+        peers = {"naive": stack.serve_naive("naive"), "seed": stack.serve_seed("seed"),
+                 "producer": stack.serve_watchlog("producer")}
         for n in range(rounds):
-            for name, svc in (("naive", naive), ("producer", prod)):
-                if name == "naive":
+            for name, svc in peers.items():
+                if name != "producer":
                     r = ingest.trivial(stack, svc, mode, f"sn{n}", seconds=seconds)
                 else:
                     r = ingest.post(stack, svc, mode, 1, f"sp{n}", seconds=seconds)
@@ -36,8 +37,9 @@ def main(rounds: int = 3, seconds: float = 8.0) -> None:
                       f"{r['server_cpu_cores'] / r['rps'] * 1e6:5.0f} µs server CPU/request  "
                       f"{r['redis_cpu_us_per_event']:6.1f} µs Redis CPU/request  "
                       f"p99 {r['p99_ms']} ms", flush=True)
-        print(f"producer / naive (medians): "
-              f"{statistics.median(rps['producer']) / statistics.median(rps['naive']):.2f}")
+        for peer in ("naive", "seed"):
+            ratio = statistics.median(rps["producer"]) / statistics.median(rps[peer])
+            print(f"producer / {peer} (medians): {ratio:.2f}")
     finally:
         stack.stop()
 

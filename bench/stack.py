@@ -120,6 +120,12 @@ class Stack:
         return self.serve(name, argv, "/", WATCHLOG_REDIS_USERNAME=ADMIN_USER,
                           WATCHLOG_REDIS_PASSWORD=self.credentials.redis_admin_password, **extra)
 
+    def serve_seed(self, name: str, **extra: str) -> Service:
+        """The seed's producer (``bench/seed_app.py``), as the admin user (it ``RPUSH``es)."""
+        argv = [sys.executable, "-m", "bench.seed_app", "--port", "{port}"]
+        return self.serve(name, argv, "/", WATCHLOG_REDIS_USERNAME=ADMIN_USER,
+                          WATCHLOG_REDIS_PASSWORD=self.credentials.redis_admin_password, **extra)
+
     def stop_service(self, name: str) -> None:
         svc = self.services.pop(name, None)
         if svc is not None:

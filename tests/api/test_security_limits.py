@@ -11,11 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from flask import request
 
-from helpers import json_of, now_ms, seed_log
+from helpers import bearer, json_of, now_ms, seed_log
 from watchlog.api.auth import Auth, Principal
 from watchlog.cli.main import cli
 from watchlog.core.credentials import Credentials
@@ -275,6 +276,25 @@ def test_native_processes_hold_only_the_secrets_they_check(live_stack) -> None:
     # them (the same check on it finds them all)
     common = base_env(Settings(), creds, state, "redis://x", Ports())
     assert secrets_in(common, creds) >= NEEDED["producer"] | NEEDED["consumer"]
+
+
+def test_a_key_an_api_does_not_hold_is_unknown_there(live_stack) -> None:
+    """On `watchlog up` the producer does not hold the reader key, nor the consumer the
+    ingest token: there they are unknown credentials, 401, not 403 (docs/security.md, "Who
+    may do what"). Control: the key the API holds passes the same check."""
+    from watchlog.core.credentials import load_or_create
+
+    creds = load_or_create(Path(live_stack["state_dir"]))
+    doc = {"user_id": 7, "activity_type": "running", "timestamp": "2000-01-02T00:00:00Z"}
+    post = httpx.post(live_stack["producer"] + "/v1/activities", json=doc,
+                      headers=bearer(creds.reader_key))
+    report = httpx.get(live_stack["consumer"] + "/v1/reports/daily",
+                       headers=bearer(creds.ingest_token))
+    assert (post.status_code, report.status_code) == (401, 401)
+    assert post.json()["message"] == report.json()["message"] == "invalid credentials"
+    control = httpx.get(live_stack["consumer"] + "/v1/reports/daily",
+                        headers=bearer(creds.reader_key))
+    assert control.status_code != 401
 
 
 def test_native_env_scoping_without_a_stack(tmp_path) -> None:

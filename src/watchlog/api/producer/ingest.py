@@ -43,11 +43,14 @@ def read_body(limit: int) -> bytes:
         raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
     encoding = (request.headers.get("Content-Encoding") or "identity").lower()
     if encoding == "identity":
+        if length is None:  # chunked: Werkzeug's stream ends at the limit without a word
+            return _read_to_the_end(request.environ["wsgi.input"], limit)
         body = request.get_data(cache=False)
         if len(body) > limit:
             raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
         return body
     if encoding not in ("gzip", "x-gzip", "zstd"):
+        metrics.LOGS_REJECTED.labels("unsupported_media_type").inc()
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r}: use gzip, zstd or none")
     stream = request.stream
     try:
@@ -62,14 +65,30 @@ def read_body(limit: int) -> bytes:
             pass
 
 
-def bounded(pieces: Iterator[bytes], limit: int) -> bytes:
-    """Join decompressed pieces, stopping (413) at the first byte past ``limit``."""
+def _read_to_the_end(stream: IO[bytes], limit: int) -> bytes:
+    """Read a body of unknown length (chunked) from the server's stream: 413 past ``limit``.
+
+    Past the limit, up to ``limit`` more bytes are read and dropped, so that the client,
+    still sending, gets the 413 rather than a reset connection; a longer body is cut.
+    """
+    try:
+        return bounded(iter(lambda: stream.read(PIECE), b""), limit, "request body")
+    except PayloadTooLarge:
+        for _ in range(limit // PIECE):
+            if not stream.read(PIECE):
+                break
+        raise
+
+
+def bounded(pieces: Iterator[bytes], limit: int, what: str = "decompressed body") -> bytes:
+    """Join pieces (decompressed ones, by default), stopping (413) at the first byte past
+    ``limit``."""
     out: list[bytes] = []
     size = 0
     for piece in pieces:
         size += len(piece)
         if size > limit:
-            raise PayloadTooLarge(f"decompressed body over the limit of {limit} bytes")
+            raise PayloadTooLarge(f"{what} over the limit of {limit} bytes")
         out.append(piece)
     return b"".join(out)
 

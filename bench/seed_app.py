@@ -1,0 +1,65 @@
+"""The seed's own producer, from the seed's description, as the peer of the single-log POST.
+
+``python -m bench.seed_app --port P`` serves what the seed's producer was: a Flask route
+that takes a JSON log, checks that the seed's fields are present, ``RPUSH``es the JSON to
+one key of the cluster through redis-py's ``RedisCluster`` client, with the request metrics
+of ``prometheus_flask_exporter`` (``PrometheusMetrics(app)``, its defaults). It is written
+here from that description, not copied, and served exactly as ``watchlog serve`` serves the
+producer (``bench.trivial_app.serve_as_the_producer``). The naive endpoint
+(``bench/naive_app.py``) is the same without the JSON round trip and the metrics: the
+ceiling the issue names; this one is the system the producer replaces.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+from flask import Flask, Response, jsonify, request
+from prometheus_flask_exporter import PrometheusMetrics
+
+from bench.trivial_app import serve_as_the_producer
+from watchlog.core.schema import REQUIRED_SEED_FIELDS
+from watchlog.core.settings import Settings
+from watchlog.store.cluster import connect
+
+KEY = "seed:activity_logs"
+
+
+def create_app() -> Flask:
+    app = Flask("seed")
+    PrometheusMetrics(app)
+    state: dict[str, object] = {}
+
+    def client():  # noqa: ANN202 - created after the server forks its workers
+        rc = state.get("rc")
+        if rc is None:
+            rc = state["rc"] = connect(Settings.from_env())
+        return rc
+
+    @app.route("/", methods=["GET", "POST"])
+    def log_activity() -> tuple[Response, int]:
+        if request.method == "GET":
+            return jsonify(status="ok"), 200
+        data = request.get_json()
+        missing = [f for f in REQUIRED_SEED_FIELDS if f not in data]
+        if missing:
+            return jsonify(error=f"Missing fields: {', '.join(missing)}"), 400
+        client().rpush(KEY, json.dumps(data))  # type: ignore[attr-defined]
+        return jsonify(message="Activity logged successfully"), 201
+
+    return app
+
+
+app = create_app()
+
+
+@click.command()
+@click.option("--port", type=int, required=True)
+def main(port: int) -> None:
+    """Serve the seed's producer as the producer is served."""
+    serve_as_the_producer("seed", app, "bench.seed_app:app", port)
+
+
+if __name__ == "__main__":
+    main()
