@@ -24,6 +24,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [
         ("single-event POST / naive one-command endpoint req/s", ">=", 1.0,
          _ratio(s["single_post"]["rps"], c.get("naive", {}).get("rps"))),
+        ("single-event POST / the seed's producer req/s (the issue's side-by-side)", ">=", 1.0,
+         _ratio(s["single_post"]["rps"], c.get("seed", {}).get("rps"))),
         ("single-event POST / trivial endpoint req/s", ">=", 0.70,
          _ratio(s["single_post"]["rps"], c["trivial"]["rps"])),
         ("Redis CPU per stored log, batch 1,000 / one two-key Lua call", "<=", 2.5,
@@ -98,7 +100,8 @@ def _redis_cost(r: dict[str, Any]) -> list[str]:
     ref = c["redis_benchmark"].get("redis_cpu_us_per_event")
     rows = {k: d for k, d in {**c, **s}.items()
             if d.get("redis_cpu_us_per_event") is not None and (
-                k in ("redis_benchmark", "direct_write", "naive") or k in s and "batch" in d)}
+                k in ("redis_benchmark", "direct_write", "naive", "seed")
+                or k in s and "batch" in d)}
     out = ["### Redis CPU per stored log (masters' used_cpu_sys + used_cpu_user)", ""]
     out += _table(["write", "Redis µs per log", "× two-key Lua call", "Redis commands per log"],
                   [[LABELS.get(k, k), d["redis_cpu_us_per_event"],
@@ -175,6 +178,7 @@ def _profile(prof: dict[str, Any]) -> list[str]:
 LABELS = {
     "trivial": "ceiling: trivial endpoint (single POST)",
     "naive": "ceiling: naive one-command endpoint (RPUSH, single POST)",
+    "seed": "peer: the seed's producer (RPUSH of the JSON, prometheus_flask_exporter)",
     "direct_write": "ceiling: Store.ingest direct (1,000/call)",
     "redis_benchmark": "ceiling: redis-benchmark two-key Lua, -P 64",
     "single_post": "single-event POST",

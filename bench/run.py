@@ -53,14 +53,19 @@ def writes(r: dict[str, Any], stack: Stack, mode: Mode, run: str, work: Path) ->
     step(r, "ceilings", "direct_write", ceilings.direct_write, stack, mode.direct_events, run)
     step(r, "ceilings", "redis_benchmark", ceilings.redis_benchmark, stack, mode.rb_requests)
     naive = stack.serve_naive("naive")
+    seed = stack.serve_seed("seed")
     prod = stack.serve_watchlog("producer")
-    # The naive endpoint and the single-log POST in interleaved rounds; the median of each.
+    # The naive endpoint, the seed's producer and the single-log POST in interleaved rounds;
+    # the median of each.
     rounds: dict[str, Any] = {}
     for n in range(mode.single_rounds):
         step(rounds, "naive", str(n), ingest.trivial, stack, naive, mode, f"{run}n{n}")
+        step(rounds, "seed", str(n), ingest.trivial, stack, seed, mode, f"{run}s{n}")
         step(rounds, "single_post", str(n), ingest.post, stack, prod, mode, 1, f"{run}b1r{n}")
     stack.stop_service("naive")
-    r.setdefault("ceilings", {})["naive"] = _median(list(rounds["naive"].values()))
+    stack.stop_service("seed")
+    for peer in ("naive", "seed"):
+        r.setdefault("ceilings", {})[peer] = _median(list(rounds[peer].values()))
     r.setdefault("scenarios", {})["single_post"] = _median(
         list(rounds["single_post"].values()))
     r["single_rounds"] = {k: [x["rps"] for x in v.values()] for k, v in rounds.items()}
