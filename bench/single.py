@@ -45,5 +45,5 @@ def main(rounds: int = 3, seconds: float = 8.0) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(sys.argv[1]),) if len(sys.argv) > 1 else (),
-         **({"seconds": float(sys.argv[2])} if len(sys.argv) > 2 else {}))
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3,
+         float(sys.argv[2]) if len(sys.argv) > 2 else 8.0)

@@ -94,7 +94,11 @@ def apps(cluster_settings: Settings, store: Store, tmp_path: Path) -> dict[str, 
     s = cluster_settings.replace(device_tokens_file=str(tokens))
     lean, flask_only = create_app(s, store), create_app(s, store, lean=False)
     through_flask: list[str] = []
-    lean.before_request(lambda: through_flask.append("x") and None)
+
+    @lean.before_request
+    def seen() -> None:
+        through_flask.append("x")
+
     return {"lean": lean.test_client(), "flask": flask_only.test_client(),
             "through_flask": through_flask}
 
