@@ -439,7 +439,10 @@ def test_cluster_commands_refuse_what_cannot_be_done_and_an_add_stopped_early_le
 # A `watchlog cluster` run whose key moves pause 3 s (announced on stdout), so that a signal
 # lands while a partition is half-moved; DEFER_SIGNALS=False is the negative control.
 SLOW_RUN = """
-import sys, time
+import signal, sys, time
+# Python leaves SIGINT ignored when it starts ignored (a shell's background job): the
+# negative control below needs Ctrl-C's usual KeyboardInterrupt whatever started the suite.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from watchlog.launcher.redis import scale
 scale.DEFER_SIGNALS = {defer}
 real = scale.Mover._migrate_keys

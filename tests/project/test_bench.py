@@ -64,7 +64,7 @@ def test_bench_quick_measures_every_ceiling(results: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 def test_bench_quick_evaluates_every_target(results: dict[str, Any]) -> None:
-    assert len(results["targets"]) == 11
+    assert len(results["targets"]) == 12
     assert all(t["measured"] is not None and t["met"] in (True, False)
                for t in results["targets"])
     mem = results["memory"]

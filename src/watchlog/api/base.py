@@ -38,10 +38,10 @@ def create_base_app(service: str, settings: Settings, store: Store | None,
     app.extensions["watchlog_auth"] = Auth(settings)
     errors.install(app)
     hooks.install(app, service, settings)
-    # WSGI middleware goes in place of the app's wsgi_app method, as Flask documents.
     wsgi_app: WSGIApplication = app.wsgi_app
     if inner is not None:
         wsgi_app = inner(app, wsgi_app)
+    # WSGI middleware goes in place of the app's wsgi_app method, as Flask documents.
     app.wsgi_app = SecurityHeaders(BoundedBodies(  # type: ignore[method-assign]
         wsgi_app, settings.body_timeout, settings.body_min_rate, settings.threads))
     if settings.proxy_hops:  # opt-in: a forwarding header is trusted only from known proxies
