@@ -12,31 +12,22 @@ compared with it in the same run. Its Redis user comes from ``WATCHLOG_REDIS_USE
 
 from __future__ import annotations
 
-import click
 from flask import Flask, Response, request
 
-from bench.trivial_app import serve_as_the_producer
-from watchlog.core.settings import Settings
-from watchlog.store.cluster import connect
+from bench.trivial_app import lazy_cluster, serve_command
 
 KEY = "naive:logs"
 
 
 def create_app() -> Flask:
     app = Flask("naive")
-    state: dict[str, object] = {}
-
-    def client():  # noqa: ANN202 - created after the server forks its workers
-        rc = state.get("rc")
-        if rc is None:
-            rc = state["rc"] = connect(Settings.from_env())
-        return rc
+    client = lazy_cluster()
 
     @app.route("/", methods=["GET", "POST"])
     def index() -> Response:
         if request.method == "GET":
             return Response(b'{"status":"ok"}', mimetype="application/json")
-        n = client().rpush(KEY, request.get_data(cache=False))  # type: ignore[attr-defined]
+        n = client().rpush(KEY, request.get_data(cache=False))
         return Response(b'{"status":"ok","length":%d}' % n, status=201,
                         mimetype="application/json")
 
@@ -46,11 +37,7 @@ def create_app() -> Flask:
 app = create_app()
 
 
-@click.command()
-@click.option("--port", type=int, required=True)
-def main(port: int) -> None:
-    """Serve the naive endpoint as the producer is served."""
-    serve_as_the_producer("naive", app, "bench.naive_app:app", port)
+main = serve_command("naive", app, "bench.naive_app:app")
 
 
 if __name__ == "__main__":

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import json
 
-import click
 from flask import Flask, Response, jsonify, request
 from prometheus_flask_exporter import PrometheusMetrics
 
-from bench.trivial_app import serve_as_the_producer
+from bench.trivial_app import lazy_cluster, serve_command
 from watchlog.core.schema import REQUIRED_SEED_FIELDS
-from watchlog.core.settings import Settings
-from watchlog.store.cluster import connect
 
 KEY = "seed:activity_logs"
 
@@ -29,13 +26,7 @@ KEY = "seed:activity_logs"
 def create_app() -> Flask:
     app = Flask("seed")
     PrometheusMetrics(app)
-    state: dict[str, object] = {}
-
-    def client():  # noqa: ANN202 - created after the server forks its workers
-        rc = state.get("rc")
-        if rc is None:
-            rc = state["rc"] = connect(Settings.from_env())
-        return rc
+    client = lazy_cluster()
 
     @app.route("/", methods=["GET", "POST"])
     def log_activity() -> tuple[Response, int]:
@@ -45,7 +36,7 @@ def create_app() -> Flask:
         missing = [f for f in REQUIRED_SEED_FIELDS if f not in data]
         if missing:
             return jsonify(error=f"Missing fields: {', '.join(missing)}"), 400
-        client().rpush(KEY, json.dumps(data))  # type: ignore[attr-defined]
+        client().rpush(KEY, json.dumps(data))
         return jsonify(message="Activity logged successfully"), 201
 
     return app
@@ -54,11 +45,7 @@ def create_app() -> Flask:
 app = create_app()
 
 
-@click.command()
-@click.option("--port", type=int, required=True)
-def main(port: int) -> None:
-    """Serve the seed's producer as the producer is served."""
-    serve_as_the_producer("seed", app, "bench.seed_app:app", port)
+main = serve_command("seed", app, "bench.seed_app:app")
 
 
 if __name__ == "__main__":

@@ -115,14 +115,16 @@ class Stack:
         return self.serve(name, argv, "/", **extra)
 
     def serve_naive(self, name: str, **extra: str) -> Service:
-        """The one-command RPUSH endpoint (``bench/naive_app.py``), as the admin user."""
-        argv = [sys.executable, "-m", "bench.naive_app", "--port", "{port}"]
-        return self.serve(name, argv, "/", WATCHLOG_REDIS_USERNAME=ADMIN_USER,
-                          WATCHLOG_REDIS_PASSWORD=self.credentials.redis_admin_password, **extra)
+        """The one-command RPUSH endpoint (``bench/naive_app.py``)."""
+        return self._serve_rpush(name, "bench.naive_app", **extra)
 
     def serve_seed(self, name: str, **extra: str) -> Service:
-        """The seed's producer (``bench/seed_app.py``), as the admin user (it ``RPUSH``es)."""
-        argv = [sys.executable, "-m", "bench.seed_app", "--port", "{port}"]
+        """The seed's producer (``bench/seed_app.py``)."""
+        return self._serve_rpush(name, "bench.seed_app", **extra)
+
+    def _serve_rpush(self, name: str, module: str, **extra: str) -> Service:
+        """An app that ``RPUSH``es, as the admin user (the apps' user may not)."""
+        argv = [sys.executable, "-m", module, "--port", "{port}"]
         return self.serve(name, argv, "/", WATCHLOG_REDIS_USERNAME=ADMIN_USER,
                           WATCHLOG_REDIS_PASSWORD=self.credentials.redis_admin_password, **extra)
 

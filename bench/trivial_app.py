@@ -8,12 +8,16 @@ JSON document, as the producer does, but validates and stores nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 import msgspec
 from flask import Flask, Response, request
+from redis.cluster import RedisCluster
 
 from watchlog.cli.serve import GunicornServer, granian_server, gunicorn_options
 from watchlog.core.settings import Settings
+from watchlog.store.cluster import connect
 
 
 def create_app() -> Flask:
@@ -42,11 +46,31 @@ def serve_as_the_producer(name: str, flask_app: Flask, target: str, port: int) -
     GunicornServer(lambda: flask_app, options).run()
 
 
-@click.command()
-@click.option("--port", type=int, required=True)
-def main(port: int) -> None:
-    """Serve the trivial endpoint as the producer is served."""
-    serve_as_the_producer("trivial", app, "bench.trivial_app:app", port)
+def serve_command(name: str, flask_app: Flask, target: str) -> click.Command:
+    """``--port P``: serve ``flask_app`` (importable as ``target``) as the producer is served."""
+
+    @click.command(help=f"Serve the {name} endpoint as the producer is served.")
+    @click.option("--port", type=int, required=True)
+    def main(port: int) -> None:
+        serve_as_the_producer(name, flask_app, target, port)
+
+    return main
+
+
+def lazy_cluster() -> Callable[[], RedisCluster]:
+    """A getter of one cluster client per process, made at its first use (after the server
+    forks its workers), from the environment's settings."""
+    state: list[RedisCluster] = []
+
+    def client() -> RedisCluster:
+        if not state:
+            state.append(connect(Settings.from_env()))
+        return state[0]
+
+    return client
+
+
+main = serve_command("trivial", app, "bench.trivial_app:app")
 
 
 if __name__ == "__main__":

@@ -296,3 +296,23 @@ def test_export_latency_is_observed_at_the_last_byte(producer, consumer, ingest_
     r = consumer.get("/v1/users/u1/activities", headers=reader_headers, buffered=False)
     assert count(plain) == before + 1
     r.close()
+
+
+@pytest.mark.parametrize("route", ["/v1/activities", "/log_activity"])
+def test_logs_ingested_counts_a_resend_as_a_duplicate_on_both_ingest_routes(
+        producer, ingest_headers, route: str) -> None:
+    """The producer's own ledger of logs, per route: a log and its resend are one created and
+    one duplicate (the seed's route used to count every log it was sent as created)."""
+    from prometheus_client import REGISTRY
+
+    def counted(result: str) -> float:
+        return REGISTRY.get_sample_value(
+            "watchlog_logs_ingested_total",
+            {"activity_type": "running", "result": result}) or 0.0
+
+    doc = seed_log(event_id=f"resend-{route.strip('/').replace('/', '-')}")
+    before = counted("created"), counted("duplicate")
+    answers = [producer.post(route, json=doc, headers=ingest_headers).status_code
+               for _ in range(2)]
+    assert answers[0] in (200, 201) and answers[1] == 200
+    assert (counted("created") - before[0], counted("duplicate") - before[1]) == (1, 1)

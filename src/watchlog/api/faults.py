@@ -226,15 +226,15 @@ class Faults:
             return False
         return route in spec.routes if spec.routes else True
 
-    def quiet(self, route: str) -> bool:
+    def quiet(self, route: str, spec: FaultSpec | None = None) -> bool:
         """True when no fault can apply to ``route`` now (no draw is made)."""
-        spec = self.current()
+        spec = spec or self.current()
         return not (spec.delay_p or spec.abort_p) or not self.applies(spec, route)
 
     def before(self, route: str) -> bool:
         """Maybe sleep, maybe fail now; return True when the abort is due after commit."""
         spec = self.current()
-        if not (spec.delay_p or spec.abort_p) or not self.applies(spec, route):
+        if self.quiet(route, spec):
             return False
         if spec.delay_p and self.rng.random() < spec.delay_p:
             metrics.FAULTS.labels(self.service, route, "delay").inc()

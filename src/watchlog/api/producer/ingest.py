@@ -23,6 +23,7 @@ from watchlog.core.errors import (
     too_deep,
 )
 from watchlog.core.settings import Settings
+from watchlog.store import Store
 
 JSON_TYPES = ("application/json", "application/x-ndjson", "application/ndjson")
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
@@ -148,7 +149,8 @@ def validate_items(items: list[bytes], writer: Principal | None, retention_days:
                    ) -> tuple[list[schema.Event], list[int], dict[int, WatchlogError]]:
     """Validate every item; return the events, their positions and the rejections.
 
-    A device token's item for another device or another user is a ``Forbidden`` rejection.
+    A device token's item for another device or another user is a ``Forbidden`` rejection
+    (``Principal.may_write``; any other principal may write any log).
     """
     events, where, errors = [], [], {}
     for i, raw in enumerate(items):
@@ -216,36 +218,25 @@ def log_activity() -> Response:
         raw = msgspec.json.encode(doc)
     except RecursionError:  # near the limit: decoded, but deeper than encoding allows
         return json_response({"error": "Invalid JSON", "message": too_deep().message}, 400)
-    events, _, errors = validate_items([raw], _device(), settings().retention_days)
+    events, _, errors = validate_items([raw], g.get("principal"), settings().retention_days)
     if errors:
         raise errors[0]
-    store().ingest(events)
-    count_logs(events, [True])
+    store_logs(store(), events, 1)
     return json_response({"message": "Activity logged successfully",
                           "event_id": events[0].event_id})
 
 
-def _device() -> Principal | None:
-    """Return the principal when it is a device token (bound to a device and its users)."""
-    p: Principal | None = g.get("principal")
-    return p if p is not None and p.device_id is not None else None
-
-
 def _ingest(items: list[bytes], batch: bool, s: Settings) -> Response:
-    events, where, errors = validate_items(items, _device(), s.retention_days)
+    events, where, errors = validate_items(items, g.get("principal"), s.retention_days)
     for e in errors.values():
         metrics.LOGS_REJECTED.labels(e.code).inc()
     if not batch and errors:
         raise errors[0]
     if any(isinstance(e, Forbidden) for e in errors.values()):
         raise next(e for e in errors.values() if isinstance(e, Forbidden))
-    created = store().ingest(events)
-    metrics.BATCH_SIZE.observe(len(items))
-    count_logs(events, created)
+    created = store_logs(store(), events, len(items))
     if not batch:
-        status = "created" if created[0] else "duplicate"
-        return json_response({"status": status, "event_id": events[0].event_id},
-                             201 if created[0] else 200)
+        return json_response(*single_answer(events[0], created[0]))
     return json_response(_batch_result(len(items), events, where, created, errors))
 
 
@@ -262,7 +253,21 @@ def _batch_result(n: int, events: list[schema.Event], where: list[int], created:
             "rejected": len(errors), "items": results}
 
 
-def count_logs(events: list[schema.Event], created: list[bool]) -> None:
+def store_logs(into: Store, events: list[schema.Event], items: int) -> list[bool]:
+    """Store validated events; count the request's size and each log, created or duplicate."""
+    created = into.ingest(events)
+    metrics.BATCH_SIZE.observe(items)
+    _count_logs(events, created)
+    return created
+
+
+def single_answer(event: schema.Event, created: bool) -> tuple[dict[str, object], int]:
+    """The answer to a single log: 201 created, or 200 duplicate."""
+    status = "created" if created else "duplicate"
+    return {"status": status, "event_id": event.event_id}, 201 if created else 200
+
+
+def _count_logs(events: list[schema.Event], created: list[bool]) -> None:
     tally: dict[tuple[str, str], int] = {}
     for e, c in zip(events, created, strict=True):
         key = (schema.ACTIVITY_TYPES[e.type_code], "created" if c else "duplicate")
