@@ -67,7 +67,7 @@ def _wait(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
 # The shipped threshold of WatchlogExtractionStalled (oldest waiting log older than 5 minutes),
 # and the test's: a test cannot wait 5 minutes.
 STALLED_SHIPPED, STALLED_TEST = "(watchlog_extraction_oldest_waiting_seconds[1m])) > 300", \
-    "(watchlog_extraction_oldest_waiting_seconds[1m])) > 5"
+    "(watchlog_extraction_oldest_waiting_seconds[10s])) > 5"
 
 
 def _fast_rules(target: Path) -> Path:
