@@ -28,8 +28,8 @@ from watchlog.launcher.redis.cluster import LocalCluster
 from watchlog.launcher.services import Service
 
 SLOW_CLIENTS = 8  # more than the 2 x 2 request threads
-ATTACK_S = 14.0  # how long the slow clients keep trickling
-NORMAL_TIMEOUT_S = 12.0  # a normal client's patience
+ATTACK_S = 8.0  # how long the slow clients keep trickling
+NORMAL_TIMEOUT_S = 6.0  # a normal client's patience
 EXPORT_THOUSANDS = 40  # logs in the export, thousands (~12 MB: 3 x what buffers hold)
 
 
