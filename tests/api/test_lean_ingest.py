@@ -180,12 +180,39 @@ def test_the_rate_test_catches_a_lean_path_that_counts_twice(
     assert limited_codes(app, ingest_headers) == [201, 201, 422, 429, 429]
 
 
+def _faulted_answers(settings: Settings, store: Store, headers: dict[str, str]) -> list[int]:
+    """The statuses of one new log POSTed to the lean and the Flask-only app, with every
+    request given an injected 503."""
+    s = settings.replace(fault_abort_p=1.0, fault_abort_status=503)
+    out = []
+    for app in (create_app(s, store), create_app(s, store, lean=False)):
+        r = app.test_client().post(URL, json=fresh(), headers=headers)
+        assert r.status_code != 503 or "injected" in r.get_json()["message"]
+        out.append(r.status_code)
+    return out
+
+
 def test_an_injected_fault_goes_through_flask(cluster_settings, store, ingest_headers) -> None:
     """With a fault that may apply, the lean path steps aside: the fault is injected."""
-    s = cluster_settings.replace(fault_abort_p=1.0, fault_abort_status=503)
-    for app in (create_app(s, store), create_app(s, store, lean=False)):
-        r = app.test_client().post(URL, json=fresh(), headers=ingest_headers)
-        assert r.status_code == 503 and "injected" in r.get_json()["message"]
+    assert _faulted_answers(cluster_settings, store, ingest_headers) == [503, 503]
+
+
+def test_a_lean_path_that_ignores_faults_is_caught(cluster_settings, store, ingest_headers,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: a lean path that takes the request whatever the faults stores it
+    (201) where the injected fault was due."""
+    components = fast.LeanIngest._components
+
+    class Deaf:
+        def quiet(self, route: str) -> bool:
+            return True
+
+    def careless(self: fast.LeanIngest) -> Any:
+        settings, auth, _faults, limit, store, red = components(self)
+        return settings, auth, Deaf(), limit, store, red
+
+    monkeypatch.setattr(fast.LeanIngest, "_components", careless)
+    assert _faulted_answers(cluster_settings, store, ingest_headers) == [201, 503]
 
 
 def test_the_comparison_catches_a_lean_path_that_forgets_a_counter(

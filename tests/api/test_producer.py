@@ -81,6 +81,38 @@ def test_producer_chunked_body_is_bounded_like_any_other(producer_url, ingest_he
     assert r.status_code == 201 and r.json()["event_id"] == doc["event_id"]
 
 
+def _post_chunked_in_process(producer: Any, body: bytes,
+                             headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """POST ``body`` to the app as a server hands on a chunked body: no Content-Length,
+    the stream ends where the body does (``wsgi.input_terminated``)."""
+    import io
+
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    environ = EnvironBuilder(URL, method="POST", content_type="application/json",
+                             headers=list(headers.items())).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True,
+                    "HTTP_TRANSFER_ENCODING": "chunked"})
+    out, status, _ = run_wsgi_app(producer.application, environ, buffered=True)
+    return int(status.split()[0]), json.loads(b"".join(out))
+
+
+def test_a_chunked_body_cut_at_the_limit_without_a_word_is_caught(
+        producer, ingest_headers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control of the chunked bound: reading a body of unknown length only up to
+    the limit, as Werkzeug's stream does, answers a 400 about the cut JSON where the bound
+    says 413 (both checked here, in process, with the same oversized body)."""
+    from watchlog.api.producer import ingest
+
+    big = json.dumps({**seed_log(), "pad": "x" * (5 * MiB)}).encode()
+    status, doc = _post_chunked_in_process(producer, big, ingest_headers)
+    assert (status, doc["message"]) == (413, "request body over the limit of 4194304 bytes")
+    monkeypatch.setattr(ingest, "_read_to_the_end", lambda stream, limit: stream.read(limit))
+    status, doc = _post_chunked_in_process(producer, big, ingest_headers)
+    assert status == 400 and "413" not in doc["message"], doc
+
+
 # Decompression bombs: 1 GiB of zeros in ~1 MB (gzip) or ~32 KB (zstd), built compactly.
 
 MiB, GiB = 1 << 20, 1 << 30
