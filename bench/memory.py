@@ -15,9 +15,10 @@ from watchlog.launcher.redis.cluster import LocalCluster
 
 KIND = re.compile(r"^wl:\{[^}]+\}:([a-z]+)")
 NAMES = {"b": "event bodies (hash)", "t": "user time index (zset)",
-         "a": "user aggregates (hash)", "f": "fleet time index (zset of references)",
-         "pa": "partition aggregates", "pu": "active users (set)", "feed": "feed (stream)",
-         "r": "write attempts' answers (60 s)"}
+         "a": "older per-user-day aggregates (hash, read only)",
+         "f": "fleet time index (zset of references)",
+         "pa": "daily aggregates of partitions and users (hash)", "pu": "active users (set)",
+         "feed": "feed (stream)", "r": "write attempts' answers (60 s)"}
 
 
 def breakdown(cluster: LocalCluster, partitions: int = 4) -> dict[str, Any]:
