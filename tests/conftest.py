@@ -169,7 +169,7 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
             "alert_sink": f"http://127.0.0.1:{ports.alert_sink}",
             "state_dir": str(state)}
     try:
-        drive_load(urls, load_or_create(state), seconds=40)
+        drive_load(urls, load_or_create(state), seconds=20)
         yield urls
     finally:
         stack.down()
