@@ -12,6 +12,7 @@ from bench import load
 from bench.measure import per_event, probe
 from bench.stack import Stack
 from watchlog.store import Store
+from watchlog.store.cluster import LIBRARY
 
 # Two keys in one slot, the core of an event write (idempotent body + time index).
 BENCH_LUA = ("if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then "
@@ -37,6 +38,63 @@ def direct_write(stack: Stack, events: int, run: str) -> dict[str, Any]:
             "decode_validate_events_per_s": round(len(raws) / validate_s),
             "decode_validate_us_per_event": round(validate_s / len(raws) * 1e6, 2),
             **p.result, **per_event(p.result, len(built) - 1)}
+
+
+# The floor of one write call: the store's ingest function cut where it has read and parsed
+# its arguments, so that it writes only the attempt's answer and says "created" for every
+# log. What a call costs Redis before any of a log's own writes: a one-log request costs at
+# least this, however cheap its writes become.
+FLOOR_CUT = "  local out, marks, days, feed = {}, {}, {}, {}\n"
+FLOOR_RETURN = """  do
+    local floor = {}
+    for g = 1, ngroups do for _ = 1, #groups[g][3] do floor[#floor + 1] = 1 end end
+    redis.call('SET', attempt, table.concat(floor), 'EX', KEEP)
+    return floor
+  end
+"""
+
+
+def floor_library() -> str:
+    """The store's function library with the ingest function cut to its floor."""
+    if LIBRARY.count(FLOOR_CUT) != 1:
+        raise RuntimeError("wl_ingest changed: bench/ceilings.py FLOOR_CUT no longer marks "
+                           "where its writes begin")
+    return LIBRARY.replace(FLOOR_CUT, FLOOR_RETURN + FLOOR_CUT)
+
+
+def _load(stack: Stack, library: str) -> None:
+    rc = stack.cluster.admin_client()
+    try:
+        rc.execute_command("FUNCTION", "LOAD", "REPLACE", library,
+                           target_nodes=rc.PRIMARIES)
+        codes = rc.execute_command("FUNCTION", "LIST", "WITHCODE", target_nodes=rc.PRIMARIES)
+    finally:
+        rc.close()
+    for node, libraries in codes.items():
+        if [lib["library_code"] for lib in libraries] != [library]:
+            raise RuntimeError(f"master {node} does not hold the library just loaded")
+
+
+def function_floor(stack: Stack, calls: int, run: str) -> dict[str, Any]:
+    """Redis CPU of one-log ``Store.ingest`` calls while ``wl_ingest`` is cut to its floor
+    (the real library is loaded again before this returns, and checked)."""
+    raws = list(load.raw_logs(calls + 1, list(range(100_000)), load.yesterday_ms(), run))
+    built = load.build_events(raws)
+    store = Store(stack.settings())
+    _load(stack, floor_library())
+    try:
+        store.ingest(built[:1])  # connect outside the measurement
+        with probe(stack.cluster) as p:
+            t0 = time.perf_counter()
+            for i in range(1, len(built)):
+                store.ingest(built[i:i + 1])
+            secs = time.perf_counter() - t0
+    finally:
+        store.close()
+        _load(stack, LIBRARY)
+        stack.flush()
+    return {"calls_per_s": round(calls / secs), "events": calls, "batch": 1,
+            **p.result, **per_event(p.result, calls)}
 
 
 def redis_benchmark(stack: Stack, requests: int) -> dict[str, Any]:

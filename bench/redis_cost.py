@@ -7,6 +7,8 @@ and, in interleaved rounds, measures the masters' ``used_cpu_sys + used_cpu_user
   ``ZADD`` index, ``ceilings.BENCH_LUA``): Redis CPU per call;
 - ``single``: ``Store.ingest`` of one log per call (what a one-log request asks of Redis);
 - ``batch``: ``Store.ingest`` of 1,000-log batches (what a 1,000-log request asks);
+- ``floor``: one-log ``Store.ingest`` calls with ``wl_ingest`` cut before the log's own
+  writes (``ceilings.function_floor``): what one call per log costs at least;
 
 and prints each one's Redis µs per log, its ratio to the reference of the same round, and
 ``INFO commandstats`` per command (calls and µs per stored log). The figures are Redis CPU
@@ -55,11 +57,12 @@ def one_round(stack: Stack, n: int, quick: bool) -> dict[str, Any]:
     scale = 10 if quick else 1
     out = {"reference": reference(stack, 600_000 // scale),
            "single": direct(stack, 6_000 // scale, 1, f"rc{n}s"),
-           "batch": direct(stack, 100_000 // scale, 1000, f"rc{n}b")}
+           "batch": direct(stack, 100_000 // scale, 1000, f"rc{n}b"),
+           "floor": ceilings.function_floor(stack, 6_000 // scale, f"rc{n}f")}
     stack.flush()
     ref = out["reference"]["redis_cpu_us_per_event"]
     out["ratios"] = {k: round(out[k]["redis_cpu_us_per_event"] / ref, 2)
-                     for k in ("single", "batch")}
+                     for k in ("single", "batch", "floor")}
     return out
 
 
@@ -70,7 +73,8 @@ def summary(rounds: list[dict[str, Any]]) -> str:
             f"round {i}: reference {r['reference']['redis_cpu_us_per_event']:.2f} µs/call, "
             f"single {r['single']['redis_cpu_us_per_event']:.2f} µs/log "
             f"({r['ratios']['single']:.2f}×), batch {r['batch']['redis_cpu_us_per_event']:.2f}"
-            f" µs/log ({r['ratios']['batch']:.2f}×)")
+            f" µs/log ({r['ratios']['batch']:.2f}×), floor of a one-log call "
+            f"{r['floor']['redis_cpu_us_per_event']:.2f} µs ({r['ratios']['floor']:.2f}×)")
     last = rounds[-1]
     for k in ("single", "batch"):
         lines.append(f"commandstats per stored log, {k} (last round):")

@@ -100,7 +100,7 @@ def _redis_cost(r: dict[str, Any]) -> list[str]:
     ref = c["redis_benchmark"].get("redis_cpu_us_per_event")
     rows = {k: d for k, d in {**c, **s}.items()
             if d.get("redis_cpu_us_per_event") is not None and (
-                k in ("redis_benchmark", "direct_write", "naive", "seed")
+                k in ("redis_benchmark", "direct_write", "function_floor", "naive", "seed")
                 or k in s and "batch" in d)}
     out = ["### Redis CPU per stored log (masters' used_cpu_sys + used_cpu_user)", ""]
     out += _table(["write", "Redis µs per log", "× two-key Lua call", "Redis commands per log"],
@@ -181,6 +181,7 @@ LABELS = {
     "seed": "peer: the seed's producer (RPUSH of the JSON, prometheus_flask_exporter)",
     "direct_write": "ceiling: Store.ingest direct (1,000/call)",
     "redis_benchmark": "ceiling: redis-benchmark two-key Lua, -P 64",
+    "function_floor": "floor: one-log Store.ingest calls, wl_ingest cut before the log's writes",
     "single_post": "single-event POST",
     "batch_100": "batch POST, 100/request",
     "batch_1000": "batch POST, 1,000/request",

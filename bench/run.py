@@ -52,6 +52,8 @@ def writes(r: dict[str, Any], stack: Stack, mode: Mode, run: str, work: Path) ->
     stack.stop_service("trivial")
     step(r, "ceilings", "direct_write", ceilings.direct_write, stack, mode.direct_events, run)
     step(r, "ceilings", "redis_benchmark", ceilings.redis_benchmark, stack, mode.rb_requests)
+    step(r, "ceilings", "function_floor", ceilings.function_floor, stack,
+         mode.direct_events // 20, run)
     naive = stack.serve_naive("naive")
     seed = stack.serve_seed("seed")
     prod = stack.serve_watchlog("producer")

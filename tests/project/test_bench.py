@@ -25,7 +25,7 @@ from helpers import ROOT
 SCENARIOS = ("single_post", "batch_100", "batch_1000", "batch_1000_identity",
              "batch_1000_gzip", "batch_1000_zstd", "query_10k", "query_big", "report",
              "export", "extraction")
-CEILINGS = ("trivial", "naive", "direct_write", "redis_benchmark")
+CEILINGS = ("trivial", "naive", "direct_write", "redis_benchmark", "function_floor")
 FIGURES = ("server_cpu_cores", "redis_cmds_per_s", "redis_cpu_cores", "redis_mem_mb")
 
 
@@ -76,9 +76,14 @@ def test_bench_quick_evaluates_every_target(results: dict[str, Any]) -> None:
 def test_bench_quick_measures_redis_cost_per_log_and_durability(results: dict[str, Any]) -> None:
     c, s = results["ceilings"], results["scenarios"]
     assert c["naive"]["rps"] > 0 and c["naive"]["errors"] == 0
-    for d in (c["redis_benchmark"], c["direct_write"], s["single_post"], s["batch_1000"]):
+    for d in (c["redis_benchmark"], c["direct_write"], c["function_floor"], s["single_post"],
+              s["batch_1000"]):
         assert d["redis_cpu_us_per_event"] > 0
         assert d["commands_per_event"]  # INFO commandstats, per stored log
+    # the floor's function wrote only the attempts' answers: no log's own command ran
+    writes = {"zadd", "hset", "xadd", "sadd", "hmget", "expireat", "zmscore"}
+    assert not writes & set(c["function_floor"]["commands_per_event"])
+    assert writes - {"zmscore"} <= set(c["direct_write"]["commands_per_event"])
     assert "fcall" in s["batch_1000"]["commands_per_event"]
     d = results["durability"]
     assert d["replicas"] == 1
