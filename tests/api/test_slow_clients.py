@@ -109,11 +109,18 @@ def slow_senders() -> Iterator[Any]:
 
 def normal_requests(call: Callable[[httpx.Client, int], httpx.Response],
                     seconds: float) -> list[str]:
-    """Make one normal request a second for ``seconds``; return each outcome (status or
-    timeout)."""
+    """Make one normal request a second for ``seconds``, each on a new connection; return
+    each outcome (status or timeout).
+
+    A new connection each time, as a watch's next POST would come: the server's workers
+    accept connections in turn, and one kept-alive connection would ask one worker only.
+    With 8 slow clients at least one worker has all its threads taken, so without the
+    bounds some request lands there and times out; kept alive, a client that happened onto
+    a worker holding fewer than two slow bodies saw no starvation, and the control failed."""
     outcomes = []
     deadline = time.monotonic() + seconds
-    with httpx.Client(timeout=NORMAL_TIMEOUT_S) as http:
+    with httpx.Client(timeout=NORMAL_TIMEOUT_S, headers={"Connection": "close"},
+                      limits=httpx.Limits(max_keepalive_connections=0)) as http:
         i = 0
         while time.monotonic() < deadline:
             i += 1
