@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from helpers import bearer, seed_log, serve, service_env
@@ -81,18 +80,6 @@ def _fast_rules(target: Path) -> Path:
             text = text.replace(STALLED_SHIPPED, STALLED_TEST)
         (target / path.name).write_text(text)
     return target
-
-
-def _fast_intervals(config: Path) -> None:
-    """Scrape and evaluate every 2 s (shipped: 5 s) in a rendered Prometheus config."""
-    doc = yaml.safe_load(config.read_text())
-    shipped = doc["global"]
-    assert (shipped["scrape_interval"], shipped["evaluation_interval"]) == ("5s", "5s"), shipped
-    shipped.update(scrape_interval="2s", scrape_timeout="2s", evaluation_interval="2s")
-    for job in doc["scrape_configs"]:
-        for key in ("scrape_interval", "scrape_timeout"):
-            job.pop(key, None)
-    config.write_text(yaml.safe_dump(doc))
 
 
 # --- the exporter's password (docs/security.md) -------------------------------------------------
@@ -262,9 +249,8 @@ def alerting_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
             assert isinstance(made, Service), made
             if made.name == "prometheus":
                 # Test-only: an alert whose first send failed is sent again after 5 s, not
-                # Prometheus's default minute; scrapes and evaluations every 2 s, not 5.
+                # Prometheus's default minute.
                 made.argv.append("--rules.alert.resend-delay=5s")
-                _fast_intervals(state / "prometheus" / "prometheus.yml")
             made.start(state)
             made.wait_ready(60, state)  # Alertmanager is up before Prometheus sends to it
             services.append(made)
