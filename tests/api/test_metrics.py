@@ -10,7 +10,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import require_tool, seed_log
+from helpers import now_ms, require_tool, seed_log
+from watchlog.core.schema import iso_ms
 
 N = 200
 
@@ -178,7 +179,10 @@ def test_consumer_metrics_name_a_bounded_set_of_extractors(live_services, reader
 
 def test_unauthenticated_metrics_carry_no_health_figures(live_services, ingest_headers) -> None:
     """docs/security.md: /metrics has operational counts only, never a heart rate."""
-    docs = [seed_log(activity_type="running", event_id=f"hr{i}") for i in range(5)]
+    # Logged now, not the seed's hour ago: between 00:00 and 01:00 UTC that is yesterday, and
+    # the fleet gauges count today's logs.
+    docs = [seed_log(activity_type="running", event_id=f"hr{i}", timestamp=iso_ms(now_ms()))
+            for i in range(5)]
     r = httpx.post(live_services["producer"] + "/v1/activities", json=docs,
                    headers=ingest_headers, timeout=10)
     assert r.status_code in (200, 201, 207), r.text
