@@ -12,7 +12,7 @@ from bench import load
 from bench.measure import per_event, probe
 from bench.stack import Stack
 from watchlog.store import Store
-from watchlog.store.cluster import LIBRARY
+from watchlog.store.cluster import LIBRARY, load_library
 
 # Two keys in one slot, the core of an event write (idempotent body + time index).
 BENCH_LUA = ("if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then "
@@ -65,8 +65,7 @@ def floor_library() -> str:
 def _load(stack: Stack, library: str) -> None:
     rc = stack.cluster.admin_client()
     try:
-        rc.execute_command("FUNCTION", "LOAD", "REPLACE", library,
-                           target_nodes=rc.PRIMARIES)
+        load_library(rc, library)
         codes = rc.execute_command("FUNCTION", "LIST", "WITHCODE", target_nodes=rc.PRIMARIES)
     finally:
         rc.close()
@@ -75,26 +74,35 @@ def _load(stack: Stack, library: str) -> None:
             raise RuntimeError(f"master {node} does not hold the library just loaded")
 
 
-def function_floor(stack: Stack, calls: int, run: str) -> dict[str, Any]:
-    """Redis CPU of one-log ``Store.ingest`` calls while ``wl_ingest`` is cut to its floor
-    (the real library is loaded again before this returns, and checked)."""
-    raws = list(load.raw_logs(calls + 1, list(range(100_000)), load.yesterday_ms(), run))
+def store_ingest(stack: Stack, events: int, batch: int, run: str) -> dict[str, Any]:
+    """Redis CPU of storing ``events`` new logs through ``Store.ingest``, ``batch`` per call."""
+    raws = list(load.raw_logs(events + 1, list(range(100_000)), load.yesterday_ms(), run))
     built = load.build_events(raws)
     store = Store(stack.settings())
-    _load(stack, floor_library())
     try:
         store.ingest(built[:1])  # connect outside the measurement
         with probe(stack.cluster) as p:
             t0 = time.perf_counter()
-            for i in range(1, len(built)):
-                store.ingest(built[i:i + 1])
+            for i in range(1, len(built), batch):
+                store.ingest(built[i:i + batch])
             secs = time.perf_counter() - t0
     finally:
         store.close()
+    return {"events": events, "batch": batch, "events_per_s": round(events / secs),
+            **p.result, **per_event(p.result, events)}
+
+
+def function_floor(stack: Stack, calls: int, run: str) -> dict[str, Any]:
+    """Redis CPU of one-log ``Store.ingest`` calls while ``wl_ingest`` is cut to its floor
+    (the real library is loaded again before this returns, and checked)."""
+    _load(stack, floor_library())
+    try:
+        r = store_ingest(stack, calls, 1, run)
+    finally:
         _load(stack, LIBRARY)
         stack.flush()
-    return {"calls_per_s": round(calls / secs), "events": calls, "batch": 1,
-            **p.result, **per_event(p.result, calls)}
+    r["calls_per_s"] = r.pop("events_per_s")  # one call per log: the report counts calls
+    return r
 
 
 def redis_benchmark(stack: Stack, requests: int) -> dict[str, Any]:

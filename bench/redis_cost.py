@@ -27,10 +27,9 @@ from typing import Any
 
 import click
 
-from bench import ceilings, load
-from bench.measure import per_event, probe
+from bench import ceilings
+from bench.measure import per_event
 from bench.stack import Stack
-from watchlog.store import Store
 
 
 def reference(stack: Stack, requests: int) -> dict[str, Any]:
@@ -38,26 +37,11 @@ def reference(stack: Stack, requests: int) -> dict[str, Any]:
     return {**r, **per_event(r, requests)}
 
 
-def direct(stack: Stack, events: int, batch: int, run: str) -> dict[str, Any]:
-    """Store ``events`` new logs through ``Store.ingest``, ``batch`` per call."""
-    raws = list(load.raw_logs(events + 1, list(range(100_000)), load.yesterday_ms(), run))
-    built = load.build_events(raws)
-    store = Store(stack.settings())
-    store.ingest(built[:1])  # connect outside the measurement
-    with probe(stack.cluster) as p:
-        for i in range(1, len(built), batch):
-            store.ingest(built[i:i + batch])
-    store.close()
-    r = p.result
-    return {"events": events, "batch": batch,
-            "events_per_s": round(events / r["seconds_measured"]), **r, **per_event(r, events)}
-
-
 def one_round(stack: Stack, n: int, quick: bool) -> dict[str, Any]:
     scale = 10 if quick else 1
     out = {"reference": reference(stack, 600_000 // scale),
-           "single": direct(stack, 6_000 // scale, 1, f"rc{n}s"),
-           "batch": direct(stack, 100_000 // scale, 1000, f"rc{n}b"),
+           "single": ceilings.store_ingest(stack, 6_000 // scale, 1, f"rc{n}s"),
+           "batch": ceilings.store_ingest(stack, 100_000 // scale, 1000, f"rc{n}b"),
            "floor": ceilings.function_floor(stack, 6_000 // scale, f"rc{n}f")}
     stack.flush()
     ref = out["reference"]["redis_cpu_us_per_event"]

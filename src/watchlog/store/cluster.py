@@ -131,13 +131,13 @@ class Function:
         self.name = name
 
 
-def load_library(admin: RedisCluster) -> None:
+def load_library(admin: RedisCluster, library: str = LIBRARY) -> None:
     """Load (or replace) the library on every master: an admin connection's job.
 
     The applications' Redis user may call the functions but not load code; the library is
     kept in the AOF and replicated, so restarts and failovers keep it.
     """
-    admin.execute_command("FUNCTION", "LOAD", "REPLACE", LIBRARY,
+    admin.execute_command("FUNCTION", "LOAD", "REPLACE", library,
                           target_nodes=RedisCluster.PRIMARIES)
 
 
